@@ -56,3 +56,31 @@ def set_threads(n: int | None) -> None:
     if n:
         torch.set_num_threads(max(1, int(n)))
         os.environ.setdefault("OMP_NUM_THREADS", str(n))
+
+
+class stage_logging:
+    """Context for a pipeline stage: stderr (progress bars) and logging go to ``log_file``.
+
+    Used by the Snakemake scripts so that every stage writes its own log file; exceptions are logged with
+    their traceback before they propagate (and fail the job).
+    """
+
+    def __init__(self, log_file: str | Path, threads: int | None = None) -> None:
+        self.log_file = Path(log_file)
+        self.threads = threads
+
+    def __enter__(self) -> logging.Logger:
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        self._stream = open(self.log_file, "w", buffering=1)
+        self._stderr = sys.stderr
+        sys.stderr = self._stream
+        setup_logging(None)
+        set_threads(self.threads)
+        return log
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc is not None:
+            log.error("stage failed: %s", exc, exc_info=(exc_type, exc, tb))
+        logging.getLogger().handlers.clear()
+        sys.stderr = self._stderr
+        self._stream.close()

@@ -1,0 +1,26 @@
+# RPG pipeline: collect checkpoints -> tokenize -> train the recurrent diffusion generator -> generate -> evaluate.
+# Configuration: config.yaml (embedded default) or --configfile FILE; schema: workflow/schemas/config.schema.yaml.
+from snakemake.utils import min_version
+
+min_version("8.0")
+
+
+if "experiments" not in config:
+
+    configfile: "config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/collect.smk"
+include: "workflow/rules/tokenize.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/generate.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        "results/report.html",
+        all_summaries(),

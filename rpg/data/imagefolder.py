@@ -1,0 +1,107 @@
+"""ImageNet-style folder trees: ``root/train/<class>/*.JPEG`` and ``root/val/<class>/*.JPEG``.
+
+Class indices come from the sorted class folders of ``root/train`` (so train and val agree
+even when a val folder is missing a class). Images go through timm's standard transforms
+(``timm.data.create_transform``): random-resized-crop augmentation for train, resize +
+centre crop for val.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from torch.utils.data import Dataset
+
+from rpg.errors import RPGInputError
+
+IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _root(data_cfg: dict[str, Any]) -> Path:
+    if not data_cfg.get("root"):
+        raise RPGInputError("imagefolder needs a 'root' folder", "config data.root")
+    return Path(data_cfg["root"]).expanduser()
+
+
+def _split_dir(data_cfg: dict[str, Any], split: str) -> Path:
+    path = _root(data_cfg) / split
+    if not path.is_dir():
+        raise RPGInputError(f"missing {split!r} folder of the image dataset", path)
+    return path
+
+
+def find_classes(data_cfg: dict[str, Any]) -> list[str]:
+    """Sorted class folder names of ``root/train``."""
+    train_dir = _split_dir(data_cfg, "train")
+    classes = sorted(p.name for p in train_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise RPGInputError("no class folders found", train_dir)
+    return classes
+
+
+class ImageFolderDataset(Dataset):
+    """``(transform(image), class_index)`` pairs of one split of an ImageNet-style tree."""
+
+    def __init__(self, *, root: Path, classes: list[str], transform: Callable | None = None) -> None:
+        self.root = Path(root)
+        self.classes = list(classes)
+        self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
+        self.transform = transform
+        self.samples: list[tuple[Path, int]] = []
+        for class_dir in sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            if class_dir.name not in self.class_to_idx:
+                raise RPGInputError("class folder not present in the train split", class_dir)
+            label = self.class_to_idx[class_dir.name]
+            self.samples += [
+                (f, label) for f in sorted(class_dir.iterdir()) if f.suffix.lower() in IMG_EXTENSIONS
+            ]
+        if not self.samples:
+            raise RPGInputError("no images found", self.root)
+        self.targets = [label for _, label in self.samples]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int):
+        from PIL import Image
+
+        path, label = self.samples[index]
+        try:
+            with Image.open(path) as img:
+                img = img.convert("RGB")
+        except OSError as exc:
+            raise RPGInputError(f"unreadable image ({exc})", path) from exc
+        return (self.transform(img) if self.transform is not None else img), label
+
+
+def build_transform(data_cfg: dict[str, Any], split: str) -> Callable:
+    """timm's train (augmenting) or eval transform for ``image_size``."""
+    from timm.data import create_transform
+
+    size = int(data_cfg.get("image_size", 224))
+    return create_transform(
+        input_size=(3, size, size),
+        is_training=split == "train",
+        interpolation=data_cfg.get("interpolation", "bicubic"),
+        mean=tuple(data_cfg.get("mean", IMAGENET_MEAN)),
+        std=tuple(data_cfg.get("std", IMAGENET_STD)),
+        crop_pct=float(data_cfg.get("crop_pct", 0.875)),
+    )
+
+
+def build_imagefolder(data_cfg: dict[str, Any], split: str) -> ImageFolderDataset:
+    classes = find_classes(data_cfg)
+    return ImageFolderDataset(
+        root=_split_dir(data_cfg, split), classes=classes, transform=build_transform(data_cfg, split)
+    )
+
+
+def imagefolder_info(data_cfg: dict[str, Any]) -> dict[str, int]:
+    return {
+        "num_classes": len(find_classes(data_cfg)),
+        "in_chans": 3,
+        "image_size": int(data_cfg.get("image_size", 224)),
+    }

@@ -1,0 +1,21 @@
+# Stage 6: one self-contained HTML report over all experiments and zoos (also: snakemake --report report.html).
+
+
+rule report:
+    input:
+        all_summaries(),
+    output:
+        "results/report.html",
+    log:
+        "results/logs/report.log",
+    benchmark:
+        "results/benchmarks/report.tsv"
+    conda:
+        "../../environment.yml"
+    params:
+        evaluations={
+            exp: {zoo: f"results/{exp}/evaluation/{zoo}" for zoo in zoos}
+            for exp, zoos in SETTINGS.items()
+        },
+    script:
+        "../scripts/report.py"

@@ -1,0 +1,22 @@
+# Stage 2: tokenization into layout/index Parquet tables and safetensors token shards.
+
+
+rule tokenize:
+    input:
+        checkpoints=zoo_checkpoints,
+        table="results/{exp}/zoo/{zoo}/checkpoints.csv",
+    output:
+        directory("results/{exp}/tokens/{zoo}"),
+    log:
+        "results/{exp}/logs/tokenize/{zoo}.log",
+    benchmark:
+        "results/{exp}/benchmarks/tokenize/{zoo}.tsv"
+    conda:
+        "../../environment.yml"
+    resources:
+        mem_mb=lambda wildcards, attempt: 4000 * attempt,
+        runtime=lambda wildcards, attempt: 60 * attempt,
+    params:
+        tokens=lambda w: S(w)["tokens"],
+    script:
+        "../scripts/tokenize.py"
