@@ -109,9 +109,7 @@ def batchnorm_modules(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]
 
 
 @torch.no_grad()
-def recalibrate_batchnorm(
-    model: nn.Module, batches: Iterable, *, num_batches: int, device: torch.device | str
-) -> bool:
+def recalibrate_batchnorm(model: nn.Module, batches: Iterable, *, num_batches: int, device: torch.device | str) -> bool:
     """Re-estimate BatchNorm running mean/var from ``num_batches`` input batches.
 
     Statistics are reset and accumulated as a plain average over the batches; only BN

@@ -82,8 +82,17 @@ def plot_accuracy_vs_similarity(table: pd.DataFrame, path: str | Path, *, title:
         if len(g):
             st = STYLE[kind]
             size = 110 if kind == "generated" else 36
-            ax.scatter(g["max_iou"], g["accuracy"], marker=st["marker"], color=st["color"], s=size,
-                       label=f"{st['label']} ({len(g)})", zorder=3, edgecolors="white", linewidths=0.5)
+            ax.scatter(
+                g["max_iou"],
+                g["accuracy"],
+                marker=st["marker"],
+                color=st["color"],
+                s=size,
+                label=f"{st['label']} ({len(g)})",
+                zorder=3,
+                edgecolors="white",
+                linewidths=0.5,
+            )
     ax.set_xlabel("similarity: max IoU of wrong validation samples vs originals")
     ax.set_ylabel("validation accuracy")
     ax.set_title(title or "accuracy vs similarity (up-left: accurate and novel)")

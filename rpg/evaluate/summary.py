@@ -114,7 +114,9 @@ def summarize(table: pd.DataFrame) -> dict[str, Any]:
     orig_sim = summary["original_similarity"]["mean"]
     not_copies = None if gen_sim is None or orig_sim is None else bool(gen_sim <= orig_sim + 1e-12)
 
-    noise_points = [(b["similarity"]["mean"], b["accuracy"]["mean"]) for b in baselines.values() if b["kind"] == "noise"]
+    noise_points = [
+        (b["similarity"]["mean"], b["accuracy"]["mean"]) for b in baselines.values() if b["kind"] == "noise"
+    ]
     noise_points = [(s, a) for s, a in noise_points if s is not None and a is not None]
     noise_acc = None
     if noise_points and gen_sim is not None:
