@@ -82,6 +82,21 @@ def validate_config(config: Mapping, schema_path: str | Path = DEFAULT_SCHEMA) -
     return cfg
 
 
+def _typed(settings: dict, where: str) -> None:
+    """Check the generator/train/generate blocks against their typed configs and fill every default."""
+    import dataclasses
+
+    from rpg.generate import generate_config
+    from rpg.generator.presets import generator_config
+    from rpg.train import train_config
+
+    for block, build in (("generator", generator_config), ("train", train_config), ("generate", generate_config)):
+        try:
+            settings[block] = dataclasses.asdict(build(settings[block]))
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"config key '{where}.{block}': {exc}") from exc
+
+
 def resolve_config(config: Mapping, schema_path: str | Path = DEFAULT_SCHEMA) -> dict[str, dict[str, dict]]:
     """{experiment: {zoo: settings}} with experiment blocks merged into each zoo, all defaults filled."""
     schema = load_schema(schema_path)
@@ -102,6 +117,7 @@ def resolve_config(config: Mapping, schema_path: str | Path = DEFAULT_SCHEMA) ->
                 where = f"experiments.{exp_name}.zoos.{zoo_name}.{block}"
                 _check(merged, {"$ref": f"#/$defs/{block}"}, schema, where)
                 settings[block] = merged
+            _typed(settings, f"experiments.{exp_name}.zoos.{zoo_name}")
             settings.update(zoo)
             resolved[exp_name][zoo_name] = settings
     return resolved

@@ -1,0 +1,150 @@
+"""Generate model weights with a trained RPG generator, one model at a time.
+
+For model i: seed = generate.seed + i; the permutation state is the configured one or drawn uniformly from
+that seed; tokens are sampled (DDIM/DDPM) in chunks of ``chunk_tokens``, detokenized against the token
+store's layout and reference, and saved as a checkpoint-like safetensors file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rpg.errors import RPGInputError
+from rpg.generator.model import RPGModel
+from rpg.generator.permutation import pick_state
+from rpg.generator.presets import generator_config
+from rpg.generator.samplers import SAMPLERS, build_sampler
+from rpg.io import load_safetensors, read_json, save_safetensors
+from rpg.runtime import progress, resolve_device, set_threads
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class GenerateConfig:
+    num_models: int | None = None  # informational: the number of output paths decides
+    sampler: str = "ddim"  # ddim | ddpm
+    steps: int | None = 60  # sampling steps (None: all T)
+    eta: float = 0.0  # DDIM only
+    chunk_tokens: int = 256
+    seed: int = 0
+    state: int | None = None  # None: uniformly random per model
+    task: list[int] | None = None  # task vector for a task-conditioned generator (all models)
+    tasks: list[list[int]] | None = None  # or one task vector per model
+    weights: str = "auto"  # auto (EMA when trained with it) | ema | model
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"generate.sampler {self.sampler!r} unknown; choose one of {SAMPLERS}")
+        if self.weights not in ("auto", "ema", "model"):
+            raise ValueError(f"generate.weights must be auto, ema or model, got {self.weights!r}")
+        if self.chunk_tokens < 1:
+            raise ValueError(f"generate.chunk_tokens must be >= 1, got {self.chunk_tokens}")
+
+
+def generate_config(cfg: Mapping[str, Any] | GenerateConfig | None) -> GenerateConfig:
+    if isinstance(cfg, GenerateConfig):
+        return cfg
+    cfg = dict(cfg or {})
+    known = {f.name for f in dataclasses.fields(GenerateConfig)}
+    unknown = sorted(set(cfg) - known)
+    if unknown:
+        raise ValueError(f"unknown generate config keys {unknown}; known keys: {sorted(known)}")
+    return GenerateConfig(**cfg)
+
+
+def load_generator(
+    generator_dir: str | Path, *, device: str | torch.device = "cpu", weights: str = "auto"
+) -> tuple[RPGModel, dict[str, Any]]:
+    """The trained generator (eval mode) and its config.json; ``weights``: auto | ema | model."""
+    generator_dir = Path(generator_dir)
+    cfg = read_json(generator_dir / "config.json")
+    tensors, meta = load_safetensors(generator_dir / "model.safetensors")
+    try:
+        model = RPGModel(
+            config=generator_config(cfg["generator"]),
+            positions=tensors.pop("layout.positions"),
+            token_size=int(cfg["token_size"]),
+            num_states=int(cfg["num_states"]),
+            token_mask=tensors.pop("layout.token_mask"),
+        )
+    except (KeyError, ValueError) as exc:
+        raise RPGInputError(f"cannot rebuild the generator ({exc})", generator_dir) from exc
+    which = meta.get("generate_with", "model") if weights == "auto" else weights
+    if which == "ema":
+        state = {k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}
+        if not state:
+            raise RPGInputError("weights='ema' but the generator was trained without EMA", generator_dir)
+    else:
+        state = {k: v for k, v in tensors.items() if not k.startswith("ema.")}
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise RPGInputError(f"weights do not match config.json ({exc})", generator_dir) from exc
+    return model.to(device).eval(), cfg
+
+
+def generate_models(
+    *,
+    generator_dir: str | Path,
+    token_dir: str | Path,
+    out_paths: Sequence[str | Path],
+    generate_cfg: Mapping[str, Any] | GenerateConfig,
+    device: str = "auto",
+) -> None:
+    """Write ``len(out_paths)`` generated models (see module docstring)."""
+    from rpg.tokens.store import TokenStore
+    from rpg.tokens.tokenizer import detokenize
+
+    cfg = generate_config(generate_cfg)
+    set_threads(cfg.threads)
+    dev = resolve_device(device)
+    out_paths = [Path(p) for p in out_paths]
+    if cfg.num_models is not None and cfg.num_models != len(out_paths):
+        log.warning("generate.num_models=%s but %d output paths: writing %d", cfg.num_models, *[len(out_paths)] * 2)
+    if cfg.tasks is not None and len(cfg.tasks) != len(out_paths):
+        raise ValueError(f"generate.tasks has {len(cfg.tasks)} entries for {len(out_paths)} models")
+    store = TokenStore(token_dir)
+    layout, store_meta = store.layout, store.meta
+    model, gen_cfg = load_generator(generator_dir, device=dev, weights=cfg.weights)
+    if (model.num_tokens, model.token_size) != (layout.num_tokens, layout.token_size):
+        raise RPGInputError(
+            f"generator {generator_dir} was trained on [{model.num_tokens}, {model.token_size}] tokens, "
+            f"this store has [{layout.num_tokens}, {layout.token_size}]", token_dir)  # fmt: skip
+    num_states = model.permutation.num_states
+    sampler = build_sampler(cfg.sampler, schedule=model.schedule, steps=cfg.steps, eta=cfg.eta)
+    log.info("generating %d models with %s-%d on %s", len(out_paths), cfg.sampler, len(sampler.timesteps), dev)
+    for i, path in enumerate(progress(out_paths, desc="generate", total=len(out_paths))):
+        seed = cfg.seed + i
+        state = pick_state(num_states, cfg.state, torch.Generator().manual_seed(seed))
+        task = cfg.tasks[i] if cfg.tasks is not None else cfg.task
+        start = time.perf_counter()
+        tokens = model.generate(
+            state=state,
+            sampler=sampler,
+            generator=torch.Generator(dev).manual_seed(seed),
+            task=None if task is None else torch.tensor(task, dtype=torch.float32),
+            chunk_tokens=cfg.chunk_tokens,
+        )
+        if not bool(torch.isfinite(tokens[layout.token_mask()]).all()):
+            raise FloatingPointError(f"generator {generator_dir} produced non-finite weights for model {i}")
+        state_dict = detokenize(tokens, layout, store.reference)
+        meta = {
+            "kind": "generated", "arch": store_meta.get("arch"), "arch_kwargs": store_meta.get("arch_kwargs", {}),
+            "num_classes": store_meta.get("num_classes"), "run": None, "seed": seed, "step": None, "index": i,
+            "val_accuracy": None, "task": None if task is None else [int(b) for b in task],
+            "generator": str(generator_dir), "state": state, "sampler": cfg.sampler,
+            "sampling_steps": len(sampler.timesteps), "sample_seed": seed, "state_dict_keys": list(state_dict),
+        }  # fmt: skip
+        save_safetensors(state_dict, path, meta)
+        del tokens, state_dict
+        log.info("model %d (state %d) -> %s in %.2f s", i, state, path, time.perf_counter() - start)

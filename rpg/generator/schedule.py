@@ -1,0 +1,58 @@
+"""Diffusion noise schedule (linear betas), forward noising and the masked denoising loss.
+
+The schedule is independent of the network: :func:`denoising_loss` takes the network as a function.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+
+class DiffusionSchedule:
+    """Linear beta schedule from ``beta_start`` to ``beta_end`` over ``num_timesteps`` steps (float64 tables)."""
+
+    def __init__(self, *, num_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> None:
+        if num_timesteps < 1 or not 0 < beta_start <= beta_end < 1:
+            raise ValueError(f"bad schedule: T={num_timesteps}, betas {beta_start}..{beta_end}")
+        self.num_timesteps = num_timesteps
+        self.betas = torch.linspace(beta_start, beta_end, num_timesteps, dtype=torch.float64)
+        self.alphas = 1.0 - self.betas
+        self.alphas_cumprod = torch.cumprod(self.alphas, dim=0)
+
+    def alpha_bar(self, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """alpha_bar at integer timesteps ``t`` [N], shaped [N, 1, ...] to broadcast against ``like``."""
+        a = self.alphas_cumprod.to(like.device)[t.to(like.device)].to(like.dtype)
+        return a.reshape(-1, *([1] * (like.ndim - 1)))
+
+    def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) noise."""
+        a = self.alpha_bar(t, x0)
+        return a.sqrt() * x0 + (1 - a).sqrt() * noise
+
+
+def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean squared error over the entries where ``mask`` is True."""
+    mask = mask.to(pred.dtype)
+    return ((pred - target).square() * mask).sum() / mask.sum().clamp(min=1)
+
+
+def denoising_loss(
+    net: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    x0: torch.Tensor,
+    schedule: DiffusionSchedule,
+    *,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Epsilon-prediction loss for a batch of tokens x0 [N, k] holding NaN at padding.
+
+    NaN padding is set to 0 before noising and excluded from the loss; every token gets its own timestep.
+    ``net(x_t, t)`` returns the predicted noise.
+    """
+    mask = ~torch.isnan(x0)
+    x0 = torch.nan_to_num(x0, nan=0.0)
+    t = torch.randint(schedule.num_timesteps, (x0.shape[0],), generator=generator, device=x0.device)
+    noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+    pred = net(schedule.add_noise(x0, noise, t), t)
+    return masked_mse(pred.float(), noise.float(), mask)

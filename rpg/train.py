@@ -1,0 +1,404 @@
+"""Training loop of the RPG generator on a token store (resumable; DDP via torchrun when nproc > 1).
+
+Each step takes a batch of checkpoints, computes prototypes once per distinct (state, task), denoises a
+random subset of ``diffusion_batch`` tokens and takes an AdamW step (warmup + cosine lr, gradient clipping,
+bf16 autocast on CUDA, EMA of the weights). All randomness of a step comes from a generator seeded by
+(seed, step, rank), and the training state is saved every ``save_every`` steps to ``out_dir/resume/state.pt``,
+so a killed run continued later gives the same loss curve as an uninterrupted one.
+
+Outputs: ``model.safetensors`` (weights under their names, EMA weights under ``ema.``, the token layout under
+``layout.``), ``config.json`` and ``train_log.csv`` (step, loss, lr, time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import math
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from rpg.errors import RPGInputError
+from rpg.generator.model import RPGModel
+from rpg.generator.presets import GeneratorConfig, generator_config
+from rpg.io import atomic_path, save_safetensors, write_json, write_table
+from rpg.runtime import progress, resolve_device, set_threads, setup_logging
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+LOG_FILE = "train_log.csv"
+STATE_FILE = Path("resume") / "state.pt"
+
+
+@dataclass
+class TrainConfig:
+    """Training hyperparameters. ``batch_size`` and ``diffusion_batch`` are global (split across DDP ranks)."""
+
+    steps: int = 2000
+    batch_size: int = 4  # checkpoints per step (paper 16; repo scripts 2-8)
+    diffusion_batch: int = 512  # tokens denoised per step (paper 512-1024)
+    lr: float = 1e-3  # paper: 3e-5 at scale (1e-5 for >50M parameters); tiny CPU runs need more
+    min_lr_ratio: float = 0.0  # cosine decays to lr * min_lr_ratio
+    warmup_steps: int = 100
+    weight_decay: float = 0.0
+    grad_clip: float | None = 1.0
+    ema_decay: float | None = 0.999  # None or 0: no EMA (generation uses the raw weights)
+    bf16: bool = True  # autocast on CUDA only
+    save_every: int = 500  # steps between resumable saves
+    log_every: int = 50
+    seed: int = 0
+    nproc: int = 1  # > 1: DDP over nproc processes (torchrun)
+    gpus: int = 0  # cluster resource request only (the workflow's resources.gpu); not used here
+    threads: int | None = None
+    preload_max_mb: int = 2048  # load the whole token store into memory when smaller than this
+    max_steps_this_call: int | None = None  # testing: stop after this many steps as if killed (no save)
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "diffusion_batch", "save_every", "log_every", "nproc"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ValueError(f"train.lr must be > 0, got {self.lr}")
+        if self.ema_decay is not None and not 0 <= self.ema_decay < 1:
+            raise ValueError(f"train.ema_decay must be in [0, 1) or null, got {self.ema_decay}")
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The fields that change the result (a resumed run must match them)."""
+        skip = {"save_every", "log_every", "threads", "gpus", "preload_max_mb", "max_steps_this_call"}
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
+
+
+def train_config(cfg: Mapping[str, Any] | TrainConfig | None = None) -> TrainConfig:
+    """TrainConfig from a plain dict; unknown keys are an error."""
+    if isinstance(cfg, TrainConfig):
+        return cfg
+    cfg = dict(cfg or {})
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(cfg) - known)
+    if unknown:
+        raise ValueError(f"unknown train config keys {unknown}; known keys: {sorted(known)}")
+    return TrainConfig(**cfg)
+
+
+def lr_factor(step: int, *, warmup: int, total: int, min_ratio: float = 0.0) -> float:
+    """Linear warmup over ``warmup`` steps, then cosine from 1 to ``min_ratio`` at ``total``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress_ = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress_))
+
+
+def batch_rows(step: int, *, batch_size: int, num_checkpoints: int, seed: int) -> list[int]:
+    """Checkpoint rows of ``step``: consecutive slices of a stream of seeded per-epoch permutations."""
+    rows: list[int] = []
+    pos = step * batch_size
+    while len(rows) < batch_size:
+        epoch, offset = divmod(pos, num_checkpoints)
+        perm = torch.randperm(num_checkpoints, generator=torch.Generator().manual_seed(seed * 100003 + epoch))
+        take = perm[offset : offset + batch_size - len(rows)].tolist()
+        rows += take
+        pos += len(take)
+    return rows
+
+
+def step_seed(seed: int, step: int, rank: int) -> int:
+    """Seed of the generator that draws a step's token subset, timesteps and noise."""
+    return (seed * 1_000_003 + step) * 1009 + rank
+
+
+class EMA:
+    """Exponential moving average of a model's parameters (buffers copied)."""
+
+    def __init__(self, model: torch.nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        params = dict(model.named_parameters())
+        for k, v in model.state_dict().items():
+            if k in params and v.is_floating_point():
+                self.state[k].lerp_(v, 1 - self.decay)
+            else:
+                self.state[k].copy_(v)
+
+
+class _Checkpoints:
+    """Token rows of the store, preloaded when small, plus states and (optional) task vectors."""
+
+    def __init__(self, store, *, preload_max_mb: int, task_bits: int | None) -> None:
+        self.store = store
+        n, layout = len(store), store.layout
+        self.states = torch.tensor(store.index["state"].tolist(), dtype=torch.long)
+        self.tasks = None
+        if task_bits is not None:
+            tasks = store.index["task"].tolist()
+            bad = [i for i, t in enumerate(tasks) if t is None or len(t) != task_bits]
+            if bad:
+                raise RPGInputError(
+                    f"task-conditioned generator needs a {task_bits}-bit task for every checkpoint; "
+                    f"rows {bad[:5]} have none or another length", store.directory)  # fmt: skip
+            self.tasks = torch.tensor([list(t) for t in tasks], dtype=torch.float32)
+        size_mb = n * layout.num_tokens * layout.token_size * 4 / 2**20
+        self.all = store.tokens(range(n)) if size_mb <= preload_max_mb else None
+
+    def __len__(self) -> int:
+        return len(self.states)
+
+    def get(self, rows: list[int]):
+        tokens = self.all[rows] if self.all is not None else self.store.tokens(rows)
+        tasks = None if self.tasks is None else self.tasks[rows]
+        return tokens, self.states[rows], tasks
+
+
+def build_model(gcfg: GeneratorConfig, layout, num_states: int) -> RPGModel:
+    """The RPG model for a token layout (``Layout`` or anything with positions()/token_mask()/token_size)."""
+    return RPGModel(
+        config=gcfg,
+        positions=layout.positions(),
+        token_size=layout.token_size,
+        num_states=num_states,
+        token_mask=layout.token_mask(),
+    )
+
+
+def _rng_state(device: torch.device) -> dict[str, torch.Tensor]:
+    state = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _save_state(path: Path, obj: dict[str, Any]) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def train_generator(
+    *,
+    token_dir: str | Path,
+    out_dir: str | Path,
+    generator_cfg: Mapping[str, Any] | GeneratorConfig,
+    train_cfg: Mapping[str, Any] | TrainConfig,
+    device: str = "auto",
+    resume: bool = True,
+) -> None:
+    """Train a generator on the token store ``token_dir``; write model/config/log into ``out_dir``."""
+    from rpg.tokens.store import TokenStore
+
+    gcfg, tcfg = generator_config(generator_cfg), train_config(train_cfg)
+    out_dir = Path(out_dir)
+    if tcfg.nproc > 1 and not (dist.is_available() and dist.is_initialized()):
+        _launch_ddp(token_dir=token_dir, out_dir=out_dir, gcfg=gcfg, tcfg=tcfg, device=device, resume=resume)
+        return
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    dev = resolve_device(device)
+    if dev.type == "cuda" and world > 1:
+        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
+        torch.cuda.set_device(dev)
+    set_threads(tcfg.threads)
+    if tcfg.batch_size < world:
+        raise ValueError(f"train.batch_size={tcfg.batch_size} must be >= the number of processes {world}")
+
+    store = TokenStore(token_dir)
+    layout = store.layout
+    if gcfg.task_condition is None and store.index["task"].notna().any():
+        log.info("the zoo has task vectors but generator.task_condition is null: tasks are ignored")
+    data = _Checkpoints(
+        store, preload_max_mb=tcfg.preload_max_mb, task_bits=gcfg.task_bits if gcfg.task_condition else None
+    )
+    torch.manual_seed(tcfg.seed)
+    model = build_model(gcfg, layout, store.num_states).to(dev)
+    ema = EMA(model, tcfg.ema_decay) if tcfg.ema_decay and rank == 0 else None
+    opt = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: lr_factor(s, warmup=tcfg.warmup_steps, total=tcfg.steps, min_ratio=tcfg.min_lr_ratio)
+    )
+    fingerprint = json.dumps(
+        {"generator": gcfg.to_dict(), "train": tcfg.fingerprint(), "world": world,
+         "tokens": [layout.num_tokens, layout.token_size, len(store), store.num_states]},
+        sort_keys=True,
+    )  # fmt: skip
+    history: dict[str, list] = {"step": [], "loss": [], "lr": [], "time": []}
+    start, elapsed = 0, 0.0
+    state_path = out_dir / STATE_FILE
+    if resume and state_path.is_file():
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        if state.get("fingerprint") != fingerprint:
+            log.warning("%s was saved with another config or token store: starting afresh", state_path)
+        else:
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+            if ema is not None:
+                ema.state = {k: v.to(dev) for k, v in state["ema"].items()}
+            torch.set_rng_state(state["rng"]["cpu"])
+            if dev.type == "cuda" and "cuda" in state["rng"]:
+                torch.cuda.set_rng_state(state["rng"]["cuda"], dev)
+            history = {k: list(v) for k, v in state["history"].items()}
+            start, elapsed = int(state["step"]), float(state["elapsed"])
+            log.info("resuming from %s at step %d", state_path, start)
+
+    net = model
+    if world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev] if dev.type == "cuda" else None)
+    amp = dev.type == "cuda" and tcfg.bf16
+    per_rank_tokens = math.ceil(tcfg.diffusion_batch / world)
+    gen = torch.Generator(dev)
+    n_params = sum(p.numel() for p in model.parameters())
+    if rank == 0:
+        log.info(
+            "training %s generator (%d parameters) on %d checkpoints, %d tokens of %d, %d state(s), %s x%d",
+            gcfg.backbone, n_params, len(data), layout.num_tokens, layout.token_size, store.num_states, dev, world,
+        )  # fmt: skip
+
+    def save(step: int) -> None:
+        if rank == 0:
+            _save_state(state_path, {
+                "fingerprint": fingerprint, "step": step, "elapsed": elapsed, "history": history,
+                "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                "ema": ema.state if ema is not None else {}, "rng": _rng_state(dev),
+            })  # fmt: skip
+        if world > 1:
+            dist.barrier()
+
+    bar = progress(total=tcfg.steps, desc="train generator", initial=start, disable=rank != 0)
+    t0, window_t, window_step = time.perf_counter(), time.perf_counter(), start
+    for step in range(start, tcfg.steps):
+        if tcfg.max_steps_this_call is not None and step - start >= tcfg.max_steps_this_call:
+            bar.close()
+            log.warning("stopping after %d steps (max_steps_this_call), as if killed", tcfg.max_steps_this_call)
+            return
+        rows = batch_rows(step, batch_size=tcfg.batch_size, num_checkpoints=len(data), seed=tcfg.seed)[rank::world]
+        tokens, states, tasks = data.get(rows)
+        tokens, states = tokens.to(dev, non_blocking=True), states.to(dev)
+        tasks = None if tasks is None else tasks.to(dev)
+        gen.manual_seed(step_seed(tcfg.seed, step, rank))
+        lr = opt.param_groups[0]["lr"]
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
+            loss = net(tokens, states, tasks, diffusion_batch=per_rank_tokens, generator=gen)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if tcfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
+        opt.step()
+        sched.step()
+        if ema is not None:
+            ema.update(model)
+        loss_value = loss.detach().float()
+        if world > 1:
+            dist.all_reduce(loss_value)
+            loss_value /= world
+        loss_value = float(loss_value)
+        if not math.isfinite(loss_value):
+            raise FloatingPointError(f"generator loss is {loss_value} at step {step + 1}; lower train.lr?")
+        now = time.perf_counter()
+        elapsed += now - t0
+        t0 = now
+        if rank == 0:
+            for key, value in zip(history, (step + 1, loss_value, lr, round(elapsed, 3))):
+                history[key].append(value)
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss_value:.4f}", refresh=False)
+            if (step + 1) % tcfg.log_every == 0 or step + 1 == tcfg.steps:
+                rate = (step + 1 - window_step) / max(now - window_t, 1e-9)
+                log.info("step %d/%d loss %.5f lr %.3g  %.2f steps/s", step + 1, tcfg.steps, loss_value, lr, rate)
+                window_t, window_step = now, step + 1
+        if (step + 1) % tcfg.save_every == 0 or step + 1 == tcfg.steps:
+            save(step + 1)
+    bar.close()
+    if rank == 0:
+        _write_outputs(out_dir, model=model, ema=ema, gcfg=gcfg, tcfg=tcfg, store=store, history=history)
+    if world > 1:
+        dist.barrier()
+
+
+def _write_outputs(out_dir: Path, *, model: RPGModel, ema: EMA | None, gcfg, tcfg, store, history) -> None:
+    import pandas as pd
+
+    layout = store.layout
+    tensors = {k: v for k, v in model.state_dict().items()}
+    if ema is not None:
+        tensors.update({f"ema.{k}": v for k, v in ema.state.items()})
+    tensors["layout.positions"] = layout.positions()
+    tensors["layout.token_mask"] = layout.token_mask()
+    meta = {"kind": "generator", "generate_with": "ema" if ema is not None else "model", "steps": tcfg.steps}
+    save_safetensors(tensors, out_dir / MODEL_FILE, meta)
+    write_json(
+        {
+            "generator": gcfg.to_dict(),
+            "train": dataclasses.asdict(tcfg),
+            "num_states": store.num_states,
+            "num_tokens": layout.num_tokens,
+            "token_size": layout.token_size,
+            "token_dir": str(store.directory),
+            "tokens_meta": {k: store.meta.get(k) for k in ("arch", "arch_kwargs", "num_classes", "state")},
+            "generate_with": meta["generate_with"],
+            "final_loss": history["loss"][-1] if history["loss"] else None,
+        },
+        out_dir / CONFIG_FILE,
+    )
+    write_table(pd.DataFrame(history), out_dir / LOG_FILE)
+    log.info("wrote %s (final loss %.5f)", out_dir / MODEL_FILE, history["loss"][-1])
+
+
+def _launch_ddp(*, token_dir, out_dir: Path, gcfg: GeneratorConfig, tcfg: TrainConfig, device: str, resume: bool):
+    """Run this module under torchrun with ``tcfg.nproc`` processes (gloo on CPU, nccl on CUDA)."""
+    config_path = out_dir / "resume" / "launch.json"
+    write_json({"generator": gcfg.to_dict(), "train": dataclasses.asdict(tcfg)}, config_path)
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(tcfg.nproc),
+        "-m", "rpg.train", "--token-dir", str(token_dir), "--out-dir", str(out_dir),
+        "--config-json", str(config_path), "--device", device,
+    ] + ([] if resume else ["--no-resume"])  # fmt: skip
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join([root, env["PYTHONPATH"]]) if env.get("PYTHONPATH") else root
+    log.info("launching %d DDP processes: %s", tcfg.nproc, " ".join(cmd))
+    done = subprocess.run(cmd, env=env)
+    if done.returncode != 0:
+        raise RuntimeError(f"DDP training ({tcfg.nproc} processes) failed with exit code {done.returncode}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """CLI (used by torchrun): ``python -m rpg.train --token-dir D --out-dir O --config-json C``."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--token-dir", required=True)
+    p.add_argument("--out-dir", required=True)
+    p.add_argument("--config-json", required=True, help='JSON {"generator": {...}, "train": {...}}')
+    p.add_argument("--device", default="auto")
+    p.add_argument("--no-resume", action="store_true")
+    p.add_argument("--log-file", default=None)
+    args = p.parse_args(argv)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    setup_logging(args.log_file if rank == 0 else None, level=logging.INFO if rank == 0 else logging.WARNING)
+    cfg = json.loads(Path(args.config_json).read_text())
+    if world > 1:
+        cuda = resolve_device(args.device).type == "cuda"
+        dist.init_process_group(backend="nccl" if cuda else "gloo")
+    try:
+        train_generator(
+            token_dir=args.token_dir, out_dir=args.out_dir, generator_cfg=cfg.get("generator", {}),
+            train_cfg=cfg.get("train", {}), device=args.device, resume=not args.no_resume,
+        )  # fmt: skip
+    finally:
+        if world > 1:
+            dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()

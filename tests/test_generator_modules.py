@@ -1,0 +1,74 @@
+"""Backbones, denoiser and presets."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rpg.generator.backbones import build_backbone
+from rpg.generator.denoiser import ConvDenoiser
+from rpg.generator.presets import PRESETS, GeneratorConfig, generator_config
+
+torch.set_num_threads(1)
+
+
+@pytest.mark.parametrize("kind", ["mamba2", "lstm", "transformer"])
+def test_backbones_map_bld_to_bld_causally(kind):
+    torch.manual_seed(0)
+    kwargs = {"mamba2": {"d_state": 8, "headdim": 16, "chunk_size": 8}, "transformer": {"heads": 4}}.get(kind, {})
+    net = build_backbone(kind, dim=32, num_layers=2, **kwargs).eval()
+    x = torch.randn(2, 20, 32)
+    y = net(x)
+    assert y.shape == (2, 20, 32)
+    x2 = x.clone()
+    x2[:, 12:] = torch.randn(2, 8, 32)
+    y2 = net(x2)
+    assert torch.allclose(y[:, :12], y2[:, :12], atol=1e-5), "output at t must not depend on inputs after t"
+    assert not torch.allclose(y[:, 12:], y2[:, 12:])
+
+
+def test_build_backbone_errors():
+    with pytest.raises(ValueError, match="unknown"):
+        build_backbone("gru", dim=8, num_layers=1)
+    with pytest.raises(ValueError):
+        build_backbone("lstm", dim=8, num_layers=1, heads=2)
+
+
+def test_denoiser_shapes_skips_and_conditioning():
+    torch.manual_seed(0)
+    net = ConvDenoiser(token_size=24, cond_dim=16, channels=[1, 8, 16, 32, 16, 8, 1])
+    assert [c.in_channels for c in net.convs] == [1, 8, 16, 32, 16, 8]
+    assert len(net.norms) == 5  # BatchNorm after every conv but the last
+    x, t, c = torch.randn(5, 24), torch.randint(0, 1000, (5,)), torch.randn(5, 16)
+    out = net(x, t, c)
+    assert out.shape == (5, 24)
+    net.eval()
+    base = net(x, t, c)
+    assert not torch.allclose(base, net(x, t, torch.randn(5, 16)))  # the prototype matters
+    assert not torch.allclose(base, net(x, (t + 500) % 1000, c))  # the timestep matters
+    # skip connections: the decoder's 16-channel input receives the encoder's 16-channel output
+    seen = {}
+    net.convs[4].register_forward_pre_hook(lambda m, a: seen.setdefault("dec", a[0]))
+    net.convs[1].register_forward_hook(lambda m, a, o: seen.setdefault("enc", o))
+    net(x, t, c)
+    assert seen["dec"].shape[1] == seen["enc"].shape[1] == 16
+    with pytest.raises(ValueError):
+        ConvDenoiser(token_size=8, cond_dim=4, channels=[1, 8, 16, 1])
+    with pytest.raises(ValueError):
+        net(torch.randn(5, 23), t, c)
+
+
+def test_presets_and_overrides():
+    cfg = generator_config({"preset": "tiny"})
+    assert (cfg.dim, cfg.d_state, cfg.num_layers, cfg.backbone) == (256, 32, 2, "mamba2")
+    assert generator_config({"preset": "small"}).dim == 4096 and generator_config({"preset": "base"}).dim == 8192
+    assert set(PRESETS) == {"tiny", "small", "base", "large"}
+    cfg = generator_config({"preset": "tiny", "dim": 64, "backbone": "lstm"})
+    assert cfg.dim == 64 and cfg.backbone == "lstm" and cfg.d_state == 32
+    assert generator_config(cfg.to_dict()) == cfg  # round trip through a plain dict (config.json)
+    with pytest.raises(ValueError, match="unknown generator config keys"):
+        generator_config({"dimm": 3})
+    with pytest.raises(ValueError, match="preset"):
+        generator_config({"preset": "huge"})
+    with pytest.raises(ValueError, match="backbone"):
+        GeneratorConfig(backbone="gru")
