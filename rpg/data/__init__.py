@@ -12,7 +12,14 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler, TensorDataset
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    Dataset,
+    RandomSampler,
+    SequentialSampler,
+    TensorDataset,
+)
 
 from rpg.errors import RPGInputError
 
@@ -23,7 +30,9 @@ DATASETS = ("digits", "imagefolder")
 def _name(data_cfg: dict[str, Any]) -> str:
     name = data_cfg.get("name")
     if name not in DATASETS:
-        raise RPGInputError(f"unknown dataset name {name!r}; choose one of {list(DATASETS)}", "config data.name")
+        raise RPGInputError(
+            f"unknown dataset name {name!r}; choose one of {list(DATASETS)}", "config data.name"
+        )
     return name
 
 
