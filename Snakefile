@@ -1,5 +1,7 @@
 # RPG pipeline: collect checkpoints -> tokenize -> train the recurrent diffusion generator -> generate -> evaluate.
 # Configuration: config.yaml (embedded default) or --configfile FILE; schema: workflow/schemas/config.schema.yaml.
+import os
+
 from snakemake.utils import min_version
 
 min_version("8.0")
@@ -7,7 +9,7 @@ min_version("8.0")
 
 if "experiments" not in config:
 
-    configfile: "config.yaml"
+    configfile: os.path.join(workflow.basedir, "config.yaml")
 
 
 include: "workflow/rules/common.smk"
