@@ -16,6 +16,7 @@ from rpg.generator.backbones import BACKBONES
 from rpg.generator.position import POSITION_KINDS
 
 TASK_CONDITIONS = (None, "all", "head")
+PREDICTIONS = ("epsilon", "sample")
 
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {"dim": 256, "d_state": 32, "num_layers": 2, "denoiser_channels": [1, 32, 64, 128, 64, 32, 1]},
@@ -48,6 +49,7 @@ class GeneratorConfig:
     num_timesteps: int = 1000
     beta_start: float = 1e-4
     beta_end: float = 0.02
+    prediction: str = "epsilon"  # what the denoiser predicts: epsilon (the paper) | sample (x0)
     task_condition: str | None = None  # None | "all" (every position) | "head" (last head_tokens positions)
     task_bits: int = 10
     head_tokens: int = 8
@@ -58,6 +60,8 @@ class GeneratorConfig:
             raise ValueError(f"generator.backbone {self.backbone!r} unknown; choose one of {BACKBONES}")
         if self.position not in POSITION_KINDS:
             raise ValueError(f"generator.position {self.position!r} unknown; choose one of {POSITION_KINDS}")
+        if self.prediction not in PREDICTIONS:
+            raise ValueError(f"generator.prediction {self.prediction!r} unknown; choose one of {PREDICTIONS}")
         if self.task_condition not in TASK_CONDITIONS:
             raise ValueError(f"generator.task_condition {self.task_condition!r}; choose one of {TASK_CONDITIONS}")
         for name in ("dim", "num_layers", "d_state", "headdim", "expand", "chunk_size", "num_timesteps"):

@@ -31,6 +31,19 @@ class DiffusionSchedule:
         a = self.alpha_bar(t, x0)
         return a.sqrt() * x0 + (1 - a).sqrt() * noise
 
+    def epsilon(self, output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, prediction: str) -> torch.Tensor:
+        """The noise estimate implied by a network ``output`` of the given ``prediction`` type.
+
+        ``epsilon``: the output itself. ``sample``: the output is x0, so eps = (x_t - sqrt(a) x0) / sqrt(1 - a).
+        Samplers work with epsilon; this lets them drive either kind of network.
+        """
+        if prediction == "epsilon":
+            return output
+        if prediction == "sample":
+            a = self.alpha_bar(t, x_t)
+            return (x_t - a.sqrt() * output) / (1 - a).sqrt()
+        raise ValueError(f"unknown prediction type {prediction!r} (epsilon or sample)")
+
 
 def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean squared error over the entries where ``mask`` is True."""
@@ -44,15 +57,20 @@ def denoising_loss(
     schedule: DiffusionSchedule,
     *,
     generator: torch.Generator | None = None,
+    prediction: str = "epsilon",
 ) -> torch.Tensor:
-    """Epsilon-prediction loss for a batch of tokens x0 [N, k] holding NaN at padding.
+    """Denoising loss for a batch of tokens x0 [N, k] holding NaN at padding.
 
     NaN padding is set to 0 before noising and excluded from the loss; every token gets its own timestep.
-    ``net(x_t, t)`` returns the predicted noise.
+    ``net(x_t, t)`` predicts the noise (``prediction="epsilon"``, the paper's choice) or the clean tokens
+    (``"sample"``: x0 prediction, which converges in far fewer steps on small CPU budgets).
     """
+    if prediction not in ("epsilon", "sample"):
+        raise ValueError(f"unknown prediction type {prediction!r} (epsilon or sample)")
     mask = ~torch.isnan(x0)
     x0 = torch.nan_to_num(x0, nan=0.0)
     t = torch.randint(schedule.num_timesteps, (x0.shape[0],), generator=generator, device=x0.device)
     noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
     pred = net(schedule.add_noise(x0, noise, t), t)
-    return masked_mse(pred.float(), noise.float(), mask)
+    target = noise if prediction == "epsilon" else x0
+    return masked_mse(pred.float(), target.float(), mask)
