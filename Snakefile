@@ -17,7 +17,9 @@ include: "workflow/rules/collect.smk"
 include: "workflow/rules/tokenize.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/generate.smk"
+include: "workflow/rules/pdiff.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/tasks.smk"
 include: "workflow/rules/report.smk"
 
 

@@ -1,7 +1,7 @@
 """Configuration: validation against the JSON schema, defaults, and per-zoo resolution.
 
 The workflow's schema (workflow/schemas/config.schema.yaml) is the single source of defaults. An experiment's
-``tokens``/``generator``/``train``/``generate``/``evaluate`` blocks apply to all its zoos; a zoo may override
+``tokens``/``generator``/``train``/``generate``/``evaluate``/``pdiff`` blocks apply to all its zoos; a zoo may override
 keys of any of them. :func:`resolve_config` returns, for every (experiment, zoo), one flat, fully-defaulted dict.
 """
 
@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-STAGE_BLOCKS = ("tokens", "generator", "train", "generate", "evaluate")
+STAGE_BLOCKS = ("tokens", "generator", "train", "generate", "evaluate", "pdiff")
 DEFAULT_SCHEMA = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
 
 
@@ -88,9 +88,12 @@ def _typed(settings: dict, where: str) -> None:
 
     from rpg.generate import generate_config
     from rpg.generator.presets import generator_config
+    from rpg.pdiff.model import pdiff_config
     from rpg.train import train_config
 
-    for block, build in (("generator", generator_config), ("train", train_config), ("generate", generate_config)):
+    typed = (("generator", generator_config), ("train", train_config), ("generate", generate_config),
+             ("pdiff", pdiff_config))  # fmt: skip
+    for block, build in typed:
         try:
             settings[block] = dataclasses.asdict(build(settings[block]))
         except (TypeError, ValueError) as exc:

@@ -1,8 +1,9 @@
 """Generate model weights with a trained RPG generator, one model at a time.
 
 For model i: seed = generate.seed + i; the permutation state is the configured one or drawn uniformly from
-that seed; tokens are sampled (DDIM/DDPM) in chunks of ``chunk_tokens``, detokenized against the token
-store's layout and reference, and saved as a checkpoint-like safetensors file.
+that seed; tokens are sampled (DDIM/DDPM) in chunks of ``chunk_tokens``, and each chunk is detokenized against
+the token store's layout and reference and streamed into a checkpoint-like safetensors file (header first, then
+every finished piece of every layer), so memory does not grow with the size of the generated model.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -22,8 +23,11 @@ from rpg.generator.model import RPGModel
 from rpg.generator.permutation import pick_state
 from rpg.generator.presets import generator_config
 from rpg.generator.samplers import SAMPLERS, build_sampler
-from rpg.io import load_safetensors, read_json, save_safetensors
+from rpg.io import read_json, read_safetensors_metadata
 from rpg.runtime import progress, resolve_device, set_threads
+
+if TYPE_CHECKING:
+    from rpg.tokens.layout import Layout
 
 log = logging.getLogger(__name__)
 
@@ -66,26 +70,42 @@ def load_generator(
     generator_dir: str | Path, *, device: str | torch.device = "cpu", weights: str = "auto"
 ) -> tuple[RPGModel, dict[str, Any]]:
     """The trained generator (eval mode) and its config.json; ``weights``: auto | ema | model."""
+    from safetensors import safe_open
+
     generator_dir = Path(generator_dir)
     cfg = read_json(generator_dir / "config.json")
-    tensors, meta = load_safetensors(generator_dir / "model.safetensors")
+    path = generator_dir / "model.safetensors"
+    meta = read_safetensors_metadata(path)
+    which = meta.get("generate_with", "model") if weights == "auto" else weights
+    # read only what is needed: one set of weights (EMA or raw), the positions, and the token lengths of the
+    # stored [L, k] token mask, slice by slice (memory O(L), not O(L k))
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            keys = list(f.keys())
+            if which == "ema":
+                state = {k[4:]: f.get_tensor(k) for k in keys if k.startswith("ema.")}
+            else:
+                state = {k: f.get_tensor(k) for k in keys if not k.startswith(("ema.", "layout."))}
+            positions = f.get_tensor("layout.positions")
+            mask = f.get_slice("layout.token_mask")
+            num_tokens = mask.get_shape()[0]
+            lengths = torch.cat(
+                [mask[i : i + 4096].sum(dim=1) for i in range(0, num_tokens, 4096)] or [torch.zeros(0)]
+            )
+    except Exception as exc:
+        raise RPGInputError(f"unreadable generator weights ({type(exc).__name__}: {exc})", path) from exc
+    if which == "ema" and not state:
+        raise RPGInputError("weights='ema' but the generator was trained without EMA", generator_dir)
     try:
         model = RPGModel(
             config=generator_config(cfg["generator"]),
-            positions=tensors.pop("layout.positions"),
+            positions=positions,
             token_size=int(cfg["token_size"]),
             num_states=int(cfg["num_states"]),
-            token_mask=tensors.pop("layout.token_mask"),
+            token_lengths=lengths,
         )
     except (KeyError, ValueError) as exc:
         raise RPGInputError(f"cannot rebuild the generator ({exc})", generator_dir) from exc
-    which = meta.get("generate_with", "model") if weights == "auto" else weights
-    if which == "ema":
-        state = {k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}
-        if not state:
-            raise RPGInputError("weights='ema' but the generator was trained without EMA", generator_dir)
-    else:
-        state = {k: v for k, v in tensors.items() if not k.startswith("ema.")}
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
@@ -101,9 +121,9 @@ def generate_models(
     generate_cfg: Mapping[str, Any] | GenerateConfig,
     device: str = "auto",
 ) -> None:
-    """Write ``len(out_paths)`` generated models (see module docstring)."""
-    from rpg.tokens.store import TokenStore
-    from rpg.tokens.tokenizer import detokenize
+    """Write ``len(out_paths)`` generated models (see module docstring), each streamed chunk by chunk."""
+    from rpg.tokens.store import REFERENCE_FILE, TokenStore
+    from rpg.tokens.stream import LazyTensors
 
     cfg = generate_config(generate_cfg)
     set_threads(cfg.threads)
@@ -115,6 +135,7 @@ def generate_models(
         raise ValueError(f"generate.tasks has {len(cfg.tasks)} entries for {len(out_paths)} models")
     store = TokenStore(token_dir)
     layout, store_meta = store.layout, store.meta
+    reference = LazyTensors(store.directory / REFERENCE_FILE)  # copied entries, read one at a time
     model, gen_cfg = load_generator(generator_dir, device=dev, weights=cfg.weights)
     if (model.num_tokens, model.token_size) != (layout.num_tokens, layout.token_size):
         raise RPGInputError(
@@ -128,23 +149,56 @@ def generate_models(
         state = pick_state(num_states, cfg.state, torch.Generator().manual_seed(seed))
         task = cfg.tasks[i] if cfg.tasks is not None else cfg.task
         start = time.perf_counter()
-        tokens = model.generate(
-            state=state,
-            sampler=sampler,
-            generator=torch.Generator(dev).manual_seed(seed),
-            task=None if task is None else torch.tensor(task, dtype=torch.float32),
-            chunk_tokens=cfg.chunk_tokens,
-        )
-        if not bool(torch.isfinite(tokens[layout.token_mask()]).all()):
-            raise FloatingPointError(f"generator {generator_dir} produced non-finite weights for model {i}")
-        state_dict = detokenize(tokens, layout, store.reference)
         meta = {
             "kind": "generated", "arch": store_meta.get("arch"), "arch_kwargs": store_meta.get("arch_kwargs", {}),
             "num_classes": store_meta.get("num_classes"), "run": None, "seed": seed, "step": None, "index": i,
             "val_accuracy": None, "task": None if task is None else [int(b) for b in task],
             "generator": str(generator_dir), "state": state, "sampler": cfg.sampler,
-            "sampling_steps": len(sampler.timesteps), "sample_seed": seed, "state_dict_keys": list(state_dict),
+            "sampling_steps": len(sampler.timesteps), "sample_seed": seed, "state_dict_keys": layout.names,
         }  # fmt: skip
-        save_safetensors(state_dict, path, meta)
-        del tokens, state_dict
+        write_generated_model(
+            model,
+            path=path,
+            layout=layout,
+            reference=reference,
+            state=state,
+            sampler=sampler,
+            generator=torch.Generator(dev).manual_seed(seed),
+            task=None if task is None else torch.tensor(task, dtype=torch.float32),
+            chunk_tokens=cfg.chunk_tokens,
+            metadata=meta,
+        )
         log.info("model %d (state %d) -> %s in %.2f s", i, state, path, time.perf_counter() - start)
+
+
+def write_generated_model(
+    model: RPGModel,
+    *,
+    path: str | Path,
+    layout: Layout,
+    reference: Mapping[str, torch.Tensor],
+    state: int,
+    sampler,
+    generator: torch.Generator | None = None,
+    task: torch.Tensor | None = None,
+    chunk_tokens: int = 256,
+    metadata: Mapping[str, Any] | None = None,
+) -> None:
+    """Sample one model and stream it into ``path`` (a safetensors state_dict loadable with strict=True).
+
+    Memory-flat: prototypes are computed once, tokens are denoised ``chunk_tokens`` at a time, and each chunk is
+    un-normalised and written into its layers' places in the file (:mod:`rpg.tokens.stream`) before the next one
+    is sampled; neither the [L, k] tokens nor the state_dict of the model are ever held. Non-finite weights raise
+    FloatingPointError and leave no file.
+    """
+    from rpg.tokens.stream import write_streamed_state_dict
+
+    def checked_chunks():
+        for start, x in model.sample_chunks(
+            state=state, sampler=sampler, generator=generator, task=task, chunk_tokens=chunk_tokens
+        ):
+            if not bool(torch.isfinite(x[model.chunk_mask(start, start + x.shape[0]).cpu()]).all()):
+                raise FloatingPointError(f"the generator produced non-finite weights in tokens {start}.. of {path}")
+            yield start, x
+
+    write_streamed_state_dict(path, checked_chunks(), layout, reference, metadata)

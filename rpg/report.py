@@ -33,6 +33,7 @@ th:first-child, td:first-child { text-align: left; }
 th { background: #f0f0f0; }
 tr.generated td { background: #fff1f0; font-weight: 600; }
 tr.original td { background: #f4f4f4; }
+tr.pdiff td { background: #eef4ff; font-weight: 600; }
 figure { display: inline-block; margin: 0.5em; vertical-align: top; width: 520px; }
 figure img { width: 100%; border: 1px solid #ddd; }
 figcaption, p.caption { font-size: 0.85em; color: #555; }
@@ -73,6 +74,10 @@ def summary_rows(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
             "distance": dists.get("generated_nearest", {}),
         },
     ]
+    if summary.get("pdiff"):  # the p-diff baseline (rpg.pdiff), beside RPG's generated models
+        p = summary["pdiff"]
+        rows.append({"group": "p-diff", "n": p.get("n"), "accuracy": p.get("accuracy", {}),
+                     "similarity": p.get("similarity", {}), "distance": p.get("distance", {})})  # fmt: skip
     order = {"noise": 0, "interpolated": 1, "average": 2}
 
     def key(item):
@@ -100,7 +105,7 @@ def _summary_table(summary: Mapping[str, Any]) -> str:
     body = []
     for r in summary_rows(summary):
         a, s, d = r["accuracy"] or {}, r["similarity"] or {}, r["distance"] or {}
-        cls = r["group"] if r["group"] in ("original", "generated") else "baseline"
+        cls = {"original": "original", "generated": "generated", "p-diff": "pdiff"}.get(r["group"], "baseline")
         cells = [
             html.escape(r["group"]),
             _fmt(r["n"], "n"),
@@ -152,6 +157,15 @@ def _zoo_section(exp: str, zoo: str, directory: Path) -> str:
         raise RPGInputError("summary is not a JSON object", directory / "summary.json")
     parts = [f'<h3 id="{html.escape(exp)}-{html.escape(zoo)}">Zoo {html.escape(zoo)}</h3>']
     settings = summary.get("settings", {})
+    if summary.get("kind") == "tasks":  # a task zoo: unseen-task evaluation (rpg.evaluate.tasks)
+        from rpg.evaluate.task_plots import TASK_CAPTIONS
+        from rpg.evaluate.tasks import summary_html
+
+        parts.append(f"<p>task zoo of <code>{html.escape(str(settings.get('arch')))}</code>: held-out and seen tasks</p>")
+        parts.append(summary_html(summary))
+        for stem in ("task_accuracy", "init_finetune", "loss"):
+            parts.append(_figure(directory / f"{stem}.png", TASK_CAPTIONS[stem], f"{exp}/{zoo}: {stem}"))
+        return "\n".join(parts)
     if settings.get("arch"):
         parts.append(
             f"<p>architecture <code>{html.escape(str(settings['arch']))}</code>, "

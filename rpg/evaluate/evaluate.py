@@ -174,8 +174,10 @@ class _Originals:
         return bl.average_state_dicts(self.state_dict(i) for i in members)
 
 
-def _plan(zoo: _Originals, generated_paths: Sequence[Path], cfg: EvaluateConfig) -> list[_Job]:
-    """All models to evaluate, originals first: originals, generated, noise, interpolated, average."""
+def _plan(
+    zoo: _Originals, generated_paths: Sequence[Path], cfg: EvaluateConfig, pdiff_paths: Sequence[Path] = ()
+) -> list[_Job]:
+    """All models to evaluate, originals first: originals, generated, p-diff, noise, interpolated, average."""
     jobs = [
         _Job(
             _row(
@@ -190,12 +192,14 @@ def _plan(zoo: _Originals, generated_paths: Sequence[Path], cfg: EvaluateConfig)
         )
         for i, p in enumerate(zoo.paths)
     ]
-    for p in generated_paths:
-        meta = read_safetensors_metadata(p)
-        if meta.get("arch") not in (None, zoo.arch):
-            raise RPGInputError(f"generated for arch {meta.get('arch')!r}, zoo is {zoo.arch!r}", p)
-        row = _row("generated", p.stem, path=str(p), state=meta.get("state"), source=str(meta.get("sampler", "")))
-        jobs.append(_Job(row, lambda p=p: load_checkpoint(p)[0]))
+    for kind, paths in (("generated", generated_paths), ("pdiff", pdiff_paths)):
+        for p in paths:
+            meta = read_safetensors_metadata(p)
+            if meta.get("arch") not in (None, zoo.arch):
+                raise RPGInputError(f"generated for arch {meta.get('arch')!r}, zoo is {zoo.arch!r}", p)
+            name = p.stem if kind == "generated" else f"pdiff_{p.stem}"
+            row = _row(kind, name, path=str(p), state=meta.get("state"), source=str(meta.get("sampler", "")))
+            jobs.append(_Job(row, lambda p=p: load_checkpoint(p)[0]))
 
     # noise: the same seeded originals at every level, so the levels differ only by the std
     n_src = cfg.noise_models_per_level
@@ -322,6 +326,7 @@ def evaluate_zoo(
     checkpoint_paths: Sequence[str | Path],
     generated_paths: Sequence[str | Path],
     generator_dir: str | Path | None,
+    pdiff_paths: Sequence[str | Path] = (),
     out_dir: str | Path,
     evaluate_cfg: Mapping[str, Any] | None,
     device: str = "auto",
@@ -335,6 +340,8 @@ def evaluate_zoo(
     Interpolated/averaged models get re-estimated BatchNorm statistics (column
     ``bn_recalibrated``); noisy and generated models are used as they are.
     Distances use the zoo's token layout (``token_dir``): RMS over the non-padding entries.
+    ``pdiff_paths``: models of the p-diff baseline (:mod:`rpg.pdiff`), rows of kind ``pdiff`` measured like the
+    generated ones (summary block ``pdiff``).
     """
     cfg = EvaluateConfig.from_dict(evaluate_cfg)
     dev = resolve_device(device)
@@ -343,12 +350,12 @@ def evaluate_zoo(
     zoo = _Originals([Path(p) for p in checkpoint_paths], TokenStore(token_dir))
     if any(m.get("task") is not None for m in zoo.metas):
         log.warning("checkpoints carry task vectors: all models are evaluated on the plain validation split")
-    jobs = _plan(zoo, [Path(p) for p in generated_paths], cfg)
+    jobs = _plan(zoo, [Path(p) for p in generated_paths], cfg, [Path(p) for p in pdiff_paths])
 
     val = build_dataset(dict(data_cfg), "val")
     workers = int(data_cfg.get("workers", 0) or 0)
     labels = dataset_labels(val, batch_size=cfg.batch_size, workers=workers)
-    n_gen = len(generated_paths)
+    n_gen = len(generated_paths) + len(pdiff_paths)
     log.info("evaluating %s (%s) on %s: %d originals, %d generated, %d baselines, %d validation samples",
              token_dir, zoo.arch, dev, len(zoo), n_gen, len(jobs) - len(zoo) - n_gen, len(labels))  # fmt: skip
     train_set: list = []

@@ -23,7 +23,8 @@ CAPTIONS = {
         "original: any OTHER original); y is its validation accuracy. Points up and left are accurate and "
         "novel. A generator that copies its training checkpoints sits at the right, next to the originals. "
         "Noise baselines (growing std) and interpolations show how accuracy falls as a model moves away from "
-        "the originals; generated models should sit above and left of them."
+        "the originals; generated models should sit above and left of them. Where the zoo has the p-diff "
+        "baseline (a flat autoencoder + latent diffusion), its models are the blue crosses."
     ),
     "loss": (
         "Generator training loss (denoising MSE on non-padding token entries) against step, log scale: raw "
@@ -47,6 +48,7 @@ CAPTIONS = {
 STYLE = {
     "original": {"marker": "o", "color": "black", "label": "original"},
     "generated": {"marker": "*", "color": "tab:red", "label": "generated"},
+    "pdiff": {"marker": "P", "color": "tab:blue", "label": "p-diff"},
     "average": {"marker": "D", "color": "tab:brown", "label": "average"},
 }
 
@@ -77,11 +79,11 @@ def plot_accuracy_vs_similarity(table: pd.DataFrame, path: str | Path, *, title:
         for color, group in zip(colors, groups):
             g = rows[rows["group"] == group]
             ax.scatter(g["max_iou"], g["accuracy"], marker=marker, color=color, alpha=0.8, s=28, label=group)
-    for kind in ("average", "original", "generated"):
+    for kind in ("average", "original", "pdiff", "generated"):
         g = table[table["kind"] == kind]
         if len(g):
             st = STYLE[kind]
-            size = 110 if kind == "generated" else 36
+            size = {"generated": 110, "pdiff": 70}.get(kind, 36)
             ax.scatter(
                 g["max_iou"],
                 g["accuracy"],
@@ -162,12 +164,13 @@ def plot_distances(table: pd.DataFrame, path: str | Path, *, title: str = "") ->
     series = {
         "original -> nearest other original": table.loc[table["kind"] == "original", "nearest_distance"],
         "generated -> nearest original": table.loc[table["kind"] == "generated", "nearest_distance"],
+        "p-diff -> nearest original": table.loc[table["kind"] == "pdiff", "nearest_distance"],
         "noise -> nearest original": table.loc[table["kind"] == "noise", "nearest_distance"],
         "interpolated/average -> nearest original": table.loc[
             table["kind"].isin(["interpolated", "average"]), "nearest_distance"
         ],
     }
-    colors = ["black", "tab:red", "tab:green", "tab:purple"]
+    colors = ["black", "tab:red", "tab:blue", "tab:green", "tab:purple"]
     values = {k: v.to_numpy(dtype=np.float64) for k, v in series.items()}
     values = {k: v[np.isfinite(v)] for k, v in values.items()}
     everything = np.concatenate([v for v in values.values()]) if values else np.zeros(0)

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-KINDS = ("original", "generated", "noise", "interpolated", "average")
+KINDS = ("original", "generated", "pdiff", "noise", "interpolated", "average")
 
 RULES = {
     "generated_not_copies": "mean max-IoU of generated models <= mean max-IoU of originals vs other originals",
@@ -85,12 +85,20 @@ def summarize(table: pd.DataFrame) -> dict[str, Any]:
     by_kind = {k: table[table["kind"] == k] for k in KINDS}
     orig, gen = by_kind["original"], by_kind["generated"]
     summary: dict[str, Any] = {
-        "num_models": {k: int(len(v)) for k, v in by_kind.items()},
+        "num_models": {k: int(len(v)) for k, v in by_kind.items() if k != "pdiff" or len(v)},
         "original_accuracy": accuracy_stats(orig["accuracy"]),
         "generated_accuracy": accuracy_stats(gen["accuracy"]),
         "original_similarity": similarity_stats(orig["max_iou"]),
         "generated_similarity": similarity_stats(gen["max_iou"]),
     }
+    if len(by_kind["pdiff"]):  # the p-diff baseline (rpg.pdiff), when the zoo has it
+        rows = by_kind["pdiff"]
+        summary["pdiff"] = {
+            "n": int(len(rows)),
+            "accuracy": accuracy_stats(rows["accuracy"]),
+            "similarity": similarity_stats(rows["max_iou"]),
+            "distance": distance_stats(rows["nearest_distance"]),
+        }
     baselines: dict[str, Any] = {}
     for kind in ("noise", "interpolated", "average"):
         for group, rows in by_kind[kind].groupby("group", sort=False):

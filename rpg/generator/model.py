@@ -6,6 +6,8 @@ of a batch and gathered per checkpoint; at generation once per model. Tokens are
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 from torch import nn
 
@@ -52,16 +54,18 @@ class RPGModel(nn.Module):
         token_size: int,
         num_states: int,
         token_mask: torch.Tensor | None = None,
+        token_lengths: torch.Tensor | None = None,
     ) -> None:
+        """``token_mask`` [L, k] (True = real entry, padding last) or ``token_lengths`` [L] (real entries per
+        token; memory O(L) instead of O(L k)); neither: no padding."""
         super().__init__()
         if config.token_size is not None and config.token_size != token_size:
             raise ValueError(f"generator.token_size={config.token_size} but the tokens have size {token_size}")
         self.config = config
         self.num_tokens, self.token_size = int(positions.shape[0]), int(token_size)
-        mask = torch.ones(self.num_tokens, token_size, dtype=torch.bool) if token_mask is None else token_mask
-        if tuple(mask.shape) != (self.num_tokens, token_size):
-            raise ValueError(f"token_mask must be [{self.num_tokens}, {token_size}], got {tuple(mask.shape)}")
-        self.register_buffer("token_mask", mask.bool(), persistent=False)
+        self.register_buffer(
+            "token_lengths", _token_lengths(token_mask, token_lengths, self.num_tokens, token_size), persistent=False
+        )
         self.position = PositionEmbedding(positions=positions, dim=config.dim, kind=config.position)
         self.permutation = PermutationState(num_states=num_states, dim=config.dim)
         self.task_encoder = None
@@ -84,6 +88,16 @@ class RPGModel(nn.Module):
         self.schedule = DiffusionSchedule(
             num_timesteps=config.num_timesteps, beta_start=config.beta_start, beta_end=config.beta_end
         )
+
+    @property
+    def token_mask(self) -> torch.Tensor:
+        """BoolTensor [L, k]: True where a token entry is real (built on demand from ``token_lengths``)."""
+        return self.chunk_mask(0, self.num_tokens)
+
+    def chunk_mask(self, start: int, stop: int) -> torch.Tensor:
+        """BoolTensor [stop - start, k]: the token mask of tokens ``start:stop``."""
+        lengths = self.token_lengths[start:stop]
+        return torch.arange(self.token_size, device=lengths.device)[None, :] < lengths[:, None]
 
     def _check_tasks(self, tasks: torch.Tensor | None, n: int) -> None:
         if self.task_encoder is None:
@@ -127,8 +141,21 @@ class RPGModel(nn.Module):
             b_idx, l_idx = b_idx[pick], l_idx[pick]
         cond = protos[inverse[b_idx], l_idx]
         return denoising_loss(
-            lambda x, t: self.denoiser(x, t, cond), tokens[b_idx, l_idx], self.schedule, generator=generator
+            lambda x, t: self.denoiser(x, t, cond),
+            tokens[b_idx, l_idx],
+            self.schedule,
+            generator=generator,
+            prediction=self.config.prediction,
         )
+
+    def epsilon_fn(self, cond: torch.Tensor):
+        """The sampler's network function for prototypes ``cond`` [n, D]: (x_t, t) -> predicted noise."""
+
+        def eps(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            out = self.denoiser(x, t, cond).float()
+            return self.schedule.epsilon(out, x, t, self.config.prediction)
+
+        return eps
 
     @torch.no_grad()
     def generate(
@@ -141,18 +168,59 @@ class RPGModel(nn.Module):
         chunk_tokens: int = 256,
     ) -> torch.Tensor:
         """One model's tokens [L, k] (float32, CPU, NaN at padding); prototypes once, tokens in chunks."""
+        out = torch.empty(self.num_tokens, self.token_size)
+        for start, x in self.sample_chunks(
+            state=state, sampler=sampler, generator=generator, task=task, chunk_tokens=chunk_tokens
+        ):
+            out[start : start + x.shape[0]] = x
+        return out
+
+    @torch.no_grad()
+    def sample_chunks(
+        self,
+        *,
+        state: int,
+        sampler,
+        generator: torch.Generator | None = None,
+        task: torch.Tensor | None = None,
+        chunk_tokens: int = 256,
+    ) -> Iterator[tuple[int, torch.Tensor]]:
+        """Sample one model chunk by chunk: yields (first token index, tokens [n, k] float32 CPU, NaN padding).
+
+        Prototypes are computed once; then ``chunk_tokens`` tokens at a time are denoised, so memory holds one
+        chunk of tokens, never the [L, k] tokens of the whole model. The mode (train/eval) is restored at the end.
+        """
         if chunk_tokens < 1:
             raise ValueError(f"chunk_tokens must be >= 1, got {chunk_tokens}")
         was_training = self.training
         self.eval()
-        device = self.token_mask.device
-        tasks = None if task is None else torch.as_tensor(task, device=device).reshape(1, -1)
-        protos = self.prototypes(torch.tensor([state], device=device), tasks)[0]
-        out = torch.empty(self.num_tokens, self.token_size)
-        for start in range(0, self.num_tokens, chunk_tokens):
-            cond = protos[start : start + chunk_tokens].float()
-            noise = torch.randn(cond.shape[0], self.token_size, generator=generator, device=device)
-            x = sample(lambda x, t: self.denoiser(x, t, cond).float(), noise, sampler, generator=generator)
-            out[start : start + chunk_tokens] = x.cpu()
-        self.train(was_training)
-        return out.masked_fill(~self.token_mask.cpu(), float("nan"))
+        try:
+            device = self.token_lengths.device
+            tasks = None if task is None else torch.as_tensor(task, device=device).reshape(1, -1)
+            protos = self.prototypes(torch.tensor([state], device=device), tasks)[0]
+            for start in range(0, self.num_tokens, chunk_tokens):
+                cond = protos[start : start + chunk_tokens].float()
+                noise = torch.randn(cond.shape[0], self.token_size, generator=generator, device=device)
+                x = sample(self.epsilon_fn(cond), noise, sampler, generator=generator)
+                mask = self.chunk_mask(start, start + cond.shape[0])
+                yield start, x.masked_fill(~mask, float("nan")).cpu()
+        finally:
+            self.train(was_training)
+
+
+def _token_lengths(mask: torch.Tensor | None, lengths: torch.Tensor | None, num_tokens: int, k: int) -> torch.Tensor:
+    """Real entries per token [L] from a prefix mask [L, k] or given lengths (checked)."""
+    if mask is not None and lengths is not None:
+        raise ValueError("give token_mask or token_lengths, not both")
+    if mask is not None:
+        if tuple(mask.shape) != (num_tokens, k):
+            raise ValueError(f"token_mask must be [{num_tokens}, {k}], got {tuple(mask.shape)}")
+        lengths = mask.sum(dim=1)
+        if not torch.equal(mask.bool(), torch.arange(k, device=mask.device)[None, :] < lengths[:, None]):
+            raise ValueError("token_mask must mark a prefix of each token as real (padding at the end)")
+    elif lengths is None:
+        lengths = torch.full((num_tokens,), k)
+    lengths = torch.as_tensor(lengths, dtype=torch.long)
+    if tuple(lengths.shape) != (num_tokens,) or bool((lengths < 0).any()) or bool((lengths > k).any()):
+        raise ValueError(f"token_lengths must be [{num_tokens}] values in 0..{k}")
+    return lengths.clone()

@@ -37,6 +37,8 @@ def run_checkpoints(exp, zoo, run):
 
 
 def zoo_checkpoints(w):
+    if SETTINGS[w.exp][w.zoo].get("tasks"):
+        return task_checkpoints(w.exp, w.zoo, "seen")  # workflow/rules/tasks.smk
     runs = range(SETTINGS[w.exp][w.zoo]["runs"])
     return [p for r in runs for p in run_checkpoints(w.exp, w.zoo, r)]
 
@@ -48,8 +50,14 @@ def generated_models(w):
     ]
 
 
+def evaluation_dir(exp, zoo):
+    """evaluation/<zoo>; for a task zoo evaluation/<zoo>/tasks (workflow/rules/tasks.smk)."""
+    path = f"results/{exp}/evaluation/{zoo}"
+    return f"{path}/tasks" if SETTINGS[exp][zoo].get("tasks") else path
+
+
 def all_summaries():
-    return [f"results/{exp}/evaluation/{zoo}/summary.json" for exp, zoo in PAIRS]
+    return [f"{evaluation_dir(exp, zoo)}/summary.json" for exp, zoo in PAIRS]
 
 
 def count_rules(key):

@@ -6,6 +6,7 @@ rule evaluate:
         tokens="results/{exp}/tokens/{zoo}",
         checkpoints=zoo_checkpoints,
         generated=generated_models,
+        pdiff=pdiff_models,
         generator="results/{exp}/generator/{zoo}/model.safetensors",
         train_log="results/{exp}/generator/{zoo}/train_log.csv",
     output:

@@ -14,7 +14,7 @@ rule report:
         "../../environment.yml"
     params:
         evaluations={
-            exp: {zoo: f"results/{exp}/evaluation/{zoo}" for zoo in zoos}
+            exp: {zoo: evaluation_dir(exp, zoo) for zoo in zoos}
             for exp, zoos in SETTINGS.items()
         },
     script:

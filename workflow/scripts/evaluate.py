@@ -12,6 +12,7 @@ with stage_logging(sm.log[0], sm.threads):
         token_dir=sm.input.tokens,
         checkpoint_paths=list(sm.input.checkpoints),
         generated_paths=list(sm.input.generated),
+        pdiff_paths=list(sm.input.pdiff),
         generator_dir=Path(sm.input.generator).parent,
         out_dir=Path(sm.output.summary).parent,
         evaluate_cfg=sm.params.evaluate,
