@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--settings", default=",".join(f"{s}-{n}" for s, n in SETTINGS), help="e.g. ddim-10,ddpm-1000")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    p.add_argument("--render-only", action="store_true", help="rewrite the Markdown table from the last CSV")
     args = p.parse_args(argv)
 
     import pandas as pd
@@ -74,6 +75,9 @@ def main(argv: list[str] | None = None) -> None:
     results = Path(args.results) / args.experiment
     token_dir, generator_dir = results / "tokens" / args.zoo, results / "generator" / args.zoo
     store = TokenStore(token_dir)
+    if args.render_only:  # the table again from the CSV of the last run
+        render(pd.read_csv(Path(args.out) / "sampling_steps.csv").to_dict("records"), args, store, generator_dir)
+        return
     val = build_dataset(dict(settings["data"]), "val")
     labels = dataset_labels(val)
     base = Path(args.results).resolve().parent  # the index holds paths relative to the workflow's directory
@@ -103,24 +107,35 @@ def main(argv: list[str] | None = None) -> None:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    df = pd.DataFrame(rows)
-    df.to_csv(out / "sampling_steps.csv", index=False)
+    pd.DataFrame(rows).to_csv(out / "sampling_steps.csv", index=False)
+    render(rows, args, store, generator_dir)
+
+
+def render(rows: list[dict], args, store, generator_dir: Path) -> None:
+    """Print and write the Markdown table (generator described from its own config.json)."""
+    import torch
+
+    from rpg.io import read_json
+
     lines = ["| sampler | steps | models | acc. best % | acc. mean % | acc. min % | similarity mean | s / model |",
              "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in rows:
-        steps = "-" if r["steps"] is None else str(r["steps"])
-        sec = "-" if r["s_per_model"] is None else f"{r['s_per_model']:.2f}"
+        steps = "-" if r["steps"] is None or r["steps"] != r["steps"] else str(int(r["steps"]))
+        sec = "-" if r["s_per_model"] is None or r["s_per_model"] != r["s_per_model"] else f"{r['s_per_model']:.2f}"
         lines.append(f"| {r['sampler']} | {steps} | {r['models']} | {100 * r['acc_best']:.2f} | "
                      f"{100 * r['acc_mean']:.2f} | {100 * r['acc_min']:.2f} | {r['similarity_mean']:.3f} | {sec} |")
-    gen = settings["generator"]
+    info = read_json(generator_dir / "config.json")
+    gen, train = info["generator"], info["train"]
+    n = next(r["models"] for r in rows if r["sampler"] != "originals")
     lines += ["", f"- Zoo `{args.experiment}/{args.zoo}` ({store.layout.num_parameters:,} parameters, "
-              f"{store.layout.num_tokens} tokens of {store.layout.token_size}); generator `{generator_dir}` "
-              f"(preset {gen['preset']}, backbone {gen['backbone']}, width {gen['dim']}); the same "
-              f"{args.num_models} seeds for every setting; similarity = max IoU of wrong validation samples "
-              "against the originals (originals: against the other originals).",
+              f"{store.layout.num_tokens} tokens of {store.layout.token_size}); generator: {gen['backbone']} width "
+              f"{gen['dim']}, denoiser {gen['denoiser_channels']}, prediction {gen.get('prediction', 'epsilon')}, "
+              f"{train['steps']} training steps; the same {n} seeds (so the same permutation states) for every "
+              "setting; similarity = max IoU of wrong validation samples against the originals (originals: "
+              "against the other originals).",
               f"- Machine: {_cpu()}, {args.threads} thread(s), torch {torch.__version__}."]  # fmt: skip
     md = "\n".join(lines) + "\n"
-    (out / "sampling_steps.md").write_text(md)
+    (Path(args.out) / "sampling_steps.md").write_text(md)
     print(md)
 
 

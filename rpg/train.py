@@ -120,18 +120,23 @@ def step_seed(seed: int, step: int, rank: int) -> int:
 
 
 class EMA:
-    """Exponential moving average of a model's parameters (buffers copied)."""
+    """Exponential moving average of a model's parameters (buffers copied).
+
+    The decay warms up as min(decay, (1 + n) / (10 + n)) after n updates, so a short run's average is not
+    dominated by the random initialisation (with a fixed 0.999, 13% of it is still there after 2,000 steps).
+    """
 
     def __init__(self, model: torch.nn.Module, decay: float) -> None:
         self.decay = decay
         self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
 
     @torch.no_grad()
-    def update(self, model: torch.nn.Module) -> None:
+    def update(self, model: torch.nn.Module, num_updates: int) -> None:
+        decay = min(self.decay, (1 + num_updates) / (10 + num_updates))
         params = dict(model.named_parameters())
         for k, v in model.state_dict().items():
             if k in params and v.is_floating_point():
-                self.state[k].lerp_(v, 1 - self.decay)
+                self.state[k].lerp_(v, 1 - decay)
             else:
                 self.state[k].copy_(v)
 
@@ -297,7 +302,7 @@ def train_generator(
         opt.step()
         sched.step()
         if ema is not None:
-            ema.update(model)
+            ema.update(model, step)
         loss_value = loss.detach().float()
         if world > 1:
             dist.all_reduce(loss_value)

@@ -101,10 +101,6 @@ def test_tiny_end_to_end(tmp_path):
     assert sum(counts.values()) == 1 and next(iter(counts)).startswith("collect_run"), counts
     assert other.stat().st_mtime_ns == before
 
-    # the workflow is now up to date except for what depends on the rebuilt file; a dry run says so
-    proc = snakemake("-n", "--configfile", str(TINY), "--directory", str(tmp_path))
-    assert "tokenize" in job_counts(proc.stdout + proc.stderr)
-
 
 def _input_shape(meta):
     kwargs = meta.get("arch_kwargs", {})

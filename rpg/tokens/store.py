@@ -140,6 +140,8 @@ def write_token_store(
                 "shard": s,
                 "first_checkpoint": rows.start,
                 "num_rows": len(rows),
+                # per row: the checkpoint's task vector (conditional zoos) or null, as in index.parquet
+                "tasks": [records[r]["task"] for r in rows],
             }
             _write_token_shard(
                 out_dir / name,

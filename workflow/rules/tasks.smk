@@ -44,6 +44,8 @@ rule task_split:
         "results/{exp}/zoo/{zoo}/tasks.json",
     log:
         "results/{exp}/logs/collect/{zoo}/tasks.log",
+    benchmark:
+        "results/{exp}/benchmarks/collect/{zoo}/tasks.tsv"
     wildcard_constraints:
         zoo=TASK_ZOO_REGEX,
     conda:
