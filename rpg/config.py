@@ -20,6 +20,23 @@ class ConfigError(ValueError):
     """A config value is wrong; the message names the key and, where known, the allowed values."""
 
 
+def typed_config(cls, cfg: Mapping[str, Any] | Any | None, block: str):
+    """An instance of the dataclass ``cls`` from a plain dict (or ``cfg`` itself if already one).
+
+    Unknown keys raise ValueError naming the ``block`` and the known keys.
+    """
+    import dataclasses
+
+    if isinstance(cfg, cls):
+        return cfg
+    cfg = dict(cfg or {})
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(cfg) - known)
+    if unknown:
+        raise ValueError(f"unknown {block} config keys {unknown}; known keys: {sorted(known)}")
+    return cls(**cfg)
+
+
 def load_schema(path: str | Path = DEFAULT_SCHEMA) -> dict:
     import yaml
 

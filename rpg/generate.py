@@ -8,7 +8,6 @@ every finished piece of every layer), so memory does not grow with the size of t
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -56,14 +55,10 @@ class GenerateConfig:
 
 
 def generate_config(cfg: Mapping[str, Any] | GenerateConfig | None) -> GenerateConfig:
-    if isinstance(cfg, GenerateConfig):
-        return cfg
-    cfg = dict(cfg or {})
-    known = {f.name for f in dataclasses.fields(GenerateConfig)}
-    unknown = sorted(set(cfg) - known)
-    if unknown:
-        raise ValueError(f"unknown generate config keys {unknown}; known keys: {sorted(known)}")
-    return GenerateConfig(**cfg)
+    """GenerateConfig from a plain dict; unknown keys are an error."""
+    from rpg.config import typed_config
+
+    return typed_config(GenerateConfig, cfg, "generate")
 
 
 def load_generator(

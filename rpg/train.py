@@ -83,14 +83,9 @@ class TrainConfig:
 
 def train_config(cfg: Mapping[str, Any] | TrainConfig | None = None) -> TrainConfig:
     """TrainConfig from a plain dict; unknown keys are an error."""
-    if isinstance(cfg, TrainConfig):
-        return cfg
-    cfg = dict(cfg or {})
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(cfg) - known)
-    if unknown:
-        raise ValueError(f"unknown train config keys {unknown}; known keys: {sorted(known)}")
-    return TrainConfig(**cfg)
+    from rpg.config import typed_config
+
+    return typed_config(TrainConfig, cfg, "train")
 
 
 def lr_factor(step: int, *, warmup: int, total: int, min_ratio: float = 0.0) -> float:
