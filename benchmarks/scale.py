@@ -197,13 +197,21 @@ def _gpu_peak(device: str, prefix: str) -> dict:
 
 
 def _time_module(module, spent: dict, key: str) -> None:
-    """Add the wall time of every forward call of ``module`` to ``spent[key]``."""
+    """Add the wall time of every forward call of ``module`` to ``spent[key]`` (CUDA synchronised)."""
+    import torch
+
     start: list[float] = []
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+
+    def begin(*_) -> None:
+        sync()
+        start.append(time.perf_counter())
 
     def stop(*_) -> None:
+        sync()
         spent[key] += time.perf_counter() - start.pop()
 
-    module.register_forward_pre_hook(lambda *_: start.append(time.perf_counter()))
+    module.register_forward_pre_hook(begin)
     module.register_forward_hook(stop)
 
 
@@ -319,8 +327,9 @@ def run_worker(kind: str, a: dict, *, cache: Path, force: bool, timeout: float) 
     except subprocess.TimeoutExpired:
         result = {"ok": False, "oom": False, "error": f"timeout after {timeout:.0f} s"}
     result["wall_s"] = time.perf_counter() - t0
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    cache.write_text(json.dumps(result, indent=1))
+    if result["ok"] or result.get("oom"):  # errors are not cached: the next run tries again
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_text(json.dumps(result, indent=1))
     return result
 
 
@@ -345,33 +354,50 @@ def measure(args) -> list[dict]:
         tdir = work / name
         cache = tdir / f"cache_{key}"  # measurements of these settings
         common = {"mem_limit_gb": args.mem_limit_gb, "device": args.device}
-        print(f"== {name}: preparing a one-checkpoint token store", file=sys.stderr, flush=True)
-        prep = run_worker("prepare", {"dir": str(tdir), "arch": arch, "arch_kwargs": kwargs,
-                                      "token_size": args.token_size},
-                          cache=tdir / f"cache_k{args.token_size}" / "prepare.json", force=args.force,
-                          timeout=3600)  # fmt: skip
-        if not prep["ok"]:
-            raise RuntimeError(f"{name}: preparing the token store failed: {prep['error']}")
+        prep_args = {"dir": str(tdir), "arch": arch, "arch_kwargs": kwargs, "token_size": args.token_size}
+        prep_cache = tdir / f"cache_k{args.token_size}" / "prepare.json"
+
+        def ensure_tokens(force: bool = False) -> dict:
+            """The one-checkpoint token store (built again when missing) and its description."""
+            missing = not (tdir / "tokens").is_dir()
+            if force or missing:
+                print(f"== {name}: preparing a one-checkpoint token store", file=sys.stderr, flush=True)
+            res = run_worker("prepare", prep_args, cache=prep_cache, force=args.force or force or missing,
+                             timeout=3600)  # fmt: skip
+            if not res["ok"]:
+                raise RuntimeError(f"{name}: preparing the token store failed: {res['error']}")
+            return res
+
+        def cached(path: Path) -> bool:
+            return path.is_file() and not args.force
+
+        prep = json.loads(prep_cache.read_text()) if cached(prep_cache) else ensure_tokens()
         base = {"target": name, "arch": arch, "params": prep["params"], "tokens": prep["num_tokens"],
                 "token_size": args.token_size, "output_bytes": prep["output_bytes"]}  # fmt: skip
         for bb in args.backbones.split(",") if args.backbones else []:
             gcfg = {"preset": args.preset, **overrides, "backbone": bb}
             gdir, out = tdir / f"generator_{bb}", tdir / f"generated_{bb}.safetensors"
-            print(f"   {name} rpg-{bb}: train, generate, verify", file=sys.stderr, flush=True)
+            files = {k: cache / f"{k}_{bb}.json" for k in ("train", "generate", "verify")}
+            # generation reads the trained generator and verification the generated file: rerun what they need
+            need_gen = not cached(files["generate"]) or not cached(files["verify"])
+            need_train = args.train_steps > 0 and (not cached(files["train"]) or need_gen)
+            if need_gen or need_train:
+                ensure_tokens()
+                print(f"   {name} rpg-{bb}: train, generate, verify", file=sys.stderr, flush=True)
             tr = {"ok": False, "error": "not measured (--train-steps 0)"}  # generation: an untrained generator
             if args.train_steps > 0:
                 tr = run_worker("train", {**common, "tokens": str(tdir / "tokens"), "generator": str(gdir),
                                           "generator_cfg": gcfg, "train_steps": args.train_steps,
                                           "diffusion_batch": args.diffusion_batch},
-                                cache=cache / f"train_{bb}.json", force=args.force, timeout=args.timeout)  # fmt: skip
+                                cache=files["train"], force=args.force or need_train, timeout=args.timeout)  # fmt: skip
             ge = run_worker("generate", {**common, "tokens": str(tdir / "tokens"), "generator": str(gdir),
                                          "generator_cfg": gcfg, "output": str(out),
                                          "sampling_steps": args.steps, "chunk_tokens": args.chunk_tokens},
-                            cache=cache / f"generate_{bb}.json", force=args.force, timeout=args.timeout)  # fmt: skip
+                            cache=files["generate"], force=args.force or need_gen, timeout=args.timeout)  # fmt: skip
             ve = {"ok": False}
             if ge["ok"]:
                 ve = run_worker("verify", {"output": str(out), "arch": arch, "arch_kwargs": kwargs},
-                                cache=cache / f"verify_{bb}.json", force=args.force, timeout=3600)  # fmt: skip
+                                cache=files["verify"], force=args.force or need_gen, timeout=3600)  # fmt: skip
                 out.unlink(missing_ok=True)
             shutil.rmtree(gdir, ignore_errors=True)
             rows.append(_rpg_row(base, bb, tr, ge, ve, args))
@@ -381,7 +407,10 @@ def measure(args) -> list[dict]:
                 if not pdiff_fits[mode]:  # a smaller size did not fit already
                     res[mode] = {"ok": False, "oom": True, "inferred": True}
                     continue
-                print(f"   {name} p-diff {mode}", file=sys.stderr, flush=True)
+                if not cached(cache / f"pdiff_{mode}.json"):
+                    if mode == "generate":
+                        ensure_tokens()
+                    print(f"   {name} p-diff {mode}", file=sys.stderr, flush=True)
                 res[mode] = run_worker("pdiff", {**common, "mode": mode, "num_params": prep["generated_params"],
                                                  "pdiff_cfg": pdiff_cfg, "tokens": str(tdir / "tokens"),
                                                  "output": str(tdir / "pdiff.safetensors")},
@@ -459,7 +488,8 @@ def _pdiff_settings(args) -> dict:
 COLUMNS = [
     ("target", "target", None), ("params", "params", "params"), ("tokens", "tokens", "int"),
     ("method", "method", None), ("gen_peak_gib", "gen. peak RSS GiB", "2"),
-    ("gen_overhead_gib", "gen. overhead GiB", "2"), ("sample_step_s", "s / sampling step", "3"),
+    ("gen_overhead_gib", "gen. overhead GiB", "2"), ("gen_added_gib", "gen. peak - imports GiB", "2"),
+    ("sample_step_s", "s / sampling step", "3"),
     ("model_s", "s / model", "1"), ("model_s_60", "s / model DDIM-60", "0"),
     ("train_step_s", "s / train step", "2"), ("train_peak_gib", "train peak RSS GiB", "2"),
     ("load_strict", "strict load", None), ("train", "train", None), ("generate", "generate", None),
@@ -521,7 +551,8 @@ def write_tables(rows: list[dict], args) -> str:
         (f"Each measurement in a fresh process limited to {args.mem_limit_gb:g} GiB of new memory: OOM = an "
          "allocation failed under that limit." if args.mem_limit_gb > 0 else "No memory limit.")
         + " gen. overhead = peak RSS - generator weights - output state_dict bytes (the output is streamed to "
-        "disk and never held).",
+        "disk and never held); gen. peak - imports = peak RSS - RSS after importing torch and the pipeline "
+        "(what generating adds).",
     ]
     summary = _summary(rows)
     md = "\n".join(lines) + "\n\n" + "\n".join(f"- {n}" for n in notes + summary) + "\n"
@@ -544,9 +575,14 @@ def _summary(rows: list[dict]) -> list[str]:
             ratio = big["gen_overhead_gib"] / small["gen_overhead_gib"]
             worst = max(r.get("gen_overhead_gib") or 0 for r in mine.values())
             ok = worst < 2 and ratio < 2
+            added = big["gen_added_gib"] / small["gen_added_gib"]
             out.append(f"{method}: generation overhead {small['gen_overhead_gib']:.2f} GiB at 5.7M and "
                        f"{big['gen_overhead_gib']:.2f} GiB at 197.8M (x{ratio:.2f}; largest {worst:.2f} GiB): "
-                       f"memory goal (< 2 GiB, < 2x) {'met' if ok else 'NOT met'}.")  # fmt: skip
+                       f"memory goal (< 2 GiB, < 2x) {'met' if ok else 'NOT met'}; peak RSS "
+                       f"{small['gen_peak_gib']:.2f} -> {big['gen_peak_gib']:.2f} GiB, added by generating "
+                       f"{small['gen_added_gib']:.2f} -> {big['gen_added_gib']:.2f} GiB (x{added:.2f}).")  # fmt: skip
+        elif big.get("generate", "ok") != "ok" or small.get("generate", "ok") != "ok":
+            out.append(f"{method}: generation {small.get('generate')} at 5.7M, {big.get('generate')} at 197.8M.")
     pd_rows = [r for r in rows if r["method"] == "p-diff"]
     for col, what in (("train", "training"), ("generate", "generation")):
         fail = next((r for r in pd_rows if r[col] != "ok"), None)
