@@ -29,9 +29,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
-    os.chmod(tmp_path, 0o644)  # mkstemp makes 0600; artefacts are shared (clusters, reports)
     try:
         yield tmp_path
+        # mkstemp makes 0600, and some writers (safetensors) replace the file: set the mode on what was written
+        os.chmod(tmp_path, 0o644)  # artefacts are shared (clusters, reports)
         os.replace(tmp_path, path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
