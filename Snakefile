@@ -1,5 +1,6 @@
 # RPG pipeline: collect checkpoints -> tokenize -> train the recurrent diffusion generator -> generate -> evaluate.
-# Configuration: config.yaml (embedded default) or --configfile FILE; schema: workflow/schemas/config.schema.yaml.
+# Configuration: config.yaml (embedded default) or --configfile FILE; keys, defaults and checks: rpg.config
+# (schema: rpg/config/config.schema.json).
 import os
 
 from snakemake.utils import min_version

@@ -22,10 +22,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from rpg.config import GeneratorConfig, TrainConfig  # noqa: E402
 from rpg.generator.backbones import build_backbone  # noqa: E402
-from rpg.generator.presets import generator_config  # noqa: E402
+from rpg.generator.model import build_generator as build_model  # noqa: E402
 from rpg.generator.samplers import build_sampler  # noqa: E402
-from rpg.train import build_model, train_config  # noqa: E402
 
 
 def median_time(fn: Callable[[], object], repeats: int, sync: Callable[[], None]) -> float:
@@ -79,7 +79,7 @@ def bench_backbones(args) -> None:
     layout, tokens, states, num_states = load_data(args)
     overrides = dict(kv.split("=", 1) for kv in args.set)
     overrides = {k: json.loads(v) for k, v in overrides.items()}
-    tcfg = train_config({"batch_size": args.batch_size, "diffusion_batch": args.diffusion_batch})
+    tcfg = TrainConfig.parse({"batch_size": args.batch_size, "diffusion_batch": args.diffusion_batch})
     print(f"# L={layout.num_tokens} k={layout.token_size} batch={tcfg.batch_size} checkpoints, "
           f"{tcfg.diffusion_batch} tokens/step, device={dev}, threads={torch.get_num_threads()}, "
           f"median of {args.repeats}")  # fmt: skip
@@ -87,7 +87,7 @@ def bench_backbones(args) -> None:
     print(header + "\n" + "-" * len(header))
     for kind in args.backbones.split(","):
         torch.manual_seed(0)
-        gcfg = generator_config({"preset": args.preset, **overrides, "backbone": kind})
+        gcfg = GeneratorConfig.parse({"preset": args.preset, **overrides, "backbone": kind})
         model = build_model(gcfg, layout, num_states).to(dev)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
         gen = torch.Generator(dev).manual_seed(0)

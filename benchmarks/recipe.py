@@ -25,17 +25,17 @@ import pandas as pd
 import torch
 import yaml
 
+from rpg.classifier import evaluate_accuracy
 from rpg.config import resolve_config
 from rpg.data import build_dataset, make_loader
 from rpg.evaluate.baselines import batchnorm_modules, recalibrate_batchnorm
 from rpg.evaluate.similarity import flatten_tokens, rms_distances
-from rpg.generate import generate_models
+from rpg.generator.sampling import generate_models
+from rpg.generator.trainer import train_generator
 from rpg.runtime import resolve_device, setup_logging
 from rpg.tokens.store import TokenStore
 from rpg.tokens.tokenizer import tokenize
-from rpg.train import train_generator
 from rpg.zoo.checkpoint import load_checkpoint
-from rpg.zoo.collect import evaluate_accuracy
 from rpg.zoo.models import build_model
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -123,13 +123,12 @@ def base_settings(args) -> tuple[dict, dict, dict]:
     """(generator, train, data) settings: the default CPU recipe, or a zoo's settings from ``--config``."""
     if not args.config:
         return BASE_GENERATOR, BASE_TRAIN, json.loads(args.data)
-    settings = resolve_config(yaml.safe_load(Path(args.config).read_text()),
-                              ROOT / "workflow" / "schemas" / "config.schema.yaml")  # fmt: skip
+    settings = resolve_config(yaml.safe_load(Path(args.config).read_text()))
     zoos = {zoo: s for exp in settings.values() for zoo, s in exp.items()}
     if args.zoo not in zoos:
         raise SystemExit(f"{args.config}: no zoo {args.zoo!r} (zoos: {', '.join(zoos)})")
     s = zoos[args.zoo]
-    return s["generator"], s["train"], dict(s["data"])
+    return s.generator.to_dict(), s.train.to_dict(), s.data.to_dict()
 
 
 def main() -> None:

@@ -4,9 +4,9 @@
     python benchmarks/sampling_steps.py --results /tmp/run/results --num-models 10 --threads 2
 
 For every setting the same ``--num-models`` models (seeds ``generate.seed + i``, so the same permutation states)
-are generated with the pipeline's :func:`rpg.generate.generate_models` from the trained generator, and evaluated on
-the validation split: accuracy best / mean / min, similarity (max IoU of wrongly classified samples against the
-originals, as in the evaluation stage) and seconds per generated model. The originals are the reference row.
+are generated with the pipeline's :func:`rpg.generator.sampling.generate_models` from the trained generator, and
+evaluated on the validation split: accuracy best / mean / min, similarity (max IoU of wrongly classified samples
+against the originals, as in the evaluation stage) and seconds per generated model. The originals are the reference row.
 Re-runnable: it only reads the token store and the generator (whatever is there) and writes into a temporary
 folder. Prints the table and writes ``benchmarks/results/sampling_steps.{csv,md}``.
 """
@@ -26,13 +26,13 @@ sys.path.insert(0, str(ROOT))
 SETTINGS = [("ddim", 10), ("ddim", 20), ("ddim", 60), ("ddim", 100), ("ddpm", 1000)]
 
 
-def accuracy_and_wrong(paths, val, labels) -> tuple[list[float], "torch.Tensor"]:  # noqa: F821
+def accuracy_and_wrong(paths, val, labels) -> tuple[list[float], torch.Tensor]:  # noqa: F821
     """Validation accuracy and wrong-sample masks [n, N] of the checkpoint files ``paths``."""
     import torch
 
+    from rpg.classifier import evaluate_accuracy
     from rpg.evaluate.similarity import wrong_mask
     from rpg.zoo.checkpoint import load_checkpoint
-    from rpg.zoo.collect import evaluate_accuracy
     from rpg.zoo.models import build_model
 
     accs, wrongs = [], []
@@ -63,11 +63,11 @@ def main(argv: list[str] | None = None) -> None:
     import torch
     import yaml
 
+    from rpg.classifier import dataset_labels
     from rpg.config import resolve_config
     from rpg.data import build_dataset
-    from rpg.evaluate.evaluate import dataset_labels
     from rpg.evaluate.similarity import max_iou
-    from rpg.generate import generate_models
+    from rpg.generator.sampling import generate_models
     from rpg.tokens.store import TokenStore
 
     torch.set_num_threads(args.threads)
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.render_only:  # the table again from the CSV of the last run
         render(pd.read_csv(Path(args.out) / "sampling_steps.csv").to_dict("records"), args, store, generator_dir)
         return
-    val = build_dataset(dict(settings["data"]), "val")
+    val = build_dataset(settings.data, "val")
     labels = dataset_labels(val)
     base = Path(args.results).resolve().parent  # the index holds paths relative to the workflow's directory
     originals = [Path(c) if Path(c).is_absolute() else base / c for c in store.index["checkpoint"]]
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
         for item in args.settings.split(","):
             sampler, steps = item.split("-")
             paths = [Path(tmp) / f"{item}_{i:03d}.safetensors" for i in range(args.num_models)]
-            cfg = {**settings["generate"], "sampler": sampler, "steps": int(steps), "threads": args.threads,
+            cfg = {**settings.generate.to_dict(), "sampler": sampler, "steps": int(steps), "threads": args.threads,
                    "num_models": args.num_models}  # fmt: skip
             print(f"{item}: generating {args.num_models} models", file=sys.stderr, flush=True)
             t0 = time.perf_counter()
@@ -122,8 +122,10 @@ def render(rows: list[dict], args, store, generator_dir: Path) -> None:
     for r in rows:
         steps = "-" if r["steps"] is None or r["steps"] != r["steps"] else str(int(r["steps"]))
         sec = "-" if r["s_per_model"] is None or r["s_per_model"] != r["s_per_model"] else f"{r['s_per_model']:.2f}"
-        lines.append(f"| {r['sampler']} | {steps} | {r['models']} | {100 * r['acc_best']:.2f} | "
-                     f"{100 * r['acc_mean']:.2f} | {100 * r['acc_min']:.2f} | {r['similarity_mean']:.3f} | {sec} |")
+        lines.append(
+            f"| {r['sampler']} | {steps} | {r['models']} | {100 * r['acc_best']:.2f} | "
+            f"{100 * r['acc_mean']:.2f} | {100 * r['acc_min']:.2f} | {r['similarity_mean']:.3f} | {sec} |"
+        )
     info = read_json(generator_dir / "config.json")
     gen, train = info["generator"], info["train"]
     n = next(r["models"] for r in rows if r["sampler"] != "originals")

@@ -7,10 +7,11 @@ For every target (a random-init model, timm ``pretrained=False`` or a built-in C
 the pipeline's tokenize stage (a one-checkpoint token store: layout, reference, shard). Then, for every backbone,
 with ONE generator preset for all sizes (``--preset`` + ``--set``; default: tiny, narrow denoiser):
 
-* ``train``: :func:`rpg.train.train_generator` for a few steps (batch of 1 checkpoint, ``--diffusion-batch``
+* ``train``: :func:`rpg.generator.trainer.train_generator` for a few steps (batch of 1 checkpoint, ``--diffusion-batch``
   tokens): median seconds per training step and peak memory;
-* ``generate``: the pipeline's generation path (:func:`rpg.generate.load_generator` +
-  :func:`rpg.generate.write_generated_model`, i.e. what ``generate_models`` does per model) with DDIM-``--steps``:
+* ``generate``: the pipeline's generation path (:func:`rpg.generator.sampling.load_generator` +
+  :func:`rpg.generator.sampling.write_generated_model`, i.e. what ``generate_models`` does per model) with
+  DDIM-``--steps``:
   seconds per sampling step (the denoiser over all tokens once), seconds per model, peak memory;
 * ``verify``: the file is loaded into the target architecture with ``load_state_dict(strict=True)``.
 
@@ -92,8 +93,9 @@ def _limit_memory(gib: float) -> None:
 
 def _is_oom(exc: BaseException) -> bool:
     text = str(exc).lower()
-    return isinstance(exc, MemoryError) or any(s in text for s in ("can't allocate memory", "not enough memory",
-                                                                    "out of memory", "cannot allocate memory"))
+    return isinstance(exc, MemoryError) or any(
+        s in text for s in ("can't allocate memory", "not enough memory", "out of memory", "cannot allocate memory")
+    )
 
 
 def work_prepare(a: dict) -> dict:
@@ -127,7 +129,7 @@ def work_train(a: dict) -> dict:
     """A few generator training steps: median step time and peak memory."""
     import pandas as pd
 
-    from rpg.train import train_generator
+    from rpg.generator.trainer import train_generator
 
     baseline = _status("VmRSS")
     _limit_memory(a["mem_limit_gb"])
@@ -144,8 +146,8 @@ def work_generate(a: dict) -> dict:
     """One generated model through the pipeline's streaming path; the denoiser and backbone are timed."""
     import torch
 
-    from rpg.generate import load_generator, write_generated_model
     from rpg.generator.samplers import build_sampler
+    from rpg.generator.sampling import load_generator, write_generated_model
     from rpg.tokens.store import REFERENCE_FILE, TokenStore
     from rpg.tokens.stream import LazyTensors
 
@@ -158,11 +160,11 @@ def work_generate(a: dict) -> dict:
         model, _ = load_generator(a["generator"], device=a["device"])
         trained = True
     else:  # training did not fit: an untrained generator of the same config (memory does not depend on it)
+        from rpg.config import GeneratorConfig
         from rpg.generator.model import RPGModel
-        from rpg.generator.presets import generator_config
 
         torch.manual_seed(0)
-        model = RPGModel(config=generator_config(a["generator_cfg"]), positions=layout.positions(),
+        model = RPGModel(config=GeneratorConfig.parse(a["generator_cfg"]), positions=layout.positions(),
                          token_size=layout.token_size, num_states=store.num_states,
                          token_lengths=layout.token_lengths()).to(a["device"]).eval()  # fmt: skip
         trained = False
@@ -233,12 +235,13 @@ def work_pdiff(a: dict) -> dict:
     """p-diff on ``num_params`` flat parameters: training steps (mode train) or one generated model (generate)."""
     import torch
 
+    from rpg.config import PDiffConfig
     from rpg.generator.samplers import build_sampler
-    from rpg.pdiff.model import PDiffModel, pdiff_config
+    from rpg.pdiff.model import PDiffModel
 
     baseline = _status("VmRSS")
     _limit_memory(a["mem_limit_gb"])
-    cfg = pdiff_config(a["pdiff_cfg"])
+    cfg = PDiffConfig.parse(a["pdiff_cfg"])
     torch.manual_seed(0)
     n = int(a["num_params"])
     model = PDiffModel(config=cfg, num_params=n)
@@ -284,10 +287,19 @@ def work_pdiff(a: dict) -> dict:
         tokens = torch.full((layout.num_tokens, layout.token_size), float("nan"))
         tokens[layout.token_mask()] = flat
         del flat
-        write_streamed_state_dict(a["output"], [(0, tokens)], layout, LazyTensors(store.directory / REFERENCE_FILE),
-                                  {"kind": "generated", "method": "pdiff", "state_dict_keys": layout.names})
-        res.update(gen_peak=_peak_rss(), model_s=time.perf_counter() - t0,
-                   sample_step_s=spent["denoiser"] / len(sampler.timesteps), sampling_steps=len(sampler.timesteps))
+        write_streamed_state_dict(
+            a["output"],
+            [(0, tokens)],
+            layout,
+            LazyTensors(store.directory / REFERENCE_FILE),
+            {"kind": "generated", "method": "pdiff", "state_dict_keys": layout.names},
+        )
+        res.update(
+            gen_peak=_peak_rss(),
+            model_s=time.perf_counter() - t0,
+            sample_step_s=spent["denoiser"] / len(sampler.timesteps),
+            sampling_steps=len(sampler.timesteps),
+        )
     return res
 
 
@@ -320,7 +332,7 @@ def run_worker(kind: str, a: dict, *, cache: Path, force: bool, timeout: float) 
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
         if lines:
-            result = json.loads(lines[-1][len("RESULT "):])
+            result = json.loads(lines[-1][len("RESULT ") :])
         else:  # killed (e.g. by the kernel's OOM killer) or crashed before reporting
             oom = proc.returncode in (-9, 137)
             result = {"ok": False, "oom": oom, "error": f"exit {proc.returncode}: {proc.stderr[-300:]}"}
@@ -477,11 +489,11 @@ def _pdiff_settings(args) -> dict:
     cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
     for exp in resolve_config(cfg).values():
         for settings in exp.values():
-            if settings["pdiff"]["enabled"]:
-                return {**settings["pdiff"], "threads": 1}
-    from rpg.pdiff.model import pdiff_config
+            if settings.pdiff.enabled:
+                return {**settings.pdiff.to_dict(), "threads": 1}
+    from rpg.config import PDiffConfig
 
-    return {**pdiff_config({}).to_dict(), "threads": 1}
+    return {**PDiffConfig.parse({}).to_dict(), "threads": 1}
 
 
 # ----------------------------------------------------------------------------------------------------- output
@@ -537,9 +549,12 @@ def write_tables(rows: list[dict], args) -> str:
     for r in rows:
         lines.append("| " + " | ".join(_fmt(r.get(c[0]), c[2]) for c in columns) + " |")
     gcfg = {"preset": args.preset, **{k: json.loads(v) for k, v in (kv.split("=", 1) for kv in args.set)}}
-    pdiff_note = ("p-diff: not measured." if args.no_pdiff else
-                  f"p-diff: config.yaml's settings ({_pdiff_text(_pdiff_settings(args))}); training = one "
-                  "autoencoder step + one latent diffusion step; s / sampling step is the latent denoiser's.")
+    pdiff_note = (
+        "p-diff: not measured."
+        if args.no_pdiff
+        else f"p-diff: config.yaml's settings ({_pdiff_text(_pdiff_settings(args))}); training = one "
+        "autoencoder step + one latent diffusion step; s / sampling step is the latent denoiser's."
+    )
     notes = [
         f"Machine: {machine(args.device)}.",
         f"RPG: one generator config for all sizes `{json.dumps(gcfg)}` (untrained but for {args.train_steps} "
@@ -548,8 +563,12 @@ def write_tables(rows: list[dict], args) -> str:
         f"DDIM-{args.steps} (`s / model DDIM-60` extrapolates: + (60 - {args.steps}) x s / sampling step), "
         f"{args.chunk_tokens} tokens per chunk; training: 1 checkpoint per batch, {args.diffusion_batch} tokens.",
         pdiff_note,
-        (f"Each measurement in a fresh process limited to {args.mem_limit_gb:g} GiB of new memory: OOM = an "
-         "allocation failed under that limit." if args.mem_limit_gb > 0 else "No memory limit.")
+        (
+            f"Each measurement in a fresh process limited to {args.mem_limit_gb:g} GiB of new memory: OOM = an "
+            "allocation failed under that limit."
+            if args.mem_limit_gb > 0
+            else "No memory limit."
+        )
         + " gen. overhead = peak RSS - generator weights - output state_dict bytes (the output is streamed to "
         "disk and never held); gen. peak - imports = peak RSS - RSS after importing torch and the pipeline "
         "(what generating adds).",
@@ -609,8 +628,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--backbones", default="mamba2,lstm,transformer", help="RPG backbones ('' for none)")
     p.add_argument("--no-pdiff", action="store_true")
     p.add_argument("--preset", default="tiny")
-    p.add_argument("--set", action="append", default=None,
-                   help="generator override key=JSON (default with --preset tiny: denoiser_channels=[1,4,8,4,1])")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=None,
+        help="generator override key=JSON (default with --preset tiny: denoiser_channels=[1,4,8,4,1])",
+    )
     p.add_argument("--token-size", type=int, default=8192)
     p.add_argument("--steps", type=int, default=2, help="DDIM sampling steps of the measured generation")
     p.add_argument("--chunk-tokens", type=int, default=256)

@@ -21,12 +21,36 @@ from rpg.errors import RPGInputError
 META_KEY = "rpg"
 
 
+TEMP_SUFFIX = ".tmp"
+
+
+def stale_temps(path: str | Path) -> list[Path]:
+    """Temporary files that :func:`atomic_path` left for ``path`` (a killed writer cannot remove its own)."""
+    path = Path(path)
+    return sorted(path.parent.glob(f".{path.name}.*{TEMP_SUFFIX}")) if path.parent.is_dir() else []
+
+
+def remove_stale_temps(paths: Iterable[str | Path], *, recursive_dirs: Iterable[str | Path] = ()) -> list[Path]:
+    """Remove leftover temporary files of ``paths`` and every temporary file inside ``recursive_dirs``.
+
+    Stages call this before they start, so a kill -9 during an earlier attempt leaves nothing behind for long.
+    Returns the removed files.
+    """
+    removed = [t for p in paths for t in stale_temps(p)]
+    for d in recursive_dirs:
+        if Path(d).is_dir():
+            removed += sorted(Path(d).rglob(f".*{TEMP_SUFFIX}"))
+    for t in removed:
+        t.unlink(missing_ok=True)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it to ``path`` only on success."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:

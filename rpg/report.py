@@ -16,6 +16,8 @@ from typing import Any
 from rpg.errors import RPGInputError
 from rpg.evaluate.plots import CAPTIONS
 from rpg.io import atomic_path, read_json
+from rpg.tasks.plots import TASK_CAPTIONS
+from rpg.tasks.summary import summary_html
 
 log = logging.getLogger(__name__)
 
@@ -157,11 +159,10 @@ def _zoo_section(exp: str, zoo: str, directory: Path) -> str:
         raise RPGInputError("summary is not a JSON object", directory / "summary.json")
     parts = [f'<h3 id="{html.escape(exp)}-{html.escape(zoo)}">Zoo {html.escape(zoo)}</h3>']
     settings = summary.get("settings", {})
-    if summary.get("kind") == "tasks":  # a task zoo: unseen-task evaluation (rpg.evaluate.tasks)
-        from rpg.evaluate.task_plots import TASK_CAPTIONS
-        from rpg.evaluate.tasks import summary_html
-
-        parts.append(f"<p>task zoo of <code>{html.escape(str(settings.get('arch')))}</code>: held-out and seen tasks</p>")
+    if summary.get("kind") == "tasks":  # a task zoo: unseen-task evaluation (rpg.tasks)
+        parts.append(
+            f"<p>task zoo of <code>{html.escape(str(settings.get('arch')))}</code>: held-out and seen tasks</p>"
+        )
         parts.append(summary_html(summary))
         for stem in ("task_accuracy", "init_finetune", "loss"):
             parts.append(_figure(directory / f"{stem}.png", TASK_CAPTIONS[stem], f"{exp}/{zoo}: {stem}"))
@@ -202,7 +203,7 @@ def build_report(
 <p>Recurrent diffusion parameter generation (RPG, arXiv 2501.11587): original checkpoints, generated models and
 baselines (noise in the normalised token space, interpolation, averaging) per experiment and zoo. Accuracy is on the
 validation split; similarity is the maximum IoU of wrongly classified validation samples against the originals.</p>
-<ul>{''.join(toc)}</ul>
+<ul>{"".join(toc)}</ul>
 {chr(10).join(sections)}
 </body></html>
 """

@@ -1,10 +1,13 @@
-"""Run-time helpers shared by all stages: logging, progress bars, seeds, devices, threads."""
+"""Run-time helpers shared by all stages: logging, progress bars, seeds, devices, threads, fault injection."""
 
 from __future__ import annotations
 
+import datetime
 import logging
 import os
 import random
+import signal
+import socket
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -58,11 +61,51 @@ def set_threads(n: int | None) -> None:
         os.environ.setdefault("OMP_NUM_THREADS", str(n))
 
 
+FAULT_ENV = "RPG_FAULT"
+
+
+def fault_point(stage: str, unit: int) -> None:
+    """Fault injection for the recovery tests: with ``RPG_FAULT=<stage>:<unit>`` in the environment, the whole
+    process group (Snakemake and its jobs) is killed with SIGKILL when ``stage`` finishes unit ``unit`` of its work
+    (a checkpoint, a shard, a training step, a model), as ``kill -9`` would. A no-op otherwise."""
+    spec = os.environ.get(FAULT_ENV)
+    if spec and spec == f"{stage}:{unit}":
+        sys.stderr.flush()
+        os.killpg(os.getpgrp(), signal.SIGKILL)
+
+
+class _Tee:
+    """A text stream writing to several files (stderr of a stage: its log and its attempts log)."""
+
+    def __init__(self, *streams) -> None:
+        self.streams = streams
+
+    def write(self, text: str) -> int:
+        for s in self.streams:
+            s.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        for s in self.streams:
+            s.flush()
+
+    def isatty(self) -> bool:
+        return False
+
+
+def attempts_log(log_file: str | Path) -> Path:
+    """``<name>.attempts.log`` beside a stage's log: every attempt, appended, never removed by Snakemake."""
+    log_file = Path(log_file)
+    return log_file.with_name(f"{log_file.stem}.attempts{log_file.suffix or '.log'}")
+
+
 class stage_logging:
     """Context for a pipeline stage: stderr (progress bars) and logging go to ``log_file``.
 
-    Used by the Snakemake scripts so that every stage writes its own log file; exceptions are logged with
-    their traceback before they propagate (and fail the job).
+    Used by the Snakemake scripts so that every stage writes its own log file. Snakemake removes a job's log before
+    it reruns the job, so everything also goes to :func:`attempts_log`, appended after a header line per attempt
+    (time, host, process): a retry keeps the log of the failed attempt. Exceptions are logged with their traceback
+    before they propagate (and fail the job).
     """
 
     def __init__(self, log_file: str | Path, threads: int | None = None) -> None:
@@ -71,7 +114,10 @@ class stage_logging:
 
     def __enter__(self) -> logging.Logger:
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
-        self._stream = open(self.log_file, "w", buffering=1)
+        self._files = [open(self.log_file, "a", buffering=1), open(attempts_log(self.log_file), "a", buffering=1)]
+        self._stream = _Tee(*self._files)
+        now = datetime.datetime.now().isoformat(timespec="seconds")
+        self._stream.write(f"===== attempt started {now} on {socket.gethostname()} (pid {os.getpid()}) =====\n")
         self._stderr = sys.stderr
         sys.stderr = self._stream
         setup_logging(None)
@@ -83,4 +129,5 @@ class stage_logging:
             log.error("stage failed: %s", exc, exc_info=(exc_type, exc, tb))
         logging.getLogger().handlers.clear()
         sys.stderr = self._stderr
-        self._stream.close()
+        for f in self._files:
+            f.close()

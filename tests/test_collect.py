@@ -8,10 +8,11 @@ import pandas as pd
 import pytest
 import torch
 
+from rpg.config import CollectConfig, ConfigError
 from rpg.errors import RPGInputError
 from rpg.io import read_safetensors_metadata
 from rpg.zoo import build_model, load_checkpoint
-from rpg.zoo.collect import CollectConfig, checkpoint_steps, collect_run, run_seed, write_zoo_table
+from rpg.zoo.collect import checkpoint_steps, collect_run, run_seed, write_zoo_table
 
 DATA = {"name": "digits", "image_size": 8}
 
@@ -32,9 +33,13 @@ def _zoo(**collect) -> dict:
 def _collect(tmp_path: Path, run: int = 0, n: int = 3, zoo: dict | None = None) -> list[Path]:
     out = tmp_path / f"run{run}"
     paths = [out / f"ckpt_{i:03d}.safetensors" for i in range(n)]
+    zoo = zoo or _zoo(checkpoints=n)
     collect_run(
-        zoo_cfg=zoo or _zoo(checkpoints=n),
-        data_cfg=DATA,
+        arch=zoo["arch"],
+        arch_kwargs=zoo["arch_kwargs"],
+        init=zoo["init"],
+        collect=zoo["collect"],
+        data=DATA,
         run=run,
         out_paths=paths,
         table_path=out / "run.csv",
@@ -100,9 +105,7 @@ def test_init_from_weights_file(tmp_path):
     from rpg.zoo import save_checkpoint
 
     init = build_model("cnn_s", {"num_classes": 10, "in_chans": 1}, seed=99).state_dict()
-    save_checkpoint(
-        tmp_path / "init.safetensors", init, {"kind": "checkpoint", "arch": "cnn_s", "arch_kwargs": {}}
-    )
+    save_checkpoint(tmp_path / "init.safetensors", init, {"kind": "checkpoint", "arch": "cnn_s", "arch_kwargs": {}})
     zoo = {**_zoo(epochs=0, finetune_lr=0.0, checkpoints=1), "init": str(tmp_path / "init.safetensors")}
     state, _ = load_checkpoint(_collect(tmp_path, n=1, zoo=zoo)[0])
     assert torch.equal(state["features.0.weight"], init["features.0.weight"])  # lr 0 keeps the weights
@@ -129,7 +132,7 @@ def test_failure_leaves_no_partial_files(tmp_path, monkeypatch):
 
 
 def test_config_errors():
-    with pytest.raises(RPGInputError, match="unknown collect settings"):
-        CollectConfig.from_dict({"epoch": 3})
-    with pytest.raises(RPGInputError, match="optimizer"):
-        CollectConfig.from_dict({"optimizer": "lbfgs"})
+    with pytest.raises(ConfigError, match="unknown key"):
+        CollectConfig.parse({"epoch": 3}, "collect")
+    with pytest.raises(ConfigError, match="optimizer"):
+        CollectConfig.parse({"optimizer": "lbfgs"}, "collect")

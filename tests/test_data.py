@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from rpg.config import ConfigError
 from rpg.data import build_dataset, dataset_info, make_loader
 from rpg.data.digits import split_indices
 from rpg.errors import RPGInputError
@@ -49,9 +50,9 @@ def test_digits_upscaling():
 
 
 def test_bad_data_config():
-    with pytest.raises(RPGInputError, match="unknown dataset"):
+    with pytest.raises(ConfigError, match="data.name.*allowed values: digits"):
         build_dataset({"name": "mnist"}, "train")
-    with pytest.raises(RPGInputError, match="val_fraction"):
+    with pytest.raises(ConfigError, match="val_fraction"):
         build_dataset({**DIGITS, "val_fraction": 1.5}, "train")
     with pytest.raises(ValueError):
         build_dataset(DIGITS, "test")

@@ -13,8 +13,10 @@ import pytest
 import torch
 from torch import nn
 
+from rpg.classifier import dataset_labels
+from rpg.config import EvaluateConfig
 from rpg.evaluate import baselines as bl
-from rpg.evaluate.evaluate import TABLE_COLUMNS, EvaluateConfig, dataset_labels
+from rpg.evaluate.evaluate import TABLE_COLUMNS
 from rpg.evaluate.plots import plot_accuracy_vs_similarity, plot_distances, plot_training_loss, read_train_log
 from rpg.evaluate.similarity import (
     flatten_tokens,
@@ -159,12 +161,12 @@ def test_recalibrate_batchnorm_estimates_statistics():
 
 
 def test_config_defaults_and_errors():
-    cfg = EvaluateConfig.from_dict({})
+    cfg = EvaluateConfig.parse({})
     assert cfg.noise_levels == [0.01, 0.02, 0.03, 0.04, 0.05] and cfg.bn_recalibrate_batches == 10
     with pytest.raises(ValueError, match="unknown"):
-        EvaluateConfig.from_dict({"noise_level": [0.1]})
+        EvaluateConfig.parse({"noise_level": [0.1]})
     with pytest.raises(ValueError, match="interp_weights"):
-        EvaluateConfig.from_dict({"interp_weights": [1.5]})
+        EvaluateConfig.parse({"interp_weights": [1.5]})
 
 
 def test_dataset_labels():
@@ -297,11 +299,14 @@ class _Layout:
     """Each float entry with > 1 element is a layer, standardised, cut into NaN-padded tokens of size k."""
 
     def __init__(self, sd, k=16):
-        self.k, self.rows = k, [
-            (n, t.shape, t.mean().item(), t.std().item() + 1e-8)
-            for n, t in sd.items()
-            if t.is_floating_point() and t.numel() > 1
-        ]
+        self.k, self.rows = (
+            k,
+            [
+                (n, t.shape, t.mean().item(), t.std().item() + 1e-8)
+                for n, t in sd.items()
+                if t.is_floating_point() and t.numel() > 1
+            ],
+        )
 
     def token_mask(self):
         return ~torch.isnan(_tokenize({n: torch.zeros(s) for n, s, *_ in self.rows}, self))
@@ -350,6 +355,7 @@ def _install_standins(monkeypatch, layout, reference):
     )
     for name, value in dict(
         build_dataset=lambda cfg, split: _data(split),
+        data_config=lambda cfg: types.SimpleNamespace(workers=0),
         make_loader=make_loader,
         build_model=lambda arch, kw, seed=None: _Net(),
         load_checkpoint=load_safetensors,
@@ -473,8 +479,8 @@ def test_evaluate_zoo_end_to_end_with_standins(tmp_path: Path, monkeypatch):
 
 
 def test_evaluate_zoo_rejects_wrong_state_dict(tmp_path: Path, monkeypatch):
-    from rpg.evaluate import evaluate_zoo
     from rpg.errors import RPGInputError
+    from rpg.evaluate import evaluate_zoo
     from rpg.io import load_safetensors, save_safetensors
 
     ckpts = _train_zoo(tmp_path, runs=1, per_run=2)
@@ -520,15 +526,17 @@ def test_evaluate_zoo_real_modules(tmp_path: Path, device: str):
             "finetune_epochs": 0.3,
             "finetune_lr": 0.01,
             "seed": 0,
-            "device": "cpu",
         },
     }
     ckpts = []
     for run in range(2):
         paths = [tmp_path / f"zoo/z/run{run}/ckpt_{i:03d}.safetensors" for i in range(3)]
         collect.collect_run(
-            zoo_cfg=zoo_cfg,
-            data_cfg=data_cfg,
+            arch=zoo_cfg["arch"],
+            arch_kwargs=zoo_cfg["arch_kwargs"],
+            init=zoo_cfg["init"],
+            collect=zoo_cfg["collect"],
+            data=data_cfg,
             run=run,
             out_paths=paths,
             table_path=tmp_path / f"zoo/z/run{run}/run.csv",

@@ -6,21 +6,14 @@ import pytest
 import torch
 
 from rpg.errors import RPGInputError
-from rpg.generate import generate_models, load_generator
+from rpg.generator.sampling import generate_models, load_generator
+from rpg.generator.trainer import train_generator
 from rpg.io import load_safetensors
-from rpg.train import train_generator
-from test_train import GEN, TRAIN, make_token_store
-
-torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    root = tmp_path_factory.mktemp("gen")
-    tokens = make_token_store(root)
-    train_generator(token_dir=tokens, out_dir=root / "generator", generator_cfg=GEN,
-                    train_cfg={**TRAIN, "steps": 3}, device="cpu")  # fmt: skip
-    return root, tokens, root / "generator"
+def trained(trained_generator):
+    return trained_generator
 
 
 def test_generated_models_match_the_architecture(trained):
@@ -54,7 +47,7 @@ def test_generated_models_match_the_architecture(trained):
     assert meta["state"] == 1 and meta["sampler"] == "ddpm" and meta["sampling_steps"] == 20
 
 
-def test_load_generator_weights_and_errors(trained, tmp_path):
+def test_load_generator_weights_and_errors(trained, tmp_path, make_token_store):
     root, tokens, gen_dir = trained
     ema, _ = load_generator(gen_dir, weights="ema")
     raw, cfg = load_generator(gen_dir, weights="model")
@@ -68,18 +61,18 @@ def test_load_generator_weights_and_errors(trained, tmp_path):
     with pytest.raises(RPGInputError, match="trained on"):
         generate_models(generator_dir=gen_dir, token_dir=other, out_paths=[tmp_path / "x.safetensors"],
                         generate_cfg={"steps": 2}, device="cpu")  # fmt: skip
-    with pytest.raises(ValueError, match="unknown generate config keys"):
+    with pytest.raises(ValueError, match="unknown key"):
         generate_models(generator_dir=gen_dir, token_dir=tokens, out_paths=[], generate_cfg={"stepz": 2})
     with pytest.raises(ValueError, match="state"):
         generate_models(generator_dir=gen_dir, token_dir=tokens, out_paths=[tmp_path / "y.safetensors"],
                         generate_cfg={"steps": 2, "state": 7}, device="cpu")  # fmt: skip
 
 
-def test_task_conditioned_generator(tmp_path):
+def test_task_conditioned_generator(tmp_path, make_token_store, tiny_gen, tiny_train):
     tokens = make_token_store(tmp_path, tasks=True)
     gen_dir = tmp_path / "generator"
-    gcfg = {**GEN, "task_condition": "head", "head_tokens": 2}
-    train_generator(token_dir=tokens, out_dir=gen_dir, generator_cfg=gcfg, train_cfg={**TRAIN, "steps": 2})
+    gcfg = {**tiny_gen, "task_condition": "head", "head_tokens": 2}
+    train_generator(token_dir=tokens, out_dir=gen_dir, generator_cfg=gcfg, train_cfg={**tiny_train, "steps": 2})
     out = tmp_path / "m.safetensors"
     task = [1, 0, 1, 0, 1, 0, 0, 0, 0, 1]
     generate_models(generator_dir=gen_dir, token_dir=tokens, out_paths=[out],

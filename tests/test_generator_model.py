@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from rpg.config import GeneratorConfig
 from rpg.generator.model import RPGModel, unique_conditions
-from rpg.generator.presets import generator_config
 from rpg.generator.samplers import build_sampler
 
 torch.set_num_threads(1)
@@ -20,7 +20,7 @@ def make(**over) -> RPGModel:
     mask = torch.ones(6, K, dtype=torch.bool)
     mask[2, 7:] = False  # last token of layer 0 is partly padding
     mask[5, 3:] = False
-    cfg = generator_config({**TINY, **over})
+    cfg = GeneratorConfig.parse({**TINY, **over})
     return RPGModel(config=cfg, positions=POS, token_size=K, num_states=3, token_mask=mask)
 
 
@@ -89,8 +89,9 @@ def test_generate_shape_padding_and_determinism():
     model = make()
     sampler = build_sampler("ddim", schedule=model.schedule, steps=5)
     out = [
-        model.generate(state=1, sampler=sampler, generator=torch.Generator().manual_seed(s), chunk_tokens=4)
-        .nan_to_num()
+        model.generate(
+            state=1, sampler=sampler, generator=torch.Generator().manual_seed(s), chunk_tokens=4
+        ).nan_to_num()
         for s in (0, 0, 1)
     ]
     one = model.generate(state=1, sampler=sampler, generator=torch.Generator().manual_seed(0))

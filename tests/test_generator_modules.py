@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from rpg.config import PRESETS, GeneratorConfig
 from rpg.generator.backbones import build_backbone
 from rpg.generator.denoiser import ConvDenoiser
-from rpg.generator.presets import PRESETS, GeneratorConfig, generator_config
 
 torch.set_num_threads(1)
 
@@ -59,16 +59,18 @@ def test_denoiser_shapes_skips_and_conditioning():
 
 
 def test_presets_and_overrides():
-    cfg = generator_config({"preset": "tiny"})
+    cfg = GeneratorConfig.parse({"preset": "tiny"})
     assert (cfg.dim, cfg.d_state, cfg.num_layers, cfg.backbone) == (256, 32, 2, "mamba2")
-    assert generator_config({"preset": "small"}).dim == 4096 and generator_config({"preset": "base"}).dim == 8192
+    assert (
+        GeneratorConfig.parse({"preset": "small"}).dim == 4096 and GeneratorConfig.parse({"preset": "base"}).dim == 8192
+    )
     assert set(PRESETS) == {"tiny", "small", "base", "large"}
-    cfg = generator_config({"preset": "tiny", "dim": 64, "backbone": "lstm"})
+    cfg = GeneratorConfig.parse({"preset": "tiny", "dim": 64, "backbone": "lstm"})
     assert cfg.dim == 64 and cfg.backbone == "lstm" and cfg.d_state == 32
-    assert generator_config(cfg.to_dict()) == cfg  # round trip through a plain dict (config.json)
-    with pytest.raises(ValueError, match="unknown generator config keys"):
-        generator_config({"dimm": 3})
+    assert GeneratorConfig.parse(cfg.to_dict()) == cfg  # round trip through a plain dict (config.json)
+    with pytest.raises(ValueError, match="unknown key"):
+        GeneratorConfig.parse({"dimm": 3})
     with pytest.raises(ValueError, match="preset"):
-        generator_config({"preset": "huge"})
+        GeneratorConfig.parse({"preset": "huge"})
     with pytest.raises(ValueError, match="backbone"):
-        GeneratorConfig(backbone="gru")
+        GeneratorConfig.parse({"backbone": "gru"})

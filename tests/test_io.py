@@ -30,7 +30,11 @@ def test_safetensors_metadata_round_trip_and_corruption(tmp_path):
     path = tmp_path / "a.safetensors"
     save_safetensors({"w": torch.arange(6.0).reshape(2, 3)}, path, {"arch": "cnn_s", "step": 3, "task": [0, 1]})
     tensors, meta = load_safetensors(path)
-    assert torch.equal(tensors["w"], torch.arange(6.0).reshape(2, 3)) and meta == {"arch": "cnn_s", "step": 3, "task": [0, 1]}
+    assert torch.equal(tensors["w"], torch.arange(6.0).reshape(2, 3)) and meta == {
+        "arch": "cnn_s",
+        "step": 3,
+        "task": [0, 1],
+    }
     assert oct(path.stat().st_mode & 0o777) == "0o644"  # readable by others, like every artefact
     path.write_bytes(path.read_bytes()[:-7])
     with pytest.raises(RPGInputError, match="a.safetensors"):

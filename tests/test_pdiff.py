@@ -10,17 +10,15 @@ import pandas as pd
 import pytest
 import torch
 
-from rpg.config import ConfigError, resolve_config
-from rpg.evaluate.summary import summarize
+from rpg.config import ConfigError, PDiffConfig, resolve_config
 from rpg.errors import RPGInputError
+from rpg.evaluate.summary import summarize
 from rpg.io import load_safetensors, read_json, save_safetensors
-from rpg.pdiff.model import ParamAutoencoder, PDiffModel, pdiff_config
-from rpg.pdiff.stages import flat_parameters, generate_pdiff, load_pdiff, train_pdiff
+from rpg.pdiff.model import ParamAutoencoder, PDiffModel
+from rpg.pdiff.trainer import flat_parameters, generate_pdiff, load_pdiff, train_pdiff
 from rpg.report import summary_rows
 from rpg.tokens.store import TokenStore, write_token_store
-from test_train import make_token_store
 
-torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parent.parent
 FAST = {"channels": [2, 4], "latent_dim": 8, "kernel_size": 3, "ae_steps": 30, "ae_batch_size": 4, "steps": 30,
         "batch_size": 4, "denoiser_channels": [1, 4, 1], "time_dim": 8, "warmup_steps": 2,
@@ -68,25 +66,25 @@ def test_autoencoder_learns_to_reconstruct():
 
 
 def test_config_checks_and_merging(tmp_path):
-    assert not pdiff_config({}).enabled and pdiff_config({}).sampler == "ddpm"
-    with pytest.raises(ValueError, match="unknown pdiff config keys"):
-        pdiff_config({"chanels": [4]})
+    assert not PDiffConfig.parse({}).enabled and PDiffConfig.parse({}).sampler == "ddpm"
+    with pytest.raises(ValueError, match="unknown key"):
+        PDiffConfig.parse({"chanels": [4]})
     for bad in ({"kernel_size": 4}, {"latent_noise": -1}, {"sampler": "euler"}, {"channels": []}):
         with pytest.raises(ValueError):
-            pdiff_config(bad)
+            PDiffConfig.parse(bad)
     cfg = {"experiments": {"e": {"data": {"name": "digits"}, "pdiff": {"latent_dim": 16},
                                  "zoos": {"a": {"arch": "cnn_s", "pdiff": {"enabled": True}},
                                           "b": {"arch": "cnn_s"}}}}}  # fmt: skip
     settings = resolve_config(cfg)["e"]
-    assert settings["a"]["pdiff"]["enabled"] and settings["a"]["pdiff"]["latent_dim"] == 16
-    assert not settings["b"]["pdiff"]["enabled"] and settings["b"]["pdiff"]["channels"] == [4, 8, 16, 32, 32]
+    assert settings["a"].pdiff.enabled and settings["a"].pdiff.latent_dim == 16
+    assert not settings["b"].pdiff.enabled and settings["b"].pdiff.channels == [4, 8, 16, 32, 32]
     cfg["experiments"]["e"]["zoos"]["a"]["pdiff"]["latent"] = 3
     with pytest.raises(ConfigError, match=r"zoos\.a\.pdiff"):
         resolve_config(cfg)
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, make_token_store):
     root = tmp_path_factory.mktemp("pdiff")
     tokens = make_token_store(root)
     info = train_pdiff(token_dir=tokens, out_dir=root / "pdiff", pdiff_cfg=FAST, device="cpu")
@@ -175,7 +173,7 @@ def test_summary_and_report_show_pdiff_beside_rpg():
 
 
 def test_workflow_adds_pdiff_rules_only_when_enabled(tmp_path):
-    tiny = (ROOT / "tests" / "config_tiny.yaml").read_text()
+    tiny = (ROOT / "tests" / "configs" / "tiny.yaml").read_text()
     enabled = tmp_path / "pdiff.yaml"
     enabled.write_text(tiny.replace("collect: {epochs: 2, checkpoints: 3, batch_size: 128}",
                                     "collect: {epochs: 2, checkpoints: 3, batch_size: 128}\n"
@@ -185,7 +183,7 @@ def test_workflow_adds_pdiff_rules_only_when_enabled(tmp_path):
            "--directory", str(tmp_path)]  # fmt: skip
     out = subprocess.run([*cmd, "--configfile", str(enabled)], capture_output=True, text=True, check=True).stdout
     assert "rule train_pdiff:" in out and "rule generate_pdiff:" in out
-    assert "results/tiny/generated_pdiff/cnn_s/model_001.safetensors" in out  # an input of the evaluation
-    plain = subprocess.run([*cmd, "--configfile", str(ROOT / "tests" / "config_tiny.yaml")], capture_output=True,
+    assert "results/tiny/generated_pdiff/cnn_s/batch000" in out  # an input of the evaluation
+    plain = subprocess.run([*cmd, "--configfile", str(ROOT / "tests" / "configs" / "tiny.yaml")], capture_output=True,
                            text=True, check=True).stdout  # fmt: skip
     assert "rule train_pdiff:" not in plain and "generated_pdiff" not in plain and "rule evaluate:" in plain

@@ -1,7 +1,7 @@
 """Cluster execution: the Snakemake profiles, and the tiny pipeline end to end on a real (single-node) Slurm cluster.
 
 The `slurm` test installs Slurm and munge with apt-get when missing, starts private daemons
-(tests/slurm/start_cluster.sh), runs tests/config_tiny.yaml through workflow/profiles/slurm and compares the
+(tests/slurm/start_cluster.sh), runs tests/configs/tiny.yaml through workflow/profiles/slurm and compares the
 results with a local run of the same config. It needs root; it skips when Slurm cannot be installed.
 """
 
@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY = ROOT / "tests" / "config_tiny.yaml"
+TINY = ROOT / "tests" / "configs" / "tiny.yaml"
 PROFILES = ROOT / "workflow" / "profiles"
 SCRIPTS = ROOT / "tests" / "slurm"
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--workflow-profile", "none"]
@@ -78,8 +78,19 @@ def test_profile_entries_are_documented(profile):
 def test_slurm_profile_dry_run(tmp_path):
     """The profile's keys are valid Snakemake / plugin options and its resources reach the GPU rules."""
     require_slurm_plugin()
-    proc = run([*SNAKEMAKE, "-n", "--profile", str(PROFILES / "slurm"), "--configfile", str(TINY),
-                "--directory", str(tmp_path)], timeout=120)
+    proc = run(
+        [
+            *SNAKEMAKE,
+            "-n",
+            "--profile",
+            str(PROFILES / "slurm"),
+            "--configfile",
+            str(TINY),
+            "--directory",
+            str(tmp_path),
+        ],
+        timeout=120,
+    )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
     blocks = re.findall(r"rule (\w+):\n(.*?)\n\n", out, flags=re.S)
@@ -123,19 +134,24 @@ def adapted_profile(tmp_path: Path) -> Path:
     database), fast status checks, Slurm logs kept for the assertions, no retries (a failure shows at once).
     """
     settings = yaml.safe_load((PROFILES / "slurm" / "config.yaml").read_text())
-    settings.update({
-        "retries": 0,
-        "keep-going": False,
-        "slurm-status-command": "squeue",
-        "slurm-init-seconds-before-status-checks": 2,
-        "slurm-keep-successful-logs": True,
-    })
+    settings.update(
+        {
+            "retries": 0,
+            "keep-going": False,
+            "slurm-status-command": "squeue",
+            "slurm-init-seconds-before-status-checks": 2,
+            "slurm-keep-successful-logs": True,
+        }
+    )
     defaults = {k: v for k, v in settings["default-resources"].items() if k != "slurm_account"}
     settings["default-resources"] = {**defaults, "slurm_partition": "debug", "mem_mb": "500 * attempt"}
     per_rule = {}
     for rule in PIPELINE_RULES:
-        extra = {k: v for k, v in settings["set-resources"].get(rule, {}).items()
-                 if k not in ("slurm_partition", "slurm_account", "gpu_model", "mem_mb", "runtime")}
+        extra = {
+            k: v
+            for k, v in settings["set-resources"].get(rule, {}).items()
+            if k not in ("slurm_partition", "slurm_account", "gpu_model", "mem_mb", "runtime")
+        }
         per_rule[rule] = {**extra, "mem_mb": "1000 * attempt", "runtime": 30}
     settings["set-resources"] = per_rule
     folder = tmp_path / "profile"
@@ -159,11 +175,34 @@ def test_tiny_pipeline_on_slurm(slurm_cluster, tmp_path):
     local_log = tmp_path / "local.log"
     with local_log.open("w") as out:
         reference = subprocess.Popen(
-            [*SNAKEMAKE, "--profile", str(PROFILES / "default"), "--cores", "1", "--configfile", str(TINY),
-             "--directory", str(local)], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, text=True)
+            [
+                *SNAKEMAKE,
+                "--profile",
+                str(PROFILES / "default"),
+                "--cores",
+                "1",
+                "--configfile",
+                str(TINY),
+                "--directory",
+                str(local),
+            ],
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         try:
-            proc = run([*SNAKEMAKE, "--profile", str(adapted_profile(tmp_path)), "--configfile", str(TINY),
-                        "--directory", str(cluster)])
+            proc = run(
+                [
+                    *SNAKEMAKE,
+                    "--profile",
+                    str(adapted_profile(tmp_path)),
+                    "--configfile",
+                    str(TINY),
+                    "--directory",
+                    str(cluster),
+                ]
+            )
             t1 = time.monotonic()
             reference.wait(timeout=600)
         finally:
@@ -183,8 +222,9 @@ def test_tiny_pipeline_on_slurm(slurm_cluster, tmp_path):
     assert {base_rule(r) for r in cluster_jobs.values()} == set(PIPELINE_RULES)
     states = run(["squeue", "--states=all", "--noheader", "--format=%i|%T|%k"], timeout=60)
     assert states.returncode == 0, states.stderr
-    slurm_state = {i: (state, comment) for i, state, comment in
-                   (line.split("|", 2) for line in states.stdout.splitlines() if line)}
+    slurm_state = {
+        i: (state, comment) for i, state, comment in (line.split("|", 2) for line in states.stdout.splitlines() if line)
+    }
     for job, rule in cluster_jobs.items():
         slurm_id, slurm_log = submitted[job]
         state, comment = slurm_state[slurm_id]

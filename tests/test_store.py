@@ -22,9 +22,7 @@ RUNS = [7, 3, 3, 9, 7]  # run id of each checkpoint -> states (rank among {3, 7,
 
 def _model(seed: int, width: int = 6) -> nn.Module:
     torch.manual_seed(seed)
-    model = nn.Sequential(
-        nn.Conv2d(1, width, 3), nn.BatchNorm2d(width), nn.ReLU(), nn.Flatten(), nn.LazyLinear(3)
-    )
+    model = nn.Sequential(nn.Conv2d(1, width, 3), nn.BatchNorm2d(width), nn.ReLU(), nn.Flatten(), nn.LazyLinear(3))
     model.train()
     with torch.no_grad():
         for _ in range(2):
@@ -105,9 +103,7 @@ def test_write_and_read_store(tmp_path: Path) -> None:
     restored = store.checkpoint_state_dict(3)
     assert list(restored) == expected_order
     for name in expected_order:
-        assert restored[name].dtype == original[name].dtype and torch.equal(
-            restored[name], original[name]
-        ), name
+        assert restored[name].dtype == original[name].dtype and torch.equal(restored[name], original[name]), name
     with pytest.raises(IndexError):
         store.tokens([5])
 

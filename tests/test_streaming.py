@@ -5,20 +5,18 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rpg.generate import generate_models, load_generator, write_generated_model
+from rpg.config import GeneratorConfig
 from rpg.generator.model import RPGModel
-from rpg.generator.presets import generator_config
 from rpg.generator.samplers import build_sampler
+from rpg.generator.sampling import generate_models, load_generator, write_generated_model
+from rpg.generator.trainer import train_generator
 from rpg.io import SafetensorsStreamWriter, load_safetensors, read_safetensors_metadata, save_safetensors
 from rpg.tokens.store import TokenStore, write_token_store
 from rpg.tokens.stream import LazyTensors, layer_pieces, write_streamed_state_dict
 from rpg.tokens.tokenizer import detokenize, tokenize
-from rpg.train import train_generator
 from rpg.zoo.checkpoint import save_checkpoint
 from rpg.zoo.models import build_model
-from test_train import GEN, TRAIN, make_token_store
 
-torch.set_num_threads(1)
 TINY = {"dim": 16, "d_state": 4, "headdim": 8, "chunk_size": 8, "denoiser_channels": [1, 4, 1], "time_dim": 8}
 
 
@@ -33,7 +31,7 @@ def test_writer_is_byte_identical_to_save_file(tmp_path):
         "flags": torch.tensor([True, False, True]),
         "b.int": torch.arange(5, dtype=torch.int32),
     }
-    meta = {"kind": "generated", "note": "quotes \" and unicode \u00e9"}
+    meta = {"kind": "generated", "note": 'quotes " and unicode \u00e9'}
     save_safetensors(tensors, tmp_path / "ref.safetensors", meta)
     entries = [(n, tuple(t.shape), t.dtype) for n, t in tensors.items()]
     with SafetensorsStreamWriter(tmp_path / "stream.safetensors", entries, meta) as out:
@@ -88,7 +86,7 @@ def cnn_zoo(tmp_path_factory):
 
 def _untrained(layout, num_states: int = 2) -> RPGModel:
     torch.manual_seed(0)
-    return RPGModel(config=generator_config(TINY), positions=layout.positions(), token_size=layout.token_size,
+    return RPGModel(config=GeneratorConfig.parse(TINY), positions=layout.positions(), token_size=layout.token_size,
                     num_states=num_states, token_lengths=layout.token_lengths())  # fmt: skip
 
 
@@ -158,10 +156,10 @@ def test_lazy_tensors_reads_on_demand(cnn_zoo):
         lazy["nope"]
 
 
-def test_pipeline_generation_streams_from_a_trained_generator(tmp_path):
+def test_pipeline_generation_streams_from_a_trained_generator(tmp_path, make_token_store, tiny_gen, tiny_train):
     tokens = make_token_store(tmp_path)
     gen_dir = tmp_path / "generator"
-    train_generator(token_dir=tokens, out_dir=gen_dir, generator_cfg=GEN, train_cfg={**TRAIN, "steps": 2},
+    train_generator(token_dir=tokens, out_dir=gen_dir, generator_cfg=tiny_gen, train_cfg={**tiny_train, "steps": 2},
                     device="cpu")  # fmt: skip
     model, _ = load_generator(gen_dir)
     layout = TokenStore(tokens).layout

@@ -1,4 +1,4 @@
-"""Binary tasks over the classes of a dataset (rpg.data.tasks)."""
+"""Binary tasks over the classes of a dataset (rpg.tasks.vectors)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch.utils.data import Dataset, TensorDataset
 
-from rpg.data.tasks import (
+from rpg.errors import RPGInputError
+from rpg.tasks.vectors import (
     BinaryTaskDataset,
     all_task_ids,
     build_task_dataset,
@@ -16,7 +17,6 @@ from rpg.data.tasks import (
     task_id,
     task_vector,
 )
-from rpg.errors import RPGInputError
 
 DIGITS = {"name": "digits", "image_size": 8, "val_fraction": 0.25, "split_seed": 0}
 

@@ -1,23 +1,16 @@
-"""Unseen-task evaluation (rpg.evaluate.tasks): baselines, summary, checks, text/HTML, plots, report section."""
+"""Unseen-task evaluation (rpg.tasks): baselines, summary, checks, text/HTML, plots, report section."""
 
 from __future__ import annotations
 
 import pandas as pd
 import pytest
 
-from rpg.data.tasks import task_id
 from rpg.errors import RPGInputError
-from rpg.evaluate.task_plots import TASK_CAPTIONS, plot_init_finetune, plot_task_accuracy
-from rpg.evaluate.tasks import (
-    FINETUNE_COLUMNS,
-    TABLE_COLUMNS,
-    format_summary,
-    generate_task_models,
-    nearest_task,
-    summarize_tasks,
-    summary_html,
-)
 from rpg.io import write_json
+from rpg.tasks.evaluate import generate_task_models, nearest_task
+from rpg.tasks.plots import TASK_CAPTIONS, plot_init_finetune, plot_task_accuracy
+from rpg.tasks.summary import FINETUNE_COLUMNS, TABLE_COLUMNS, format_summary, summarize_tasks, summary_html
+from rpg.tasks.vectors import task_id
 
 
 def _row(split, tid, kind, acc, bal, pos=0.3):

@@ -10,7 +10,7 @@ import yaml
 from snakemake_helpers import job_counts, snakemake
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY = ROOT / "tests" / "config_tasks_tiny.yaml"
+TINY = ROOT / "tests" / "configs" / "tasks_tiny.yaml"
 
 
 def dry_run(config: Path, tmp_path: Path) -> dict[str, int]:
@@ -30,12 +30,12 @@ def test_dry_run_unseen_tasks_config(tmp_path):
 def test_dry_run_paper_preset_uses_all_1002_seen_tasks(tmp_path):
     counts = dry_run(ROOT / "configs" / "unseen_tasks_paper.yaml", tmp_path)
     # 1002 seen tasks: 50 groups of 20 and one of 2; 20 held-out tasks: one group of 20
-    assert counts == {**counts, "collect_task_group_20_4": 51, "collect_task_group_2_4": 1}
+    assert counts["collect_task_group"] == 52  # one rule name, whatever the group sizes
 
 
 def test_standard_and_task_zoos_side_by_side(tmp_path):
     cfg = yaml.safe_load(TINY.read_text())
-    std = yaml.safe_load((ROOT / "tests" / "config_tiny.yaml").read_text())["experiments"]["tiny"]
+    std = yaml.safe_load((ROOT / "tests" / "configs" / "tiny.yaml").read_text())["experiments"]["tiny"]
     cfg["experiments"]["tasks_tiny"]["zoos"]["plain"] = {**std["zoos"]["cnn_s"]}
     cfg["experiments"]["tasks_tiny"]["zoos"]["plain"]["generator"] = {"task_condition": None}
     path = tmp_path / "mixed.yaml"
@@ -92,7 +92,7 @@ def test_tiny_task_experiment_end_to_end(tmp_path):
 
     # the split; the token index carries the task vector of every seen checkpoint and no held-out task
     split = json.loads((res / "zoo" / "cnn_s" / "tasks.json").read_text())
-    from rpg.data.tasks import task_id
+    from rpg.tasks.vectors import task_id
     from rpg.tokens.store import TokenStore
 
     index = TokenStore(res / "tokens" / "cnn_s").index
@@ -104,7 +104,7 @@ def test_tiny_task_experiment_end_to_end(tmp_path):
     from rpg.zoo.checkpoint import load_checkpoint
     from rpg.zoo.models import build_model
 
-    held = sorted((res / "generated" / "cnn_s" / "held_out").glob("*.safetensors"))
+    held = sorted((res / "generated" / "cnn_s" / "tasks" / "held_out").glob("*.safetensors"))
     assert len(held) == 4
     state, meta = load_checkpoint(held[0])
     assert meta["kind"] == "generated" and task_id(meta["task"]) == split["held_out"][0]

@@ -1,4 +1,4 @@
-"""Task zoos (rpg.zoo.tasks): plan, head surgery, metrics, backbone + per-task collection."""
+"""Task zoos (rpg.tasks): plan, head surgery, metrics, backbone + per-task collection."""
 
 from __future__ import annotations
 
@@ -8,22 +8,16 @@ import pandas as pd
 import pytest
 import torch
 
-from rpg.data.tasks import task_vector
+from rpg.classifier import binary_metrics
+from rpg.config import ConfigError, TasksConfig
 from rpg.errors import RPGInputError
 from rpg.io import read_safetensors_metadata
+from rpg.tasks.collect import collect_task_group, train_backbone
+from rpg.tasks.heads import head_keys, head_module_name, make_task_model
+from rpg.tasks.plan import plan_task_zoo
+from rpg.tasks.vectors import task_vector
 from rpg.zoo.checkpoint import load_checkpoint
 from rpg.zoo.models import build_model
-from rpg.zoo.tasks import (
-    TaskZooConfig,
-    binary_metrics,
-    collect_task_group,
-    collection_settings,
-    head_keys,
-    head_module_name,
-    make_task_model,
-    plan_task_zoo,
-    train_backbone,
-)
 
 DIGITS = {"name": "digits", "image_size": 8, "val_fraction": 0.25, "split_seed": 0}
 
@@ -59,16 +53,19 @@ def test_more_seen_tasks_keep_the_earlier_groups_and_settings_that_matter():
     assert large.groups["seen"][:2] == small.groups["seen"][:2]  # already collected groups stay valid
     assert large.groups["held_out"] == small.groups["held_out"]
     cfg = {"seen": 45, "held_out": 3, "group_size": 20, "head_lr": 0.1, "evaluate": {"seen_tasks": 2}}
-    assert collection_settings(cfg) == {"head_lr": 0.1}  # split sizes, grouping, evaluation: no retraining
+    other = {**cfg, "seen": 60, "held_out": 5, "group_size": 7, "evaluate": {"seen_tasks": 9}}
+    settings = TasksConfig.parse(cfg).collection()
+    assert settings == TasksConfig.parse(other).collection()  # split sizes, grouping, evaluation: no retraining
+    assert settings["head_lr"] == 0.1 and settings != TasksConfig.parse({**cfg, "head_lr": 0.2}).collection()
 
 
 def test_config_rejects_unknown_and_bad_values():
-    with pytest.raises(RPGInputError, match="unknown tasks settings"):
-        TaskZooConfig.from_dict({"seen": 3, "heads": 2})
-    with pytest.raises(RPGInputError, match="tasks.evaluate"):
-        TaskZooConfig.from_dict({"evaluate": {"epochs": [1]}})
-    with pytest.raises(RPGInputError, match="head_init"):
-        TaskZooConfig.from_dict({"head_init": "ones"})
+    with pytest.raises(ConfigError, match="unknown key"):
+        TasksConfig.parse({"seen": 3, "heads": 2}, "tasks")
+    with pytest.raises(ConfigError, match="tasks.evaluate"):
+        TasksConfig.parse({"evaluate": {"epochs": [1]}}, "tasks")
+    with pytest.raises(ConfigError, match="head_init"):
+        TasksConfig.parse({"head_init": "ones"}, "tasks")
 
 
 def test_head_keys_of_builtin_and_timm_models():
@@ -120,15 +117,18 @@ def test_backbone_and_task_group_collection(tmp_path):
         },
     }
     backbone = tmp_path / "backbone.safetensors"
-    train_backbone(zoo_cfg=zoo, data_cfg=DIGITS, out_path=backbone, table_path=tmp_path / "b.csv", device="cpu")
+    train_backbone(arch=zoo["arch"], arch_kwargs=zoo["arch_kwargs"], init=zoo["init"], collect=zoo["collect"],
+                   data=DIGITS, out_path=backbone, table_path=tmp_path / "b.csv", device="cpu")  # fmt: skip
     bstate, bmeta = load_checkpoint(backbone)
     assert bmeta["num_classes"] == 10 and bstate["head.weight"].shape == (10, 16)
 
     tasks = [0b0000000011, 0b1010101010]  # {0, 1} positive (imbalanced); odd digits positive
     paths = [tmp_path / "g" / f"m{j}_c{i}.safetensors" for j in range(2) for i in range(2)]
     collect_task_group(
-        zoo_cfg=zoo,
-        data_cfg=DIGITS,
+        arch=zoo["arch"],
+        arch_kwargs=zoo["arch_kwargs"],
+        tasks=zoo["tasks"],
+        data=DIGITS,
         backbone_path=backbone,
         split="seen",
         group="g0",
@@ -158,8 +158,10 @@ def test_backbone_and_task_group_collection(tmp_path):
 
     with pytest.raises(ValueError, match="need as many paths"):
         collect_task_group(
-            zoo_cfg=zoo,
-            data_cfg=DIGITS,
+            arch=zoo["arch"],
+            arch_kwargs=zoo["arch_kwargs"],
+            tasks=zoo["tasks"],
+            data=DIGITS,
             backbone_path=backbone,
             split="seen",
             group="g0",
@@ -171,8 +173,10 @@ def test_backbone_and_task_group_collection(tmp_path):
     few = {**zoo, "tasks": {**zoo["tasks"], "checkpoints_per_task": 50, "batch_size": 1024}}
     with pytest.raises(RPGInputError, match="fine-tuning has"):
         collect_task_group(
-            zoo_cfg=few,
-            data_cfg=DIGITS,
+            arch=few["arch"],
+            arch_kwargs=few["arch_kwargs"],
+            tasks=few["tasks"],
+            data=DIGITS,
             backbone_path=backbone,
             split="seen",
             group="g0",

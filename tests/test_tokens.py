@@ -90,9 +90,7 @@ def test_roundtrip_tiny_cnn_with_batchnorm() -> None:
 @pytest.mark.parametrize("arch", ["cnn_s", "cnn_m"])
 def test_roundtrip_builtin_archs(arch: str) -> None:
     models = pytest.importorskip("rpg.zoo.models")
-    model = _warm_bn(
-        models.build_model(arch, {"in_chans": 1, "num_classes": 10}, seed=0), (8, 1, 8, 8), seed=2
-    )
+    model = _warm_bn(models.build_model(arch, {"in_chans": 1, "num_classes": 10}, seed=0), (8, 1, 8, 8), seed=2)
     _roundtrip(_zoo(model, n=2), token_size=64)
 
 
@@ -181,9 +179,7 @@ def test_positions_large_layout_vectorised() -> None:
 
 def test_stats_averaged_over_zoo_and_constant_layers() -> None:
     g = torch.Generator().manual_seed(0)
-    zoo = [
-        {"w": torch.randn(100, generator=g) * (i + 1) + i, "const": torch.full((10,), 3.0)} for i in range(3)
-    ]
+    zoo = [{"w": torch.randn(100, generator=g) * (i + 1) + i, "const": torch.full((10,), 3.0)} for i in range(3)]
     layout = build_layout(zoo, token_size=16)
     w = layout.layers[0]
     means = [float(sd["w"].double().mean()) for sd in zoo]

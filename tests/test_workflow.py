@@ -4,10 +4,11 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 from snakemake_helpers import job_counts, snakemake
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY = ROOT / "tests" / "config_tiny.yaml"
+TINY = ROOT / "tests" / "configs" / "tiny.yaml"
 
 
 def test_dry_run_default_config(tmp_path):
@@ -48,12 +49,14 @@ def test_tiny_end_to_end(tmp_path):
         for stage in ("collect", "tokenize", "train", "generate", "evaluate"):
             assert any((res / exp / "logs" / stage).rglob("*.log")), stage
         # generated models load strict=True into the target architecture and classify
+        import torch
+
         from rpg.zoo.checkpoint import load_checkpoint
         from rpg.zoo.models import build_model
 
-        import torch
-
-        for path in sorted((res / exp / "generated" / zoo).glob("*.safetensors")):
+        generated = sorted((res / exp / "generated" / zoo).rglob("model_*.safetensors"))
+        assert len(generated) == 2
+        for path in generated:
             state, meta = load_checkpoint(path)
             model = build_model(meta["arch"], meta["arch_kwargs"])
             model.load_state_dict(state, strict=True)
@@ -62,14 +65,39 @@ def test_tiny_end_to_end(tmp_path):
                 assert torch.isfinite(model.eval()(torch.randn(2, *_input_shape(meta)))).all()
     assert (res / "report.html").stat().st_size > 10_000
 
-    # naming one checkpoint as the target reruns only the job that makes it (its run), nothing downstream
-    ckpt = next((res / exp / "zoo").rglob("ckpt_001.safetensors"))
-    other = sorted((res / exp / "zoo").rglob("run1/ckpt_000.safetensors"))[0]
+    # config edits rerun only what they change (dry runs against the finished results)
+    def dry_run_after(edit) -> dict[str, int]:
+        cfg = yaml.safe_load(TINY.read_text())
+        edit(cfg["experiments"]["tiny"])
+        path = tmp_path / "edited.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        proc = snakemake("-n", "--configfile", str(path), "--directory", str(tmp_path))
+        return job_counts(proc.stdout + proc.stderr)
+
+    downstream = {"tokenize": 1, "train_generator": 1, "generate": 1, "evaluate": 1, "report": 1, "all": 1}
+    # a third run: only run2 is collected, then the zoo's later stages
+    assert dry_run_after(lambda e: e["zoos"]["cnn_s"].update(runs=3)) == {
+        "collect_run": 1, "zoo_table": 1, **downstream}  # fmt: skip
+    # two more models: one new generation job (models 2-3), then the evaluation and the report
+    assert dry_run_after(lambda e: e["generate"].update(num_models=4)) == {
+        "generate": 1, "evaluate": 1, "report": 1, "all": 1}  # fmt: skip
+    # execution settings rerun nothing
+    for block, key, value in (("train", "threads", 2), ("train", "log_every", 1), ("train", "save_every", 3),
+                              ("generate", "threads", 2), ("evaluate", "batch_size", 7)):  # fmt: skip
+        edit = lambda e, b=block, k=key, v=value: e.setdefault(b, {}).update({k: v})
+        assert dry_run_after(edit) == {}, (block, key)
+    # a result setting reruns its stage and what follows it
+    assert dry_run_after(lambda e: e["train"].update(steps=21)) == {
+        "train_generator": 1, "generate": 1, "evaluate": 1, "report": 1, "all": 1}  # fmt: skip
+
+    # naming one run's directory as the target reruns only the job that makes it, nothing downstream
+    run0 = res / exp / "zoo" / "cnn_s" / "run0"
+    other = res / exp / "zoo" / "cnn_s" / "run1" / "ckpt_000.safetensors"
     before = other.stat().st_mtime_ns
-    target = str(ckpt.relative_to(tmp_path))
-    proc = snakemake("--cores", "2", "--configfile", str(TINY), "--directory", str(tmp_path), "-f", target)
+    proc = snakemake("--cores", "2", "--configfile", str(TINY), "--directory", str(tmp_path), "-f",
+                     str(run0.relative_to(tmp_path)))  # fmt: skip
     counts = job_counts(proc.stdout + proc.stderr)
-    assert sum(counts.values()) == 1 and next(iter(counts)).startswith("collect_run"), counts
+    assert counts == {"collect_run": 1}, counts
     assert other.stat().st_mtime_ns == before
 
 

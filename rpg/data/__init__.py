@@ -1,6 +1,7 @@
 """Datasets for checkpoint collection and evaluation.
 
-``data_cfg`` is the experiment's ``data:`` block, a plain dict with a ``name``:
+``data_cfg`` is the experiment's ``data:`` block (:class:`rpg.config.DataConfig`, or a plain mapping of its keys)
+with a ``name``:
 
 - ``digits``: scikit-learn's embedded 8x8 handwritten digits (no download), see :mod:`rpg.data.digits`.
 - ``imagefolder``: an ImageNet-style folder tree ``root/{train,val}/<class>/*``, see
@@ -9,6 +10,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -21,46 +23,36 @@ from torch.utils.data import (
     TensorDataset,
 )
 
-from rpg.errors import RPGInputError
+from rpg.config import DataConfig
 
 SPLITS = ("train", "val")
 DATASETS = ("digits", "imagefolder")
 
 
-def _name(data_cfg: dict[str, Any]) -> str:
-    name = data_cfg.get("name")
-    if name not in DATASETS:
-        raise RPGInputError(
-            f"unknown dataset name {name!r}; choose one of {list(DATASETS)}", "config data.name"
-        )
-    return name
+def data_config(data_cfg: DataConfig | Mapping[str, Any]) -> DataConfig:
+    """The typed data block (a plain mapping is checked; ConfigError names the bad key)."""
+    return DataConfig.parse(data_cfg, "data")
 
 
-def build_dataset(data_cfg: dict[str, Any], split: str) -> Dataset:
+def build_dataset(data_cfg: DataConfig | Mapping[str, Any], split: str) -> Dataset:
     """The ``split`` ("train" or "val") of the dataset described by ``data_cfg``.
 
     Items are ``(x, y)`` with ``x`` a float32 tensor [C, H, W] and ``y`` an int64 class index.
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    if _name(data_cfg) == "digits":
-        from rpg.data.digits import build_digits
-
-        return build_digits(data_cfg, split)
-    from rpg.data.imagefolder import build_imagefolder
-
-    return build_imagefolder(data_cfg, split)
+    cfg = data_config(data_cfg)
+    if cfg.name == "digits":
+        return digits.build_digits(cfg, split)
+    return imagefolder.build_imagefolder(cfg, split)
 
 
-def dataset_info(data_cfg: dict[str, Any]) -> dict[str, int]:
+def dataset_info(data_cfg: DataConfig | Mapping[str, Any]) -> dict[str, int]:
     """``{"num_classes", "in_chans", "image_size"}`` of the dataset (cheap: no images are read)."""
-    if _name(data_cfg) == "digits":
-        from rpg.data.digits import digits_info
-
-        return digits_info(data_cfg)
-    from rpg.data.imagefolder import imagefolder_info
-
-    return imagefolder_info(data_cfg)
+    cfg = data_config(data_cfg)
+    if cfg.name == "digits":
+        return digits.digits_info(cfg)
+    return imagefolder.imagefolder_info(cfg)
 
 
 def make_loader(
@@ -96,4 +88,6 @@ def make_loader(
     )
 
 
-__all__ = ["build_dataset", "dataset_info", "make_loader", "SPLITS", "DATASETS"]
+from rpg.data import digits, imagefolder  # noqa: E402 (the dataset modules import nothing from here)
+
+__all__ = ["build_dataset", "data_config", "dataset_info", "make_loader", "SPLITS", "DATASETS"]

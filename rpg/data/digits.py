@@ -8,14 +8,13 @@ inputs. The train/val split is stratified and fixed by ``split_seed`` and ``val_
 from __future__ import annotations
 
 import functools
-from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import TensorDataset
 
-from rpg.errors import RPGInputError
+from rpg.config import DataConfig
 
 NATIVE_SIZE = 8
 NUM_CLASSES = 10
@@ -37,28 +36,15 @@ def split_indices(val_fraction: float, split_seed: int) -> tuple[np.ndarray, np.
     from sklearn.model_selection import train_test_split
 
     _, y = _raw()
-    train, val = train_test_split(
-        np.arange(len(y)), test_size=val_fraction, stratify=y, random_state=split_seed
-    )
+    train, val = train_test_split(np.arange(len(y)), test_size=val_fraction, stratify=y, random_state=split_seed)
     return np.sort(train), np.sort(val)
 
 
-def _settings(data_cfg: dict[str, Any]) -> tuple[int, float, int]:
-    image_size = int(data_cfg.get("image_size", NATIVE_SIZE))
-    val_fraction = float(data_cfg.get("val_fraction", 0.25))
-    split_seed = int(data_cfg.get("split_seed", 0))
-    if image_size < 1:
-        raise RPGInputError(f"image_size must be >= 1, got {image_size}", "config data.image_size")
-    if not 0.0 < val_fraction < 1.0:
-        raise RPGInputError(f"val_fraction must be in (0, 1), got {val_fraction}", "config data.val_fraction")
-    return image_size, val_fraction, split_seed
-
-
-def build_digits(data_cfg: dict[str, Any], split: str) -> TensorDataset:
+def build_digits(data_cfg: DataConfig, split: str) -> TensorDataset:
     """In-memory dataset of ``(x [1, S, S] float32, y int64)`` for ``split`` in {"train", "val"}."""
-    image_size, val_fraction, split_seed = _settings(data_cfg)
+    image_size = data_cfg.image_size
     images, labels = _raw()
-    train, val = split_indices(val_fraction, split_seed)
+    train, val = split_indices(data_cfg.val_fraction, data_cfg.split_seed)
     idx = train if split == "train" else val
     x = torch.from_numpy(images[idx] / 16.0).float().unsqueeze(1)
     x = (x - MEAN) / STD
@@ -68,6 +54,5 @@ def build_digits(data_cfg: dict[str, Any], split: str) -> TensorDataset:
     return TensorDataset(x.contiguous(), y)
 
 
-def digits_info(data_cfg: dict[str, Any]) -> dict[str, int]:
-    image_size, _, _ = _settings(data_cfg)
-    return {"num_classes": NUM_CLASSES, "in_chans": 1, "image_size": image_size}
+def digits_info(data_cfg: DataConfig) -> dict[str, int]:
+    return {"num_classes": NUM_CLASSES, "in_chans": 1, "image_size": data_cfg.image_size}

@@ -8,32 +8,37 @@ centre crop for val.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
 
 from torch.utils.data import Dataset
 
+from rpg.config import DataConfig
 from rpg.errors import RPGInputError
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def _root(data_cfg: dict[str, Any]) -> Path:
-    if not data_cfg.get("root"):
+def _root(data_cfg: DataConfig) -> Path:
+    if not data_cfg.root:
         raise RPGInputError("imagefolder needs a 'root' folder", "config data.root")
-    return Path(data_cfg["root"]).expanduser()
+    return Path(data_cfg.root).expanduser()
 
 
-def _split_dir(data_cfg: dict[str, Any], split: str) -> Path:
+def check_root(data_cfg: DataConfig) -> None:
+    """Raise RPGInputError naming the folder unless ``root/train`` holds class folders and ``root/val`` exists."""
+    find_classes(data_cfg)
+    _split_dir(data_cfg, "val")
+
+
+def _split_dir(data_cfg: DataConfig, split: str) -> Path:
     path = _root(data_cfg) / split
     if not path.is_dir():
         raise RPGInputError(f"missing {split!r} folder of the image dataset", path)
     return path
 
 
-def find_classes(data_cfg: dict[str, Any]) -> list[str]:
+def find_classes(data_cfg: DataConfig) -> list[str]:
     """Sorted class folder names of ``root/train``."""
     train_dir = _split_dir(data_cfg, "train")
     classes = sorted(p.name for p in train_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -55,9 +60,7 @@ class ImageFolderDataset(Dataset):
             if class_dir.name not in self.class_to_idx:
                 raise RPGInputError("class folder not present in the train split", class_dir)
             label = self.class_to_idx[class_dir.name]
-            self.samples += [
-                (f, label) for f in sorted(class_dir.iterdir()) if f.suffix.lower() in IMG_EXTENSIONS
-            ]
+            self.samples += [(f, label) for f in sorted(class_dir.iterdir()) if f.suffix.lower() in IMG_EXTENSIONS]
         if not self.samples:
             raise RPGInputError("no images found", self.root)
         self.targets = [label for _, label in self.samples]
@@ -77,31 +80,27 @@ class ImageFolderDataset(Dataset):
         return (self.transform(img) if self.transform is not None else img), label
 
 
-def build_transform(data_cfg: dict[str, Any], split: str) -> Callable:
+def build_transform(data_cfg: DataConfig, split: str) -> Callable:
     """timm's train (augmenting) or eval transform for ``image_size``."""
     from timm.data import create_transform
 
-    size = int(data_cfg.get("image_size", 224))
+    size = data_cfg.image_size
     return create_transform(
         input_size=(3, size, size),
         is_training=split == "train",
-        interpolation=data_cfg.get("interpolation", "bicubic"),
-        mean=tuple(data_cfg.get("mean", IMAGENET_MEAN)),
-        std=tuple(data_cfg.get("std", IMAGENET_STD)),
-        crop_pct=float(data_cfg.get("crop_pct", 0.875)),
+        interpolation=data_cfg.interpolation,
+        mean=tuple(data_cfg.mean),
+        std=tuple(data_cfg.std),
+        crop_pct=data_cfg.crop_pct,
     )
 
 
-def build_imagefolder(data_cfg: dict[str, Any], split: str) -> ImageFolderDataset:
+def build_imagefolder(data_cfg: DataConfig, split: str) -> ImageFolderDataset:
     classes = find_classes(data_cfg)
     return ImageFolderDataset(
         root=_split_dir(data_cfg, split), classes=classes, transform=build_transform(data_cfg, split)
     )
 
 
-def imagefolder_info(data_cfg: dict[str, Any]) -> dict[str, int]:
-    return {
-        "num_classes": len(find_classes(data_cfg)),
-        "in_chans": 3,
-        "image_size": int(data_cfg.get("image_size", 224)),
-    }
+def imagefolder_info(data_cfg: DataConfig) -> dict[str, int]:
+    return {"num_classes": len(find_classes(data_cfg)), "in_chans": 3, "image_size": data_cfg.image_size}

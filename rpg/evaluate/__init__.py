@@ -6,6 +6,6 @@ Modules: :mod:`~rpg.evaluate.similarity` (IoU, RMS distances), :mod:`~rpg.evalua
 :mod:`~rpg.evaluate.evaluate` (:func:`evaluate_zoo`, the stage's entry point).
 """
 
-from rpg.evaluate.evaluate import EvaluateConfig, evaluate_zoo
+from rpg.evaluate.evaluate import evaluate_zoo
 
-__all__ = ["EvaluateConfig", "evaluate_zoo"]
+__all__ = ["evaluate_zoo"]

@@ -11,26 +11,33 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from rpg.data import build_dataset, make_loader
+from rpg.classifier import dataset_labels, evaluate_accuracy
+from rpg.config import DataConfig, EvaluateConfig
+from rpg.data import build_dataset, data_config, make_loader
 from rpg.errors import RPGInputError
 from rpg.evaluate import baselines as bl
 from rpg.evaluate.plots import plot_accuracy_vs_similarity, plot_distances, plot_training_loss, read_train_log
-from rpg.evaluate.similarity import flatten_tokens, masked_min, max_iou, pairwise_rms_distances, rms_distances
-from rpg.evaluate.similarity import wrong_mask
+from rpg.evaluate.similarity import (
+    flatten_tokens,
+    masked_min,
+    max_iou,
+    pairwise_rms_distances,
+    rms_distances,
+    wrong_mask,
+)
 from rpg.evaluate.summary import summarize
 from rpg.io import read_safetensors_metadata, write_json, write_table
-from rpg.runtime import progress, resolve_device
+from rpg.runtime import fault_point, progress, resolve_device
 from rpg.tokens.store import TokenStore
 from rpg.tokens.tokenizer import detokenize, tokenize
 from rpg.zoo.checkpoint import load_checkpoint
-from rpg.zoo.collect import evaluate_accuracy
 from rpg.zoo.models import build_model
 
 log = logging.getLogger(__name__)
@@ -43,76 +50,12 @@ TABLE_COLUMNS = [
 
 
 @dataclass
-class EvaluateConfig:
-    """Settings of the evaluation stage (config block ``evaluate``).
-
-    noise_levels: std of the Gaussian noise added to normalised tokens, one baseline group each.
-    noise_models_per_level: noisy models per level (the same seeded originals at every level).
-    interp_weights: mixing weights w of (1 - w) * a + w * b.
-    interp_pairs: seeded pairs of originals (half across runs, half within a run when possible).
-    bn_recalibrate_batches: training batches used to re-estimate BatchNorm statistics of
-        interpolated/averaged models (0 disables).
-    batch_size: evaluation (and BN re-estimation) batch size.
-    seed: seed of noise, pair choice and BN batches.
-    """
-
-    noise_levels: list[float] = field(default_factory=lambda: [0.01, 0.02, 0.03, 0.04, 0.05])
-    noise_models_per_level: int = 3
-    interp_weights: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75])
-    interp_pairs: int = 3
-    bn_recalibrate_batches: int = 10
-    batch_size: int = 512
-    seed: int = 0
-
-    @classmethod
-    def from_dict(cls, cfg: Mapping[str, Any] | None) -> EvaluateConfig:
-        cfg = dict(cfg or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(cfg) - known)
-        if unknown:
-            raise RPGInputError(f"unknown option(s) {unknown}; known: {sorted(known)}", "evaluate config")
-        out = cls(**cfg)
-        out.noise_levels = [float(x) for x in out.noise_levels]
-        out.interp_weights = [float(x) for x in out.interp_weights]
-        if any(x < 0 for x in out.noise_levels):
-            raise RPGInputError(f"noise_levels must be >= 0, got {out.noise_levels}", "evaluate config")
-        if any(not 0.0 <= w <= 1.0 for w in out.interp_weights):
-            raise RPGInputError(f"interp_weights must lie in [0, 1], got {out.interp_weights}", "evaluate config")
-        for name in ("noise_models_per_level", "interp_pairs", "bn_recalibrate_batches"):
-            if getattr(out, name) < 0:
-                raise RPGInputError(f"{name} must be >= 0", "evaluate config")
-        if out.batch_size < 1:
-            raise RPGInputError("batch_size must be >= 1", "evaluate config")
-        return out
-
-
-@dataclass
 class _Job:
     """One model to evaluate: its table row (partly filled) and how to build its state_dict."""
 
     row: dict[str, Any]
     make: Callable[[], dict[str, torch.Tensor]]
     recalibrate: bool = False
-
-
-def dataset_labels(dataset, *, batch_size: int = 512, workers: int = 0) -> torch.Tensor:
-    """Labels of a classification dataset (y of every item, in order) as LongTensor [N].
-
-    Uses ``TensorDataset.tensors[1]`` or a ``targets`` attribute when it matches the items
-    (checked on a few samples), else iterates the dataset once.
-    """
-    n = len(dataset)
-    if isinstance(dataset, torch.utils.data.TensorDataset) and len(dataset.tensors) >= 2:
-        return dataset.tensors[1].reshape(-1).long().cpu()
-    targets = getattr(dataset, "targets", None)
-    if targets is not None and len(targets) == n and n > 0:
-        t = torch.as_tensor(np.asarray(targets)).long().reshape(-1)
-        probe = sorted({0, n // 2, n - 1})
-        if all(int(dataset[i][1]) == int(t[i]) for i in probe):
-            return t
-    loader = make_loader(dataset, batch_size=batch_size, shuffle=False, seed=0, workers=workers)
-    ys = [torch.as_tensor(batch[1]).reshape(-1).long() for batch in loader]
-    return torch.cat(ys) if ys else torch.zeros(0, dtype=torch.long)
 
 
 def _checkpoint_name(path: Path) -> str:
@@ -293,6 +236,7 @@ def _measure(
         else:
             dist[r] = rms_distances(flat, reference)
         log.debug("%s %s: accuracy %.4f", row["kind"], row["name"], acc)
+        fault_point("evaluate", r + 1)
     return torch.stack(wrongs), dist
 
 
@@ -321,7 +265,7 @@ def _fill_similarity(jobs: Sequence[_Job], zoo: _Originals, wrong: torch.Tensor,
 
 def evaluate_zoo(
     *,
-    data_cfg: Mapping[str, Any],
+    data_cfg: DataConfig | Mapping[str, Any],
     token_dir: str | Path,
     checkpoint_paths: Sequence[str | Path],
     generated_paths: Sequence[str | Path],
@@ -343,7 +287,8 @@ def evaluate_zoo(
     ``pdiff_paths``: models of the p-diff baseline (:mod:`rpg.pdiff`), rows of kind ``pdiff`` measured like the
     generated ones (summary block ``pdiff``).
     """
-    cfg = EvaluateConfig.from_dict(evaluate_cfg)
+    cfg = EvaluateConfig.parse(evaluate_cfg, "evaluate")
+    data_cfg = data_config(data_cfg)
     dev = resolve_device(device)
     if not checkpoint_paths:
         raise RPGInputError("no original checkpoints to evaluate", token_dir)
@@ -352,8 +297,8 @@ def evaluate_zoo(
         log.warning("checkpoints carry task vectors: all models are evaluated on the plain validation split")
     jobs = _plan(zoo, [Path(p) for p in generated_paths], cfg, [Path(p) for p in pdiff_paths])
 
-    val = build_dataset(dict(data_cfg), "val")
-    workers = int(data_cfg.get("workers", 0) or 0)
+    val = build_dataset(data_cfg, "val")
+    workers = data_cfg.workers
     labels = dataset_labels(val, batch_size=cfg.batch_size, workers=workers)
     n_gen = len(generated_paths) + len(pdiff_paths)
     log.info("evaluating %s (%s) on %s: %d originals, %d generated, %d baselines, %d validation samples",
@@ -362,7 +307,7 @@ def evaluate_zoo(
 
     def train_batches() -> Iterable:
         if not train_set:
-            train_set.append(build_dataset(dict(data_cfg), "train"))
+            train_set.append(build_dataset(data_cfg, "train"))
         return make_loader(train_set[0], batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed, workers=workers)
 
     wrong, dist = _measure(jobs, zoo, val=val, labels=labels, cfg=cfg, device=dev, train_batches=train_batches)
@@ -375,7 +320,7 @@ def evaluate_zoo(
         "arch_kwargs": zoo.arch_kwargs,
         "num_val_samples": int(len(labels)),
         "device": str(dev),
-        "evaluate": asdict(cfg),
+        "evaluate": cfg.to_dict(),
         "noise_space": "normalised tokens (per-layer standardised; BN running_var in log space)",
         "distance": "RMS over non-padding normalised token entries",
         "bn_recalibrated": "interpolated and average models" if cfg.bn_recalibrate_batches else "none",

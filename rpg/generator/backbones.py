@@ -9,9 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from rpg.config.blocks import BACKBONES
 from rpg.generator.mamba2 import Mamba2
-
-BACKBONES = ("mamba2", "lstm", "transformer")
 
 
 class RMSNorm(nn.Module):

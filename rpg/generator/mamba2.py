@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-SCAN_BACKENDS = ("auto", "torch", "mamba_ssm")
+from rpg.config.blocks import SCAN_BACKENDS
 
 
 def mamba_ssm_scan():

@@ -11,11 +11,11 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
+from rpg.config import GeneratorConfig
 from rpg.generator.backbones import build_backbone
 from rpg.generator.denoiser import ConvDenoiser
 from rpg.generator.permutation import PermutationState
 from rpg.generator.position import PositionEmbedding
-from rpg.generator.presets import GeneratorConfig
 from rpg.generator.samplers import sample
 from rpg.generator.schedule import DiffusionSchedule, denoising_loss
 
@@ -206,6 +206,17 @@ class RPGModel(nn.Module):
                 yield start, x.masked_fill(~mask, float("nan")).cpu()
         finally:
             self.train(was_training)
+
+
+def build_generator(config: GeneratorConfig, layout, num_states: int) -> RPGModel:
+    """The RPG model for a token layout (a ``Layout``, or anything with positions()/token_mask()/token_size)."""
+    return RPGModel(
+        config=config,
+        positions=layout.positions(),
+        token_size=layout.token_size,
+        num_states=num_states,
+        token_mask=layout.token_mask(),
+    )
 
 
 def _token_lengths(mask: torch.Tensor | None, lengths: torch.Tensor | None, num_tokens: int, k: int) -> torch.Tensor:

@@ -13,7 +13,7 @@ import math
 import torch
 from torch import nn
 
-POSITION_KINDS = ("sin2d", "sin1d", "learned", "sin2d+learned", "sin1d+learned")
+from rpg.config.blocks import POSITION_KINDS
 
 
 def sinusoid_1d(pos: torch.Tensor, dim: int) -> torch.Tensor:

@@ -11,9 +11,8 @@ from collections.abc import Callable
 
 import torch
 
+from rpg.config.blocks import SAMPLERS
 from rpg.generator.schedule import DiffusionSchedule
-
-SAMPLERS = ("ddpm", "ddim")
 
 
 class _Sampler:

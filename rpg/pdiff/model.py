@@ -22,88 +22,13 @@ runs out of memory at moderate sizes (see benchmarks/scale.py).
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
-
 import torch
 from torch import nn
 
+from rpg.config import PDiffConfig
 from rpg.generator.denoiser import ConvDenoiser
-from rpg.generator.samplers import SAMPLERS
+from rpg.generator.samplers import sample
 from rpg.generator.schedule import DiffusionSchedule, denoising_loss
-
-
-@dataclass
-class PDiffConfig:
-    """The ``pdiff`` config block: autoencoder, latent diffusion, their training, and sampling."""
-
-    enabled: bool = False  # the workflow trains/generates/evaluates p-diff for this zoo
-    # autoencoder (defaults: sized for the small CPU zoos of config.yaml; p-diff's ResNet-18 recipe is
-    # channels [64, 128, 256, 256, 32], latent 128, kernel 7, batch 50)
-    channels: list[int] = field(default_factory=lambda: [4, 8, 16, 32, 32])  # encoder; each stage halves length
-    latent_dim: int = 32
-    kernel_size: int = 3
-    input_noise: float = 0.001  # p-diff: noise added to the input parameters (training only)
-    latent_noise: float = 0.1  # p-diff: noise added to the latent (training only)
-    ae_steps: int = 400
-    ae_batch_size: int = 16
-    ae_lr: float = 2e-3
-    # latent diffusion
-    denoiser_channels: list[int] = field(default_factory=lambda: [1, 16, 32, 64, 32, 16, 1])
-    denoiser_kernel: int = 7
-    time_dim: int = 64
-    num_timesteps: int = 1000
-    beta_start: float = 1e-4
-    beta_end: float = 0.02
-    steps: int = 2000  # diffusion training steps
-    batch_size: int = 64
-    lr: float = 1e-3
-    # both stages
-    weight_decay: float = 0.0
-    grad_clip: float | None = 1.0
-    warmup_steps: int = 50
-    seed: int = 0
-    threads: int | None = None
-    # sampling: p-diff samples with DDPM over all timesteps; sampler null = the zoo's generate block
-    sampler: str | None = "ddpm"
-    sampling_steps: int | None = None  # null: all num_timesteps
-    eta: float = 0.0  # DDIM only
-
-    def __post_init__(self) -> None:
-        if not self.channels or min(self.channels) < 1:
-            raise ValueError(f"pdiff.channels must be a non-empty list of positive ints, got {self.channels}")
-        for name in ("latent_dim", "kernel_size", "ae_steps", "ae_batch_size", "steps", "batch_size",
-                     "num_timesteps", "time_dim"):  # fmt: skip
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"pdiff.{name} must be >= 1, got {getattr(self, name)}")
-        if self.kernel_size % 2 == 0:
-            raise ValueError(f"pdiff.kernel_size must be odd, got {self.kernel_size}")
-        for name in ("input_noise", "latent_noise", "weight_decay"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"pdiff.{name} must be >= 0, got {getattr(self, name)}")
-        if self.ae_lr <= 0 or self.lr <= 0:
-            raise ValueError("pdiff.ae_lr and pdiff.lr must be > 0")
-        if self.sampler is not None and self.sampler not in SAMPLERS:
-            raise ValueError(f"pdiff.sampler {self.sampler!r} unknown; choose one of {SAMPLERS} or null")
-        if self.sampling_steps is not None and self.sampling_steps < 1:
-            raise ValueError(f"pdiff.sampling_steps must be >= 1 or null, got {self.sampling_steps}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-def pdiff_config(cfg: Mapping[str, Any] | PDiffConfig | None = None) -> PDiffConfig:
-    """PDiffConfig from a plain dict; unknown keys are an error."""
-    if isinstance(cfg, PDiffConfig):
-        return cfg
-    cfg = dict(cfg or {})
-    known = {f.name for f in dataclasses.fields(PDiffConfig)}
-    unknown = sorted(set(cfg) - known)
-    if unknown:
-        raise ValueError(f"unknown pdiff config keys {unknown}; known keys: {sorted(known)}")
-    return PDiffConfig(**cfg)
 
 
 class ParamAutoencoder(nn.Module):
@@ -201,8 +126,6 @@ class PDiffModel(nn.Module):
     @torch.no_grad()
     def sample(self, num: int, *, sampler, generator: torch.Generator | None = None) -> torch.Tensor:
         """``num`` flat normalised parameter vectors [num, P] (reverse diffusion, then decode)."""
-        from rpg.generator.samplers import sample
-
         was_training = self.training
         self.eval()
         try:

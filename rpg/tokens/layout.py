@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from rpg.errors import RPGInputError
+from rpg.io import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -172,9 +173,7 @@ class Layout:
     ) -> None:
         """Raise RPGInputError (naming ``source``) if keys, shapes or dtypes differ from the layout."""
         specs = self.generated if generated_only else self.layers
-        check_entries(
-            state_dict, [(s.name, s.shape, s.dtype) for s in specs], source, exact=not generated_only
-        )
+        check_entries(state_dict, [(s.name, s.shape, s.dtype) for s in specs], source, exact=not generated_only)
 
     # --- I/O ------------------------------------------------------------------------------
     def to_frame(self):
@@ -215,8 +214,6 @@ class Layout:
         """Write layout.parquet (token_size etc. in the Parquet schema metadata)."""
         import pyarrow as pa
         import pyarrow.parquet as pq
-
-        from rpg.io import atomic_path
 
         table = pa.Table.from_pandas(self.to_frame(), preserve_index=False)
         meta = {
@@ -268,13 +265,9 @@ def check_entries(
     for name, shape, dtype in expected:
         t = state_dict[name]
         if tuple(t.shape) != tuple(shape):
-            raise RPGInputError(
-                f"entry {name!r} has shape {list(t.shape)}, the zoo's is {list(shape)}", source
-            )
+            raise RPGInputError(f"entry {name!r} has shape {list(t.shape)}, the zoo's is {list(shape)}", source)
         if dtype_name(t.dtype) != dtype:
-            raise RPGInputError(
-                f"entry {name!r} has dtype {dtype_name(t.dtype)}, the zoo's is {dtype}", source
-            )
+            raise RPGInputError(f"entry {name!r} has dtype {dtype_name(t.dtype)}, the zoo's is {dtype}", source)
 
 
 def _few(names: Sequence[str], n: int = 5) -> str:

@@ -13,6 +13,7 @@ un-normalising).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -27,10 +28,11 @@ import numpy as np
 import torch
 
 from rpg.errors import RPGInputError
-from rpg.io import META_KEY, atomic_path, load_safetensors, read_safetensors_metadata, save_safetensors
-from rpg.runtime import progress
+from rpg.io import META_KEY, atomic_path, load_safetensors, read_safetensors_metadata, read_table, save_safetensors
+from rpg.runtime import fault_point, progress
 from rpg.tokens.layout import Layout, LayoutBuilder, is_generated
 from rpg.tokens.tokenizer import detokenize, tokenize
+from rpg.zoo.models import build_model
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +121,11 @@ def write_token_store(
         len(names),
     )
 
-    # Pass 2: tokens, one shard and one checkpoint at a time; remove our files on any error.
+    # Pass 2: tokens, one shard and one checkpoint at a time; remove our files on any error. The content hash
+    # covers every token written, the layout and the index (what a generator trained on this store depends on).
+    hasher = hashlib.sha256()
+    hasher.update(layout.to_frame().to_json().encode())
+    hasher.update(json.dumps([[r["checkpoint"], r["run"], r["task"]] for r in records] + [states]).encode())
     written: list[Path] = []
     created_dir = not out_dir.exists()
     bar = progress(total=len(paths), desc="tokenizing")
@@ -149,8 +155,13 @@ def write_token_store(
                 shape=(len(rows), layout.num_tokens, layout.token_size),
                 dtype=dtype,
                 metadata=shard_meta,
+                hasher=hasher,
             )
             written.append(out_dir / name)
+            fault_point("tokenize", s + 1)
+        for name in sorted(reference):
+            hasher.update(name.encode() + reference[name].reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
+        store_meta["content_hash"] = hasher.hexdigest()
         save_safetensors(reference, out_dir / REFERENCE_FILE, store_meta)
         written.append(out_dir / REFERENCE_FILE)
         layout.save(out_dir / LAYOUT_FILE)
@@ -179,17 +190,13 @@ def _entry_order(tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any], p
     arch = meta.get("arch")
     if arch:
         try:
-            from rpg.zoo.models import build_model
-
             with torch.device("meta"):
                 names = list(build_model(arch, dict(meta.get("arch_kwargs") or {})).state_dict())
             if sorted(names) == sorted(tensors):
                 return names
             log.warning("%s: keys differ from a fresh %r model; using the file's entry order", path, arch)
         except Exception as exc:  # unknown arch, zoo code absent, ...: order is a nicety
-            log.warning(
-                "%s: cannot rebuild %r for its entry order (%s); using the file's order", path, arch, exc
-            )
+            log.warning("%s: cannot rebuild %r for its entry order (%s); using the file's order", path, arch, exc)
     else:
         log.warning("%s: no state_dict_keys/arch metadata; using the file's entry order", path)
     return list(tensors)
@@ -262,7 +269,13 @@ def _write_index(records: Sequence[Mapping[str, Any]], states: Sequence[int], pa
 
 
 def _write_token_shard(
-    path: Path, chunks: Iterable[torch.Tensor], *, shape: tuple[int, int, int], dtype: str, metadata: dict
+    path: Path,
+    chunks: Iterable[torch.Tensor],
+    *,
+    shape: tuple[int, int, int],
+    dtype: str,
+    metadata: dict,
+    hasher: Any | None = None,
 ) -> None:
     """Stream [L, k] token matrices into one safetensors file with key ``tokens`` of ``shape``.
 
@@ -289,7 +302,10 @@ def _write_token_shard(
                 arr = chunk.to(torch_dtype).contiguous().numpy()
                 if sys.byteorder != "little":
                     arr = arr.astype(arr.dtype.newbyteorder("<"))
-                f.write(memoryview(np.ascontiguousarray(arr)).cast("B"))
+                data = memoryview(np.ascontiguousarray(arr)).cast("B")
+                f.write(data)
+                if hasher is not None:
+                    hasher.update(data)
                 done += arr.nbytes
         if done != nbytes:
             raise RuntimeError(f"{path}: wrote {done} bytes of tokens, expected {nbytes}")
@@ -317,8 +333,6 @@ class TokenStore:
     @cached_property
     def index(self):
         """A row per checkpoint: checkpoint, shard, row (in shard), run, state, step, val_accuracy, task."""
-        from rpg.io import read_table
-
         df = read_table(self.directory / INDEX_FILE)
         missing = [c for c in INDEX_COLUMNS if c not in df.columns]
         if missing:
@@ -338,6 +352,11 @@ class TokenStore:
     @property
     def num_states(self) -> int:
         return int(self.meta["num_states"])
+
+    @property
+    def content_hash(self) -> str:
+        """SHA-256 of the tokens, layout and index, written with the store (stores of older versions: "")."""
+        return str(self.meta.get("content_hash", ""))
 
     def __len__(self) -> int:
         return len(self.index)
@@ -364,9 +383,7 @@ class TokenStore:
             except Exception as exc:
                 raise RPGInputError(f"unreadable token shard ({exc})", path) from exc
             if shape[1:] != (self.layout.num_tokens, self.layout.token_size):
-                raise RPGInputError(
-                    f"shard tokens have shape {list(shape)}, the layout needs [n, L, k]", path
-                )
+                raise RPGInputError(f"shard tokens have shape {list(shape)}, the layout needs [n, L, k]", path)
             self._handles[name] = handle
         return handle
 

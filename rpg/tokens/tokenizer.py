@@ -40,15 +40,11 @@ def tokenize(
             y.copy_(forward_transform(y, spec.transform, spec.scale))
         y.sub_(spec.mean).div_(spec.std)
         if not bool(torch.isfinite(y).all()):
-            raise RPGInputError(
-                f"entry {spec.name!r} gives NaN or infinite tokens (non-finite weights?)", source
-            )
+            raise RPGInputError(f"entry {spec.name!r} gives NaN or infinite tokens (non-finite weights?)", source)
     return flat.view(layout.num_tokens, k)
 
 
-def detokenize(
-    tokens: torch.Tensor, layout: Layout, reference: Mapping[str, torch.Tensor]
-) -> dict[str, torch.Tensor]:
+def detokenize(tokens: torch.Tensor, layout: Layout, reference: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The state_dict (CPU, layout order and dtypes) of ``tokens`` [L, k]; padding is cropped.
 
     Non-generated entries (integer buffers, scalars) are copied from ``reference``.

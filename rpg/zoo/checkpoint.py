@@ -23,9 +23,7 @@ REQUIRED_KEYS = ("kind", "arch", "arch_kwargs")
 ORDER_KEY = "state_dict_keys"
 
 
-def save_checkpoint(
-    path: str | Path, state_dict: Mapping[str, torch.Tensor], meta: Mapping[str, Any]
-) -> None:
+def save_checkpoint(path: str | Path, state_dict: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> None:
     """Write ``state_dict`` with ``meta`` atomically (no partial file on failure)."""
     missing = [k for k in REQUIRED_KEYS if k not in meta]
     if missing:
@@ -70,8 +68,6 @@ def check_compatible(
     for name, ref in reference.items():
         t = state_dict[name]
         if tuple(t.shape) != tuple(ref.shape):
-            raise RPGInputError(
-                f"entry {name!r} has shape {tuple(t.shape)}, expected {tuple(ref.shape)}", path
-            )
+            raise RPGInputError(f"entry {name!r} has shape {tuple(t.shape)}, expected {tuple(ref.shape)}", path)
         if t.dtype != ref.dtype:
             raise RPGInputError(f"entry {name!r} has dtype {t.dtype}, expected {ref.dtype}", path)

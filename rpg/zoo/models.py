@@ -6,7 +6,9 @@ Built-ins (conv + BatchNorm + ReLU, global average pooling, linear head):
   (the size of the paper's CNN(s)).
 - ``cnn_m``: channels (16, 24, 32), 10,986 parameters (the paper's CNN(m)).
 
-Any other name is passed to ``timm.create_model(name, pretrained=False, **arch_kwargs)``.
+A name ``package.module:function`` is a Python entry point: ``function(**arch_kwargs)`` must return the
+``nn.Module`` (bring your own architecture). Any other name is passed to
+``timm.create_model(name, pretrained=False, **arch_kwargs)``.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import torch
 from torch import nn
 
 from rpg.errors import RPGInputError
+from rpg.io import load_safetensors
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +65,39 @@ class SmallCNN(nn.Module):
         return self.head(self.drop(self.pool(self.features(x)).flatten(1)))
 
 
-def build_model(
-    arch: str, arch_kwargs: dict[str, Any] | None = None, *, seed: int | None = None
-) -> nn.Module:
+def entry_point(arch: str):
+    """The callable named by ``package.module:function`` (RPGInputError naming the config key when not found)."""
+    import importlib
+
+    module_name, _, func_name = arch.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise RPGInputError(f"cannot import the module of architecture {arch!r}: {exc}", "config arch") from exc
+    func = getattr(module, func_name, None)
+    if not callable(func):
+        raise RPGInputError(f"architecture {arch!r}: {module_name} has no callable {func_name!r}", "config arch")
+    return func
+
+
+def check_arch(arch: str) -> None:
+    """Raise RPGInputError unless ``arch`` is a built-in, an importable entry point or a timm model name."""
+    if arch in BUILTIN_ARCHS:
+        return
+    if ":" in arch:
+        entry_point(arch)
+        return
+    import timm
+
+    if not timm.is_model(arch):
+        raise RPGInputError(
+            f"unknown architecture {arch!r}: not a built-in ({sorted(BUILTIN_ARCHS)}), not an entry point "
+            "(package.module:function) and not a timm model name (see timm.list_models())",
+            "config arch",
+        )
+
+
+def build_model(arch: str, arch_kwargs: dict[str, Any] | None = None, *, seed: int | None = None) -> nn.Module:
     """Build ``arch`` with random initial weights (``seed`` makes the init reproducible).
 
     Built-ins accept ``in_chans``, ``num_classes``, ``channels`` and ``drop_rate``; other names
@@ -80,21 +113,19 @@ def build_model(
                 return SmallCNN(**kwargs)
             except TypeError as exc:
                 raise RPGInputError(f"bad arch_kwargs for {arch!r}: {exc}", "config arch_kwargs") from exc
+        if ":" in arch:
+            model = entry_point(arch)(**kwargs)
+            if not isinstance(model, nn.Module):
+                raise RPGInputError(f"{arch} returned {type(model).__name__}, not an nn.Module", "config arch")
+            return model
         import timm
 
-        if not timm.is_model(arch):
-            raise RPGInputError(
-                f"unknown architecture {arch!r}: not a built-in ({sorted(BUILTIN_ARCHS)}) "
-                "and not a timm model name (see timm.list_models())",
-                "config arch",
-            )
+        check_arch(arch)
         kwargs.pop("pretrained", None)
         try:
             return timm.create_model(arch, pretrained=False, **kwargs)
         except TypeError as exc:
-            raise RPGInputError(
-                f"bad arch_kwargs for timm model {arch!r}: {exc}", "config arch_kwargs"
-            ) from exc
+            raise RPGInputError(f"bad arch_kwargs for timm model {arch!r}: {exc}", "config arch_kwargs") from exc
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -111,8 +142,6 @@ def read_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise RPGInputError("weights file does not exist", path)
     if path.suffix == ".safetensors":
-        from rpg.io import load_safetensors
-
         tensors, _ = load_safetensors(path)
         return tensors
     try:

@@ -1,14 +1,19 @@
-# Shared helpers: validated settings per (experiment, zoo) and the paths between stages.
+# Shared helpers: the typed settings of every (experiment, zoo), each rule's params, and the paths between stages.
 from pathlib import Path
 
 from rpg.config import ConfigError, resolve_config
+from rpg.stages.checks import check_settings
+from rpg.stages.params import stage_params
+from rpg.stages.workflow import missing_intermediates
+from rpg.tasks.plan import plan_task_zoo
 
 try:
-    SETTINGS = resolve_config(
-        config, Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"
-    )
+    SETTINGS = resolve_config(config)
 except ConfigError as exc:
     raise WorkflowError(f"invalid configuration:\n{exc}") from None
+_problems = check_settings(SETTINGS)
+if _problems:
+    raise WorkflowError("invalid configuration:\n" + "\n".join(_problems))
 
 PAIRS = [(exp, zoo) for exp, zoos in SETTINGS.items() for zoo in zoos]
 
@@ -17,10 +22,11 @@ wildcard_constraints:
     exp="[A-Za-z0-9][A-Za-z0-9_-]*",
     zoo="[A-Za-z0-9][A-Za-z0-9_-]*",
     run="[0-9]+",
+    b="[0-9]+",
 
 
 def S(w):
-    """Settings of the (experiment, zoo) named by a job's wildcards."""
+    """Typed settings of the (experiment, zoo) named by a job's wildcards."""
     try:
         return SETTINGS[w.exp][w.zoo]
     except KeyError:
@@ -29,53 +35,94 @@ def S(w):
         ) from None
 
 
-def run_checkpoints(exp, zoo, run):
-    n = SETTINGS[exp][zoo]["collect"]["checkpoints"]
-    return [
-        f"results/{exp}/zoo/{zoo}/run{run}/ckpt_{i:03d}.safetensors" for i in range(n)
-    ]
+def P(stage):
+    """The params of a rule: only the settings that change its result (rpg.stages.params)."""
+    return lambda w: stage_params(S(w), stage)
 
 
-def zoo_checkpoints(w):
-    if SETTINGS[w.exp][w.zoo].get("tasks"):
-        return task_checkpoints(w.exp, w.zoo, "seen")  # workflow/rules/tasks.smk
-    runs = range(SETTINGS[w.exp][w.zoo]["runs"])
-    return [p for r in runs for p in run_checkpoints(w.exp, w.zoo, r)]
+def zoo_dirs(w):
+    """The directories holding a zoo's training checkpoints: one per run (task zoo: per seen-task group)."""
+    if S(w).is_task_zoo:
+        return task_group_dirs(w.exp, w.zoo, "seen")  # workflow/rules/tasks.smk
+    return [f"results/{w.exp}/zoo/{w.zoo}/run{r}" for r in range(S(w).runs)]
 
 
-def generated_models(w):
-    n = SETTINGS[w.exp][w.zoo]["generate"]["num_models"]
-    return [
-        f"results/{w.exp}/generated/{w.zoo}/model_{i:03d}.safetensors" for i in range(n)
-    ]
+def batch_indices(w):
+    """Indices of the generated models that batch job ``w.b`` writes (generate.models_per_job per batch)."""
+    g = S(w).generate
+    b = int(w.b)
+    return list(
+        range(b * g.models_per_job, min(g.num_models, (b + 1) * g.models_per_job))
+    )
+
+
+def generated_batches(w, folder="generated"):
+    """The batch directories of a zoo's generated models (``folder``: generated, or generated_pdiff)."""
+    g = S(w).generate
+    n = -(-g.num_models // g.models_per_job)
+    return [f"results/{w.exp}/{folder}/{w.zoo}/batch{b:03d}" for b in range(n)]
 
 
 def evaluation_dir(exp, zoo):
     """evaluation/<zoo>; for a task zoo evaluation/<zoo>/tasks (workflow/rules/tasks.smk)."""
     path = f"results/{exp}/evaluation/{zoo}"
-    return f"{path}/tasks" if SETTINGS[exp][zoo].get("tasks") else path
+    return f"{path}/tasks" if SETTINGS[exp][zoo].is_task_zoo else path
 
 
 def all_summaries():
     return [f"{evaluation_dir(exp, zoo)}/summary.json" for exp, zoo in PAIRS]
 
 
-def count_rules(key):
-    """Distinct values of a count setting, with the (exp, zoo) pairs using each.
-
-    A rule's output list cannot depend on wildcards, so rules whose number of output files is configurable
-    (checkpoints per run, generated models) are defined once per distinct count; with one count (the usual case)
-    the rule keeps its plain name.
-    """
-    groups = {}
-    for exp, zoo in PAIRS:
-        block, name = key.split(".")
-        groups.setdefault(SETTINGS[exp][zoo][block][name], []).append(zoo)
-    return [
-        (n, zoos, "" if len(groups) == 1 else f"_{n}")
-        for n, zoos in sorted(groups.items())
-    ]
-
-
 def zoo_regex(zoos):
-    return "|".join(sorted(set(zoos)))
+    return "|".join(sorted(set(zoos))) or "(?!x)x"
+
+
+for _warning in missing_intermediates(SETTINGS, Path(".")):
+    logger.warning(_warning)
+
+
+# p-diff baseline (workflow/rules/pdiff.smk)
+def pdiff_enabled(exp, zoo):
+    s = SETTINGS[exp][zoo]
+    return s.pdiff.enabled and not s.is_task_zoo
+
+
+PDIFF_ZOOS = zoo_regex([zoo for exp, zoo in PAIRS if pdiff_enabled(exp, zoo)])
+
+
+def pdiff_batches(w):
+    """The p-diff model batches of a zoo for its evaluation (none when p-diff is not enabled)."""
+    return (
+        generated_batches(w, "generated_pdiff") if pdiff_enabled(w.exp, w.zoo) else []
+    )
+
+
+# task zoos (workflow/rules/tasks.smk)
+TASK_ZOOS = [(exp, zoo) for exp, zoo in PAIRS if SETTINGS[exp][zoo].is_task_zoo]
+TASK_PLANS = {
+    (exp, zoo): plan_task_zoo(SETTINGS[exp][zoo].tasks, SETTINGS[exp][zoo].data)
+    for exp, zoo in TASK_ZOOS
+}
+TASK_ZOO_REGEX = zoo_regex([z for _, z in TASK_ZOOS])
+
+
+def task_plan(w):
+    try:
+        return TASK_PLANS[w.exp, w.zoo]
+    except KeyError:
+        raise WorkflowError(f"zoo '{w.zoo}' of '{w.exp}' is no task zoo") from None
+
+
+def task_group_dirs(exp, zoo, split):
+    """The collection directories of a task zoo's split (seen: the generator's training zoo)."""
+    groups = TASK_PLANS[exp, zoo].groups[split]
+    return [f"results/{exp}/zoo/{zoo}/{split}/{g.name}" for g in groups]
+
+
+def task_manifest(w):
+    """A row per evaluated task: split, task vector, reference checkpoints, generated models."""
+    return task_plan(w).manifest(
+        zoo_dir=f"results/{w.exp}/zoo/{w.zoo}",
+        generated_dir=f"results/{w.exp}/generated/{w.zoo}/tasks",
+        models_per_task=S(w).generate.num_models,
+    )

@@ -4,9 +4,9 @@
 rule evaluate:
     input:
         tokens="results/{exp}/tokens/{zoo}",
-        checkpoints=zoo_checkpoints,
-        generated=generated_models,
-        pdiff=pdiff_models,
+        runs=zoo_dirs,
+        generated=generated_batches,
+        pdiff=pdiff_batches,
         generator="results/{exp}/generator/{zoo}/model.safetensors",
         train_log="results/{exp}/generator/{zoo}/train_log.csv",
     output:
@@ -47,8 +47,6 @@ rule evaluate:
         mem_mb=lambda wildcards, attempt: 8000 * attempt,
         runtime=lambda wildcards, attempt: 120 * attempt,
     params:
-        data=lambda w: S(w)["data"],
-        evaluate=lambda w: S(w)["evaluate"],
-        device=lambda w: S(w)["device"],
+        settings=P("evaluate"),
     script:
         "../scripts/evaluate.py"

@@ -3,7 +3,7 @@
 
 rule tokenize:
     input:
-        checkpoints=zoo_checkpoints,
+        runs=zoo_dirs,
         table="results/{exp}/zoo/{zoo}/checkpoints.csv",
     output:
         directory("results/{exp}/tokens/{zoo}"),
@@ -17,6 +17,6 @@ rule tokenize:
         mem_mb=lambda wildcards, attempt: 4000 * attempt,
         runtime=lambda wildcards, attempt: 60 * attempt,
     params:
-        tokens=lambda w: S(w)["tokens"],
+        settings=P("tokenize"),
     script:
         "../scripts/tokenize.py"

@@ -14,14 +14,12 @@ rule train_generator:
         "results/{exp}/benchmarks/train/{zoo}.tsv"
     conda:
         "../../environment.yml"
-    threads: lambda w: S(w)["train"]["threads"]
+    threads: lambda w: S(w).train.threads
     resources:
         mem_mb=lambda wildcards, attempt: 8000 * attempt,
         runtime=lambda wildcards, attempt: 240 * attempt,
-        gpu=lambda w: S(w)["train"]["gpus"],
+        gpu=lambda w: S(w).train.gpus,
     params:
-        generator=lambda w: S(w)["generator"],
-        train=lambda w: S(w)["train"],
-        device=lambda w: S(w)["device"],
+        settings=P("train_generator"),
     script:
         "../scripts/train_generator.py"

@@ -1,17 +1,8 @@
-"""Snakemake adapter: train one run of a zoo and save its checkpoints (rpg.zoo.collect)."""
+"""Snakemake adapter: train one run of a zoo and save its checkpoints (rpg.stages.collect)."""
 
-from pathlib import Path
-
-from rpg.runtime import stage_logging
-from rpg.zoo.collect import collect_run
+from rpg.stages import collect
+from rpg.stages.job import snakemake_job
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
-with stage_logging(sm.log[0], sm.threads):
-    collect_run(
-        zoo_cfg=sm.params.zoo,
-        data_cfg=sm.params.data,
-        run=int(sm.wildcards.run),
-        out_paths=[Path(p) for p in sm.output.checkpoints],
-        table_path=Path(sm.output.table),
-        device=sm.params.device,
-    )
+with snakemake_job(sm, "collect_run") as settings:
+    collect.collect_run(settings, run=int(sm.wildcards.run), out_dir=sm.output[0])

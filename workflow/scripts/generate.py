@@ -1,16 +1,11 @@
-"""Snakemake adapter: sample new models from a trained generator (rpg.generate)."""
+"""Snakemake adapter: sample one batch of models from a trained generator (rpg.stages.generate)."""
 
 from pathlib import Path
 
-from rpg.generate import generate_models
-from rpg.runtime import stage_logging
+from rpg.stages import generate
+from rpg.stages.job import snakemake_job
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
-with stage_logging(sm.log[0], sm.threads):
-    generate_models(
-        generator_dir=Path(sm.input.model).parent,
-        token_dir=sm.input.tokens,
-        out_paths=[Path(p) for p in sm.output],
-        generate_cfg=sm.params.generate,
-        device=sm.params.device,
-    )
+with snakemake_job(sm, "generate") as settings:
+    generate.generate(settings, generator_dir=Path(sm.input.model).parent, tokens_dir=sm.input.tokens,
+                      out_dir=sm.output[0], indices=sm.params.indices)  # fmt: skip

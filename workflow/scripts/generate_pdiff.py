@@ -1,17 +1,11 @@
-"""Snakemake adapter: sample models from the trained p-diff baseline (rpg.pdiff)."""
+"""Snakemake adapter: sample one batch of models from the trained p-diff baseline (rpg.stages.pdiff)."""
 
 from pathlib import Path
 
-from rpg.pdiff.stages import generate_pdiff
-from rpg.runtime import stage_logging
+from rpg.stages import pdiff
+from rpg.stages.job import snakemake_job
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
-with stage_logging(sm.log[0], sm.threads):
-    generate_pdiff(
-        pdiff_dir=Path(sm.input.model).parent,
-        token_dir=sm.input.tokens,
-        out_paths=[Path(p) for p in sm.output],
-        generate_cfg=sm.params.generate,
-        pdiff_cfg=sm.params.pdiff,
-        device=sm.params.device,
-    )
+with snakemake_job(sm, "generate_pdiff") as settings:
+    pdiff.generate(settings, pdiff_dir=Path(sm.input.model).parent, tokens_dir=sm.input.tokens,
+                   out_dir=sm.output[0], indices=sm.params.indices)  # fmt: skip

@@ -1,8 +1,8 @@
-"""Snakemake adapter: the HTML report over all experiments and zoos (rpg.report)."""
+"""Snakemake adapter: the HTML report over all experiments and zoos (rpg.stages.report)."""
 
-from rpg.report import build_report
-from rpg.runtime import stage_logging
+from rpg.stages import report
+from rpg.stages.job import snakemake_job
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
-with stage_logging(sm.log[0], sm.threads):
-    build_report(experiments=sm.params.evaluations, out_html=sm.output[0])
+with snakemake_job(sm):
+    report.report(evaluations=sm.params.evaluations, out_html=sm.output[0])

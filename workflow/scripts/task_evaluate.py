@@ -1,21 +1,14 @@
-"""Snakemake adapter: evaluate a task zoo on held-out and seen tasks (rpg.evaluate.tasks)."""
+"""Snakemake adapter: evaluate a task zoo on held-out and seen tasks (rpg.stages.tasks)."""
 
 from pathlib import Path
 
-from rpg.evaluate.tasks import evaluate_tasks
-from rpg.io import read_json
-from rpg.runtime import stage_logging
+from rpg.stages import tasks
+from rpg.stages.job import snakemake_job
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
-with stage_logging(sm.log[0], sm.threads):
-    evaluate_tasks(
-        manifest=sm.params.manifest,
-        data_cfg=sm.params.data,
-        zoo_cfg=sm.params.zoo,
-        backbone_path=sm.input.backbone,
-        token_dir=sm.input.tokens,
-        generator_dir=Path(sm.input.generator).parent,
+with snakemake_job(sm, "evaluate_tasks") as settings:
+    tasks.evaluate_tasks(
+        settings, manifest=sm.params.manifest, plan_path=sm.input.plan, backbone_path=sm.input.backbone,
+        tokens_dir=sm.input.tokens, generator_dir=Path(sm.input.generator).parent,
         out_dir=Path(sm.output.summary).parent,
-        device=sm.params.device,
-        plan=read_json(sm.input.split),
-    )
+    )  # fmt: skip

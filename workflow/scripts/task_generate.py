@@ -1,20 +1,11 @@
-"""Snakemake adapter: sample models for the evaluated tasks from a task-conditioned generator (rpg.generate)."""
+"""Snakemake adapter: sample models for the evaluated tasks from a task-conditioned generator (rpg.stages.tasks)."""
 
 from pathlib import Path
 
-from rpg.evaluate.tasks import generate_task_models
-from rpg.runtime import stage_logging
+from rpg.stages import tasks
+from rpg.stages.job import snakemake_job
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
-with stage_logging(sm.log[0], sm.threads):
-    models = sm.params.models
-    if sorted(m["path"] for m in models) != sorted(sm.output):
-        raise RuntimeError("the generation plan does not match the rule's outputs")
-    generate_task_models(
-        generator_dir=Path(sm.input.model).parent,
-        token_dir=sm.input.tokens,
-        tasks=[m["task"] for m in models],
-        out_paths=[m["path"] for m in models],
-        generate_cfg=sm.params.generate,
-        device=sm.params.device,
-    )
+with snakemake_job(sm, "generate_tasks") as settings:
+    tasks.generate(settings, models=sm.params.models, generator_dir=Path(sm.input.model).parent,
+                   tokens_dir=sm.input.tokens)  # fmt: skip

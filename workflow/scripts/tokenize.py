@@ -1,16 +1,8 @@
-"""Snakemake adapter: tokenize a zoo into layout/index tables and token shards (rpg.tokens)."""
+"""Snakemake adapter: tokenize a zoo into layout/index tables and token shards (rpg.stages.tokenize)."""
 
-from rpg.runtime import stage_logging
-from rpg.tokens.store import write_token_store
+from rpg.stages import tokenize
+from rpg.stages.job import snakemake_job
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
-with stage_logging(sm.log[0], sm.threads):
-    cfg = sm.params.tokens
-    write_token_store(
-        list(sm.input.checkpoints),
-        sm.output[0],
-        token_size=cfg["token_size"],
-        shard_size=cfg["shard_size"],
-        state=cfg["state"],
-        dtype=cfg["dtype"],
-    )
+with snakemake_job(sm, "tokenize") as settings:
+    tokenize.tokenize(settings, run_dirs=list(sm.input.runs), out_dir=sm.output[0])

@@ -1,16 +1,10 @@
-"""Snakemake adapter: train the generator (rpg.train); it starts torchrun itself when train.nproc > 1."""
+"""Snakemake adapter: train the generator (rpg.stages.train); torchrun DDP when train.nproc > 1."""
 
 from pathlib import Path
 
-from rpg.runtime import stage_logging
-from rpg.train import train_generator
+from rpg.stages import train
+from rpg.stages.job import snakemake_job
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
-with stage_logging(sm.log[0], sm.threads):
-    train_generator(
-        token_dir=sm.input.tokens,
-        out_dir=Path(sm.output.model).parent,
-        generator_cfg=sm.params.generator,
-        train_cfg=sm.params.train,
-        device=sm.params.device,
-    )
+with snakemake_job(sm, "train_generator") as settings:
+    train.train(settings, tokens_dir=sm.input.tokens, out_dir=Path(sm.output.model).parent)

@@ -1,15 +1,10 @@
-"""Snakemake adapter: train the p-diff baseline (rpg.pdiff) on a zoo's token store."""
+"""Snakemake adapter: train the p-diff baseline on a zoo's token store (rpg.stages.pdiff)."""
 
 from pathlib import Path
 
-from rpg.pdiff.stages import train_pdiff
-from rpg.runtime import stage_logging
+from rpg.stages import pdiff
+from rpg.stages.job import snakemake_job
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
-with stage_logging(sm.log[0], sm.threads):
-    train_pdiff(
-        token_dir=sm.input.tokens,
-        out_dir=Path(sm.output.model).parent,
-        pdiff_cfg=sm.params.pdiff,
-        device=sm.params.device,
-    )
+with snakemake_job(sm, "train_pdiff") as settings:
+    pdiff.train(settings, tokens_dir=sm.input.tokens, out_dir=Path(sm.output.model).parent)

@@ -1,8 +1,8 @@
-"""Snakemake adapter: the table of all checkpoints of a zoo with their accuracy."""
+"""Snakemake adapter: the table of all checkpoints of a zoo with their accuracy (rpg.stages.collect)."""
 
-from rpg.runtime import stage_logging
-from rpg.zoo.collect import write_zoo_table
+from rpg.stages import collect
+from rpg.stages.job import snakemake_job
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
-with stage_logging(sm.log[0], sm.threads):
-    write_zoo_table(list(sm.input), sm.output[0])
+with snakemake_job(sm):
+    collect.zoo_table(list(sm.input), sm.output[0])

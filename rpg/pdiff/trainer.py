@@ -21,11 +21,15 @@ from typing import Any
 
 import torch
 
+from rpg.config import GenerateConfig, PDiffConfig
 from rpg.errors import RPGInputError
 from rpg.generator.samplers import build_sampler
 from rpg.io import load_safetensors, read_json, save_safetensors, write_json, write_table
-from rpg.pdiff.model import PDiffConfig, PDiffModel, pdiff_config
+from rpg.optim import batch_rows, warmup_cosine
+from rpg.pdiff.model import PDiffModel
 from rpg.runtime import progress, resolve_device, set_threads
+from rpg.tokens.store import REFERENCE_FILE, TokenStore
+from rpg.tokens.stream import LazyTensors, write_streamed_state_dict
 
 log = logging.getLogger(__name__)
 
@@ -45,12 +49,9 @@ def flat_parameters(store, rows: Sequence[int] | None = None) -> torch.Tensor:
 
 
 def _optimizer(params, lr: float, cfg: PDiffConfig, total: int):
-    from rpg.train import lr_factor
-
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: lr_factor(s, warmup=min(cfg.warmup_steps, max(1, total // 10)), total=total)
-    )
+    warmup = min(cfg.warmup_steps, max(1, total // 10))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, lr=1.0, warmup=warmup, total=total))
     return opt, sched
 
 
@@ -85,10 +86,7 @@ def train_pdiff(
     """Train the p-diff autoencoder and latent diffusion model on a token store; returns config.json's dict."""
     import pandas as pd
 
-    from rpg.tokens.store import TokenStore
-    from rpg.train import batch_rows
-
-    cfg = pdiff_config(pdiff_cfg)
+    cfg = PDiffConfig.parse(pdiff_cfg, "pdiff")
     set_threads(cfg.threads)
     dev = resolve_device(device)
     store = TokenStore(token_dir)
@@ -156,7 +154,7 @@ def load_pdiff(pdiff_dir: str | Path, *, device: str | torch.device = "cpu") -> 
     info = read_json(pdiff_dir / CONFIG_FILE)
     tensors, _ = load_safetensors(pdiff_dir / MODEL_FILE)
     try:
-        model = PDiffModel(config=pdiff_config(info["pdiff"]), num_params=int(info["num_params"]))
+        model = PDiffModel(config=PDiffConfig.parse(info["pdiff"]), num_params=int(info["num_params"]))
         model.load_state_dict(tensors, strict=True)
     except (KeyError, ValueError, RuntimeError) as exc:
         raise RPGInputError(f"cannot rebuild the p-diff model ({exc})", pdiff_dir) from exc
@@ -168,40 +166,39 @@ def generate_pdiff(
     pdiff_dir: str | Path,
     token_dir: str | Path,
     out_paths: Sequence[str | Path],
-    generate_cfg: Mapping[str, Any] | None = None,
+    generate_cfg: Mapping[str, Any] | GenerateConfig | None = None,
     pdiff_cfg: Mapping[str, Any] | PDiffConfig | None = None,
     device: str = "auto",
+    indices: Sequence[int] | None = None,
 ) -> None:
-    """Write ``len(out_paths)`` p-diff models; model i uses seed ``generate.seed + i``.
+    """Write one p-diff model per path; model i (``indices``, default 0, 1, ...) uses seed ``generate.seed + i``.
 
     Sampler: the p-diff config's ``sampler`` (default DDPM, as p-diff) with ``sampling_steps`` (null: all
     timesteps) and ``eta``; with ``sampler: null`` the zoo's ``generate`` block (sampler, steps, eta) as RPG.
     The sampling keys come from ``pdiff_cfg`` when given (the current config), else from the trained model's.
     """
-    from rpg.tokens.store import REFERENCE_FILE, TokenStore
-    from rpg.tokens.stream import LazyTensors, write_streamed_state_dict
-
-    gen_cfg = dict(generate_cfg or {})
+    gen_cfg = GenerateConfig.parse(generate_cfg, "generate")
     dev = resolve_device(device)
     store = TokenStore(token_dir)
     layout, store_meta = store.layout, store.meta
     model, info = load_pdiff(pdiff_dir, device=dev)
-    cfg = model.config if pdiff_cfg is None else pdiff_config(pdiff_cfg)
-    set_threads(cfg.threads or gen_cfg.get("threads"))
+    cfg = model.config if pdiff_cfg is None else PDiffConfig.parse(pdiff_cfg, "pdiff")
+    set_threads(cfg.threads or gen_cfg.threads)
     if model.autoencoder.num_params != layout.num_parameters:
         raise RPGInputError(f"p-diff model {pdiff_dir} has {model.autoencoder.num_params} parameters, "
                             f"this token store {layout.num_parameters}", token_dir)  # fmt: skip
     if cfg.sampler is None:
-        sampler_name, steps, eta = gen_cfg.get("sampler", "ddim"), gen_cfg.get("steps"), gen_cfg.get("eta", 0.0)
+        sampler_name, steps, eta = gen_cfg.sampler, gen_cfg.steps, gen_cfg.eta
     else:
         sampler_name, steps, eta = cfg.sampler, cfg.sampling_steps, cfg.eta
     sampler = build_sampler(sampler_name, schedule=model.schedule, steps=steps, eta=eta)
     mask = layout.token_mask()
     reference = LazyTensors(store.directory / REFERENCE_FILE)
-    seed0 = int(gen_cfg.get("seed", 0))
-    for i, path in enumerate(progress(list(out_paths), desc="generate p-diff", total=len(out_paths))):
+    out_paths = [Path(p) for p in out_paths]
+    indices = list(range(len(out_paths))) if indices is None else [int(i) for i in indices]
+    for i, path in progress(list(zip(indices, out_paths)), desc="generate p-diff", total=len(out_paths)):
         start = time.perf_counter()
-        seed = seed0 + i
+        seed = gen_cfg.seed + i
         flat = model.sample(1, sampler=sampler, generator=torch.Generator(dev).manual_seed(seed))[0].cpu()
         if not bool(torch.isfinite(flat).all()):
             raise FloatingPointError(f"p-diff produced non-finite weights for model {i}")

@@ -12,7 +12,7 @@ or a seeded sample of them); :func:`relabel` turns a dataset into the binary dat
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, TensorDataset
 
+from rpg.config import DataConfig
+from rpg.data import build_dataset, dataset_info
 from rpg.errors import RPGInputError
 
 SPLITS = ("seen", "held_out")
@@ -162,10 +164,8 @@ def relabel(dataset: Dataset, task: Sequence[int]) -> Dataset:
     return BinaryTaskDataset(base=dataset, task=task)
 
 
-def build_task_dataset(data_cfg: dict[str, Any], split: str, task: Sequence[int]) -> Dataset:
+def build_task_dataset(data_cfg: Mapping[str, Any] | DataConfig, split: str, task: Sequence[int]) -> Dataset:
     """The ``split`` ("train"/"val") of the dataset of ``data_cfg``, relabelled for ``task``."""
-    from rpg.data import build_dataset, dataset_info
-
     n = dataset_info(data_cfg)["num_classes"]
     if len(task) != n:
         raise RPGInputError(f"a task over this dataset needs {n} bits, got {len(task)}", "config tasks")

@@ -13,7 +13,6 @@ Outputs: ``model.safetensors`` (weights under their names, EMA weights under ``e
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import math
@@ -22,18 +21,19 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
+from rpg.config import GeneratorConfig, TrainConfig, result_dict
 from rpg.errors import RPGInputError
-from rpg.generator.model import RPGModel
-from rpg.generator.presets import GeneratorConfig, generator_config
+from rpg.generator.model import RPGModel, build_generator
 from rpg.io import atomic_path, save_safetensors, write_json, write_table
-from rpg.runtime import progress, resolve_device, set_threads, setup_logging
+from rpg.optim import batch_rows, warmup_cosine
+from rpg.runtime import fault_point, progress, resolve_device, set_threads, setup_logging
+from rpg.tokens.store import TokenStore
 
 log = logging.getLogger(__name__)
 
@@ -41,72 +41,6 @@ MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 LOG_FILE = "train_log.csv"
 STATE_FILE = Path("resume") / "state.pt"
-
-
-@dataclass
-class TrainConfig:
-    """Training hyperparameters. ``batch_size`` and ``diffusion_batch`` are global (split across DDP ranks)."""
-
-    steps: int = 2000
-    batch_size: int = 4  # checkpoints per step (paper 16; repo scripts 2-8)
-    diffusion_batch: int = 512  # tokens denoised per step (paper 512-1024)
-    lr: float = 1e-3  # paper: 3e-5 at scale (1e-5 for >50M parameters); tiny CPU runs need more
-    min_lr_ratio: float = 0.0  # cosine decays to lr * min_lr_ratio
-    warmup_steps: int = 100
-    weight_decay: float = 0.0
-    grad_clip: float | None = 1.0
-    ema_decay: float | None = 0.999  # None or 0: no EMA (generation uses the raw weights)
-    bf16: bool = True  # autocast on CUDA only
-    save_every: int = 500  # steps between resumable saves
-    log_every: int = 50
-    seed: int = 0
-    nproc: int = 1  # > 1: DDP over nproc processes (torchrun)
-    gpus: int = 0  # cluster resource request only (the workflow's resources.gpu); not used here
-    threads: int | None = None
-    preload_max_mb: int = 2048  # load the whole token store into memory when smaller than this
-    max_steps_this_call: int | None = None  # testing: stop after this many steps as if killed (no save)
-
-    def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "diffusion_batch", "save_every", "log_every", "nproc"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
-        if self.lr <= 0:
-            raise ValueError(f"train.lr must be > 0, got {self.lr}")
-        if self.ema_decay is not None and not 0 <= self.ema_decay < 1:
-            raise ValueError(f"train.ema_decay must be in [0, 1) or null, got {self.ema_decay}")
-
-    def fingerprint(self) -> dict[str, Any]:
-        """The fields that change the result (a resumed run must match them)."""
-        skip = {"save_every", "log_every", "threads", "gpus", "preload_max_mb", "max_steps_this_call"}
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
-
-
-def train_config(cfg: Mapping[str, Any] | TrainConfig | None = None) -> TrainConfig:
-    """TrainConfig from a plain dict; unknown keys are an error."""
-    from rpg.config import typed_config
-
-    return typed_config(TrainConfig, cfg, "train")
-
-
-def lr_factor(step: int, *, warmup: int, total: int, min_ratio: float = 0.0) -> float:
-    """Linear warmup over ``warmup`` steps, then cosine from 1 to ``min_ratio`` at ``total``."""
-    if step < warmup:
-        return (step + 1) / warmup
-    progress_ = min(1.0, (step - warmup) / max(1, total - warmup))
-    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress_))
-
-
-def batch_rows(step: int, *, batch_size: int, num_checkpoints: int, seed: int) -> list[int]:
-    """Checkpoint rows of ``step``: consecutive slices of a stream of seeded per-epoch permutations."""
-    rows: list[int] = []
-    pos = step * batch_size
-    while len(rows) < batch_size:
-        epoch, offset = divmod(pos, num_checkpoints)
-        perm = torch.randperm(num_checkpoints, generator=torch.Generator().manual_seed(seed * 100003 + epoch))
-        take = perm[offset : offset + batch_size - len(rows)].tolist()
-        rows += take
-        pos += len(take)
-    return rows
 
 
 def step_seed(seed: int, step: int, rank: int) -> int:
@@ -164,17 +98,6 @@ class _Checkpoints:
         return tokens, self.states[rows], tasks
 
 
-def build_model(gcfg: GeneratorConfig, layout, num_states: int) -> RPGModel:
-    """The RPG model for a token layout (``Layout`` or anything with positions()/token_mask()/token_size)."""
-    return RPGModel(
-        config=gcfg,
-        positions=layout.positions(),
-        token_size=layout.token_size,
-        num_states=num_states,
-        token_mask=layout.token_mask(),
-    )
-
-
 def _rng_state(device: torch.device) -> dict[str, torch.Tensor]:
     state = {"cpu": torch.get_rng_state()}
     if device.type == "cuda":
@@ -187,6 +110,33 @@ def _save_state(path: Path, obj: dict[str, Any]) -> None:
         torch.save(obj, tmp)
 
 
+def _load_state(path: Path, fingerprint: str) -> dict[str, Any] | None:
+    """The resumable state at ``path`` if it belongs to this run (same fingerprint), else None.
+
+    A state of other inputs is ignored (logged); an unreadable one (truncated by a kill, say) is renamed aside to
+    ``state.pt.corrupt-<n>`` with a warning naming it, so the next attempt starts afresh instead of failing again.
+    """
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(state, dict) or "fingerprint" not in state:
+            raise ValueError("not a training state")
+    except Exception as exc:
+        n = 0
+        while path.with_name(f"{path.name}.corrupt-{n}").exists():
+            n += 1
+        aside = path.with_name(f"{path.name}.corrupt-{n}")
+        path.rename(aside)
+        log.warning("%s is unreadable (%s: %s); moved it to %s and starting from step 0", path,
+                    type(exc).__name__, exc, aside)  # fmt: skip
+        return None
+    if state["fingerprint"] != fingerprint:
+        log.warning("%s was saved for other inputs (config or token store content): starting from step 0", path)
+        return None
+    return state
+
+
 def train_generator(
     *,
     token_dir: str | Path,
@@ -195,11 +145,15 @@ def train_generator(
     train_cfg: Mapping[str, Any] | TrainConfig,
     device: str = "auto",
     resume: bool = True,
+    stop_after: int | None = None,
 ) -> None:
-    """Train a generator on the token store ``token_dir``; write model/config/log into ``out_dir``."""
-    from rpg.tokens.store import TokenStore
+    """Train a generator on the token store ``token_dir``; write model/config/log into ``out_dir``.
 
-    gcfg, tcfg = generator_config(generator_cfg), train_config(train_cfg)
+    The resumable state (``out_dir/resume/state.pt``) is kept while training and removed once the outputs are
+    written. ``stop_after`` (tests) stops after that many steps of this call, as if the process was killed.
+    """
+    gcfg = GeneratorConfig.parse(generator_cfg, "generator")
+    tcfg = TrainConfig.parse(train_cfg, "train")
     out_dir = Path(out_dir)
     if tcfg.nproc > 1 and not (dist.is_available() and dist.is_initialized()):
         _launch_ddp(token_dir=token_dir, out_dir=out_dir, gcfg=gcfg, tcfg=tcfg, device=device, resume=resume)
@@ -221,36 +175,38 @@ def train_generator(
         store, preload_max_mb=tcfg.preload_max_mb, task_bits=gcfg.task_bits if gcfg.task_condition else None
     )
     torch.manual_seed(tcfg.seed)
-    model = build_model(gcfg, layout, store.num_states).to(dev)
+    model = build_generator(gcfg, layout, store.num_states).to(dev)
     ema = EMA(model, tcfg.ema_decay) if tcfg.ema_decay and rank == 0 else None
     opt = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: lr_factor(s, warmup=tcfg.warmup_steps, total=tcfg.steps, min_ratio=tcfg.min_lr_ratio)
+        opt, lambda s: warmup_cosine(s, lr=1.0, warmup=tcfg.warmup_steps, total=tcfg.steps, min_ratio=tcfg.min_lr_ratio)
     )
     fingerprint = json.dumps(
-        {"generator": gcfg.to_dict(), "train": tcfg.fingerprint(), "world": world,
-         "tokens": [layout.num_tokens, layout.token_size, len(store), store.num_states]},
+        {"generator": result_dict(gcfg), "train": result_dict(tcfg), "world": world,
+         "tokens": [layout.num_tokens, layout.token_size, len(store), store.num_states, store.content_hash]},
         sort_keys=True,
     )  # fmt: skip
     history: dict[str, list] = {"step": [], "loss": [], "lr": [], "time": []}
     start, elapsed = 0, 0.0
     state_path = out_dir / STATE_FILE
-    if resume and state_path.is_file():
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
-        if state.get("fingerprint") != fingerprint:
-            log.warning("%s was saved with another config or token store: starting afresh", state_path)
-        else:
-            model.load_state_dict(state["model"])
-            opt.load_state_dict(state["optimizer"])
-            sched.load_state_dict(state["scheduler"])
-            if ema is not None:
-                ema.state = {k: v.to(dev) for k, v in state["ema"].items()}
-            torch.set_rng_state(state["rng"]["cpu"])
-            if dev.type == "cuda" and "cuda" in state["rng"]:
-                torch.cuda.set_rng_state(state["rng"]["cuda"], dev)
-            history = {k: list(v) for k, v in state["history"].items()}
-            start, elapsed = int(state["step"]), float(state["elapsed"])
-            log.info("resuming from %s at step %d", state_path, start)
+    state = _load_state(state_path, fingerprint) if resume and rank == 0 else None
+    if world > 1:  # every rank resumes from what rank 0 found
+        found = [state is not None]
+        dist.broadcast_object_list(found, src=0)
+        if found[0] and rank != 0:
+            state = torch.load(state_path, map_location="cpu", weights_only=True)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        if ema is not None:
+            ema.state = {k: v.to(dev) for k, v in state["ema"].items()}
+        torch.set_rng_state(state["rng"]["cpu"])
+        if dev.type == "cuda" and "cuda" in state["rng"]:
+            torch.cuda.set_rng_state(state["rng"]["cuda"], dev)
+        history = {k: list(v) for k, v in state["history"].items()}
+        start, elapsed = int(state["step"]), float(state["elapsed"])
+        log.info("resuming from %s at step %d", state_path, start)
 
     net = model
     if world > 1:
@@ -278,9 +234,9 @@ def train_generator(
     bar = progress(total=tcfg.steps, desc="train generator", initial=start, disable=rank != 0)
     t0, window_t, window_step = time.perf_counter(), time.perf_counter(), start
     for step in range(start, tcfg.steps):
-        if tcfg.max_steps_this_call is not None and step - start >= tcfg.max_steps_this_call:
+        if stop_after is not None and step - start >= stop_after:
             bar.close()
-            log.warning("stopping after %d steps (max_steps_this_call), as if killed", tcfg.max_steps_this_call)
+            log.warning("stopping after %d steps (stop_after), as if killed", stop_after)
             return
         rows = batch_rows(step, batch_size=tcfg.batch_size, num_checkpoints=len(data), seed=tcfg.seed)[rank::world]
         tokens, states, tasks = data.get(rows)
@@ -319,9 +275,12 @@ def train_generator(
                 window_t, window_step = now, step + 1
         if (step + 1) % tcfg.save_every == 0 or step + 1 == tcfg.steps:
             save(step + 1)
+        fault_point("train", step + 1)
     bar.close()
     if rank == 0:
         _write_outputs(out_dir, model=model, ema=ema, gcfg=gcfg, tcfg=tcfg, store=store, history=history)
+        state_path.unlink(missing_ok=True)  # finished: a later run on other inputs must not resume from it
+        log.info("removed the resumable state %s (training finished)", state_path)
     if world > 1:
         dist.barrier()
 
@@ -340,11 +299,12 @@ def _write_outputs(out_dir: Path, *, model: RPGModel, ema: EMA | None, gcfg, tcf
     write_json(
         {
             "generator": gcfg.to_dict(),
-            "train": dataclasses.asdict(tcfg),
+            "train": tcfg.to_dict(),
             "num_states": store.num_states,
             "num_tokens": layout.num_tokens,
             "token_size": layout.token_size,
             "token_dir": str(store.directory),
+            "token_content_hash": store.content_hash,
             "tokens_meta": {k: store.meta.get(k) for k in ("arch", "arch_kwargs", "num_classes", "state")},
             "generate_with": meta["generate_with"],
             "final_loss": history["loss"][-1] if history["loss"] else None,
@@ -358,23 +318,20 @@ def _write_outputs(out_dir: Path, *, model: RPGModel, ema: EMA | None, gcfg, tcf
 def _launch_ddp(*, token_dir, out_dir: Path, gcfg: GeneratorConfig, tcfg: TrainConfig, device: str, resume: bool):
     """Run this module under torchrun with ``tcfg.nproc`` processes (gloo on CPU, nccl on CUDA)."""
     config_path = out_dir / "resume" / "launch.json"
-    write_json({"generator": gcfg.to_dict(), "train": dataclasses.asdict(tcfg)}, config_path)
+    write_json({"generator": gcfg.to_dict(), "train": tcfg.to_dict()}, config_path)
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(tcfg.nproc),
-        "-m", "rpg.train", "--token-dir", str(token_dir), "--out-dir", str(out_dir),
+        "-m", "rpg.generator.trainer", "--token-dir", str(token_dir), "--out-dir", str(out_dir),
         "--config-json", str(config_path), "--device", device,
     ] + ([] if resume else ["--no-resume"])  # fmt: skip
-    env = dict(os.environ)
-    root = str(Path(__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join([root, env["PYTHONPATH"]]) if env.get("PYTHONPATH") else root
     log.info("launching %d DDP processes: %s", tcfg.nproc, " ".join(cmd))
-    done = subprocess.run(cmd, env=env)
+    done = subprocess.run(cmd, env=dict(os.environ))
     if done.returncode != 0:
         raise RuntimeError(f"DDP training ({tcfg.nproc} processes) failed with exit code {done.returncode}")
 
 
 def main(argv: list[str] | None = None) -> None:
-    """CLI (used by torchrun): ``python -m rpg.train --token-dir D --out-dir O --config-json C``."""
+    """CLI (used by torchrun): ``python -m rpg.generator.trainer --token-dir D --out-dir O --config-json C``."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--token-dir", required=True)
     p.add_argument("--out-dir", required=True)

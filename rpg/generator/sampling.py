@@ -1,9 +1,10 @@
-"""Generate model weights with a trained RPG generator, one model at a time.
+"""Generate model weights with a trained RPG generator.
 
-For model i: seed = generate.seed + i; the permutation state is the configured one or drawn uniformly from
-that seed; tokens are sampled (DDIM/DDPM) in chunks of ``chunk_tokens``, and each chunk is detokenized against
-the token store's layout and reference and streamed into a checkpoint-like safetensors file (header first, then
-every finished piece of every layer), so memory does not grow with the size of the generated model.
+For model i (its index in the zoo's generated set): seed = generate.seed + i; the permutation state is the configured
+one or drawn uniformly from that seed; tokens are sampled (DDIM/DDPM) in chunks of ``chunk_tokens``, and each chunk
+is detokenized against the token store's layout and reference and streamed into a checkpoint-like safetensors file
+(header first, then every finished piece of every layer), so memory does not grow with the size of the generated
+model.
 """
 
 from __future__ import annotations
@@ -11,54 +12,25 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
+from rpg.config import GenerateConfig, GeneratorConfig
 from rpg.errors import RPGInputError
 from rpg.generator.model import RPGModel
 from rpg.generator.permutation import pick_state
-from rpg.generator.presets import generator_config
-from rpg.generator.samplers import SAMPLERS, build_sampler
+from rpg.generator.samplers import build_sampler
 from rpg.io import read_json, read_safetensors_metadata
-from rpg.runtime import progress, resolve_device, set_threads
+from rpg.runtime import fault_point, progress, resolve_device, set_threads
+from rpg.tokens.store import REFERENCE_FILE, TokenStore
+from rpg.tokens.stream import LazyTensors, write_streamed_state_dict
 
 if TYPE_CHECKING:
     from rpg.tokens.layout import Layout
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class GenerateConfig:
-    num_models: int | None = None  # informational: the number of output paths decides
-    sampler: str = "ddim"  # ddim | ddpm
-    steps: int | None = 60  # sampling steps (None: all T)
-    eta: float = 0.0  # DDIM only
-    chunk_tokens: int = 256
-    seed: int = 0
-    state: int | None = None  # None: uniformly random per model
-    task: list[int] | None = None  # task vector for a task-conditioned generator (all models)
-    tasks: list[list[int]] | None = None  # or one task vector per model
-    weights: str = "auto"  # auto (EMA when trained with it) | ema | model
-    threads: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.sampler not in SAMPLERS:
-            raise ValueError(f"generate.sampler {self.sampler!r} unknown; choose one of {SAMPLERS}")
-        if self.weights not in ("auto", "ema", "model"):
-            raise ValueError(f"generate.weights must be auto, ema or model, got {self.weights!r}")
-        if self.chunk_tokens < 1:
-            raise ValueError(f"generate.chunk_tokens must be >= 1, got {self.chunk_tokens}")
-
-
-def generate_config(cfg: Mapping[str, Any] | GenerateConfig | None) -> GenerateConfig:
-    """GenerateConfig from a plain dict; unknown keys are an error."""
-    from rpg.config import typed_config
-
-    return typed_config(GenerateConfig, cfg, "generate")
 
 
 def load_generator(
@@ -84,16 +56,14 @@ def load_generator(
             positions = f.get_tensor("layout.positions")
             mask = f.get_slice("layout.token_mask")
             num_tokens = mask.get_shape()[0]
-            lengths = torch.cat(
-                [mask[i : i + 4096].sum(dim=1) for i in range(0, num_tokens, 4096)] or [torch.zeros(0)]
-            )
+            lengths = torch.cat([mask[i : i + 4096].sum(dim=1) for i in range(0, num_tokens, 4096)] or [torch.zeros(0)])
     except Exception as exc:
         raise RPGInputError(f"unreadable generator weights ({type(exc).__name__}: {exc})", path) from exc
     if which == "ema" and not state:
         raise RPGInputError("weights='ema' but the generator was trained without EMA", generator_dir)
     try:
         model = RPGModel(
-            config=generator_config(cfg["generator"]),
+            config=GeneratorConfig.parse(cfg["generator"]),
             positions=positions,
             token_size=int(cfg["token_size"]),
             num_states=int(cfg["num_states"]),
@@ -115,19 +85,24 @@ def generate_models(
     out_paths: Sequence[str | Path],
     generate_cfg: Mapping[str, Any] | GenerateConfig,
     device: str = "auto",
+    indices: Sequence[int] | None = None,
+    tasks: Sequence[Sequence[int]] | None = None,
 ) -> None:
-    """Write ``len(out_paths)`` generated models (see module docstring), each streamed chunk by chunk."""
-    from rpg.tokens.store import REFERENCE_FILE, TokenStore
-    from rpg.tokens.stream import LazyTensors
+    """Write one generated model per path (see module docstring), each streamed chunk by chunk.
 
-    cfg = generate_config(generate_cfg)
+    ``indices``: each model's index in the generated set (default 0, 1, ...): model i uses seed
+    ``generate.seed + i``, so a model does not depend on which job makes it. ``tasks``: one task vector per model
+    (task-conditioned generators; default: ``generate.task`` for all).
+    """
+    cfg = GenerateConfig.parse(generate_cfg, "generate")
     set_threads(cfg.threads)
     dev = resolve_device(device)
     out_paths = [Path(p) for p in out_paths]
-    if cfg.num_models is not None and cfg.num_models != len(out_paths):
-        log.warning("generate.num_models=%s but %d output paths: writing %d", cfg.num_models, *[len(out_paths)] * 2)
-    if cfg.tasks is not None and len(cfg.tasks) != len(out_paths):
-        raise ValueError(f"generate.tasks has {len(cfg.tasks)} entries for {len(out_paths)} models")
+    indices = list(range(len(out_paths))) if indices is None else [int(i) for i in indices]
+    if len(indices) != len(out_paths):
+        raise ValueError(f"{len(indices)} model indices for {len(out_paths)} output paths")
+    if tasks is not None and len(tasks) != len(out_paths):
+        raise ValueError(f"{len(tasks)} task vectors for {len(out_paths)} models")
     store = TokenStore(token_dir)
     layout, store_meta = store.layout, store.meta
     reference = LazyTensors(store.directory / REFERENCE_FILE)  # copied entries, read one at a time
@@ -139,10 +114,10 @@ def generate_models(
     num_states = model.permutation.num_states
     sampler = build_sampler(cfg.sampler, schedule=model.schedule, steps=cfg.steps, eta=cfg.eta)
     log.info("generating %d models with %s-%d on %s", len(out_paths), cfg.sampler, len(sampler.timesteps), dev)
-    for i, path in enumerate(progress(out_paths, desc="generate", total=len(out_paths))):
+    for n, (i, path) in enumerate(progress(list(zip(indices, out_paths)), desc="generate", total=len(out_paths))):
         seed = cfg.seed + i
         state = pick_state(num_states, cfg.state, torch.Generator().manual_seed(seed))
-        task = cfg.tasks[i] if cfg.tasks is not None else cfg.task
+        task = tasks[n] if tasks is not None else cfg.task
         start = time.perf_counter()
         meta = {
             "kind": "generated", "arch": store_meta.get("arch"), "arch_kwargs": store_meta.get("arch_kwargs", {}),
@@ -164,6 +139,7 @@ def generate_models(
             metadata=meta,
         )
         log.info("model %d (state %d) -> %s in %.2f s", i, state, path, time.perf_counter() - start)
+        fault_point("generate", n + 1)
 
 
 def write_generated_model(
@@ -186,7 +162,6 @@ def write_generated_model(
     is sampled; neither the [L, k] tokens nor the state_dict of the model are ever held. Non-finite weights raise
     FloatingPointError and leave no file.
     """
-    from rpg.tokens.stream import write_streamed_state_dict
 
     def checked_chunks():
         for start, x in model.sample_chunks(

@@ -1,0 +1,45 @@
+"""Configuration: typed blocks (the one home of defaults and value checks), resolution per (experiment, zoo).
+
+:mod:`~rpg.config.typed` (Block, option, ConfigError, result_dict), :mod:`~rpg.config.blocks` (the stage blocks),
+:mod:`~rpg.config.pipeline` (experiments, zoos, :func:`resolve_config`), :mod:`~rpg.config.schema` (the generated
+JSON schema, shipped as ``config.schema.json``).
+"""
+
+from rpg.config.blocks import (
+    PRESETS,
+    CollectConfig,
+    DataConfig,
+    EvaluateConfig,
+    GenerateConfig,
+    GeneratorConfig,
+    PDiffConfig,
+    TaskEvaluateConfig,
+    TasksConfig,
+    TokensConfig,
+    TrainConfig,
+)
+from rpg.config.pipeline import PipelineConfig, ZooSettings, deep_merge, resolve_config, zoo_settings
+from rpg.config.typed import Block, ConfigError, option, result_dict
+
+__all__ = [
+    "PRESETS",
+    "Block",
+    "CollectConfig",
+    "ConfigError",
+    "DataConfig",
+    "EvaluateConfig",
+    "GenerateConfig",
+    "GeneratorConfig",
+    "PDiffConfig",
+    "PipelineConfig",
+    "TaskEvaluateConfig",
+    "TasksConfig",
+    "TokensConfig",
+    "TrainConfig",
+    "ZooSettings",
+    "deep_merge",
+    "option",
+    "resolve_config",
+    "result_dict",
+    "zoo_settings",
+]

@@ -1,0 +1,300 @@
+"""The config blocks of one zoo's stages: data, collect, tokens, generator, train, generate, evaluate, pdiff, tasks.
+
+Every default and value check of the pipeline lives here (the JSON schema is generated from these classes).
+Fields with ``result=False`` are execution settings: they never reach a rule's params, so changing them reruns
+nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from rpg.config.typed import Block, option
+
+BACKBONES = ("mamba2", "lstm", "transformer")
+POSITION_KINDS = ("sin2d", "sin1d", "learned", "sin2d+learned", "sin1d+learned")
+PREDICTIONS = ("epsilon", "sample")
+SAMPLERS = ("ddpm", "ddim")
+SCAN_BACKENDS = ("auto", "torch", "mamba_ssm")
+
+# Generator sizes of the paper (tiny / small / base) plus a large one for >50M-parameter models; a config is a preset
+# plus overrides. PAPER_TOKEN_SIZE is the token size the paper pairs with each size (for the tokens block).
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": {"dim": 256, "d_state": 32, "num_layers": 2, "denoiser_channels": [1, 32, 64, 128, 64, 32, 1]},
+    "small": {"dim": 4096, "d_state": 128, "num_layers": 2, "denoiser_channels": [1, 32, 64, 128, 64, 32, 1]},
+    "base": {"dim": 8192, "d_state": 128, "num_layers": 2, "denoiser_channels": [1, 32, 64, 128, 64, 32, 1]},
+    # not fixed by the paper: base width with a wider denoiser, meant for 16384-long tokens (>50M parameters)
+    "large": {"dim": 8192, "d_state": 128, "num_layers": 2, "denoiser_channels": [1, 64, 128, 256, 128, 64, 1]},
+}
+PAPER_TOKEN_SIZE = {"tiny": 256, "small": 8192, "base": 8192, "large": 16384}
+
+IMAGENET_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_STD = [0.229, 0.224, 0.225]
+
+
+@dataclass
+class DataConfig(Block):
+    doc = "The dataset of an experiment: digits (ships with scikit-learn) or an ImageNet-style folder tree."
+
+    name: Literal["digits", "imagefolder"] = option(doc="digits, or imagefolder (root/{train,val}/<class>/*)")
+    root: str | None = option(None, doc="dataset root folder (imagefolder)")
+    image_size: int = option(8, min=4, doc="digits are 8x8 (larger values upscale); imagefolder: crop size")
+    val_fraction: float = option(0.25, gt=0.0, max=0.9, doc="digits: share of the samples in the validation split")
+    split_seed: int = option(0, doc="digits: seed of the stratified split")
+    interpolation: Literal["bilinear", "bicubic"] = option("bicubic", doc="imagefolder: resize interpolation")
+    crop_pct: float = option(0.875, gt=0.0, max=1.0, doc="imagefolder: centre-crop fraction of the eval transform")
+    mean: list[float] = option(factory=lambda: list(IMAGENET_MEAN), doc="imagefolder: normalisation mean (RGB)")
+    std: list[float] = option(factory=lambda: list(IMAGENET_STD), items_gt=0.0, doc="imagefolder: normalisation std")
+    batch_size: int = option(256, min=1, result=False, doc="batch size of data loading for evaluation")
+    workers: int = option(0, min=0, result=False, doc="data-loader worker processes")
+
+    def problems(self) -> Iterator[tuple[str, str]]:
+        if self.name == "imagefolder" and not self.root:
+            yield "root", "required for imagefolder data (the folder holding train/ and val/)"
+        if len(self.mean) not in (1, 3) or len(self.std) != len(self.mean):
+            yield "std", "mean and std need one value per channel (1 or 3)"
+
+
+@dataclass
+class CollectConfig(Block):
+    doc = (
+        "Checkpoint collection: each run trains `epochs` epochs, then fine-tunes with a small constant `finetune_lr`"
+        " and saves `checkpoints` evenly spaced checkpoints (the last is the final model)."
+    )
+
+    epochs: int = option(30, min=0, doc="training epochs before the fine-tuning phase")
+    optimizer: Literal["sgd", "adamw"] = option("adamw")
+    lr: float = option(0.005, gt=0.0, doc="peak learning rate (cosine decay per step)")
+    momentum: float = option(0.9, min=0.0, doc="sgd only")
+    weight_decay: float = option(0.0005, min=0.0, doc="not applied to biases and norm weights")
+    label_smoothing: float = option(0.0, min=0.0, max=1.0)
+    batch_size: int = option(64, min=1)
+    warmup_epochs: float = option(0.0, min=0.0, doc="linear warm-up (epochs)")
+    finetune_lr: float = option(0.0005, min=0.0, doc="constant learning rate of the fine-tuning phase")
+    finetune_epochs: float = option(1.0, gt=0.0, doc="length of the fine-tuning phase (may be fractional)")
+    finetune_batch_size: int | None = option(
+        None, min=1, doc="null: batch_size, shrunk if the phase has fewer steps than checkpoints"
+    )
+    checkpoints: int = option(50, min=1, doc="checkpoints saved per run")
+    seed: int = option(0, doc="run r is seeded with seed * 1000 + r")
+    amp: bool = option(True, doc="bfloat16 autocast on CUDA")
+    eval_batch_size: int = option(512, min=1, result=False, doc="batch size of the validation passes")
+
+
+@dataclass
+class TokensConfig(Block):
+    doc = "Tokenization: per-layer normalisation, tokens of `token_size` that never cross a layer, shards."
+
+    token_size: int = option(64, min=1, doc="entries per token (paper: 256 tiny CNNs, 8192 default, 16384 >50M)")
+    shard_size: int = option(256, min=1, doc="checkpoints per shard file")
+    state: Literal["run", "checkpoint"] = option("run", doc="one permutation state per training run or per checkpoint")
+    dtype: Literal["float64", "float32"] = option("float64", doc="float64 round-trips float32 weights bit-exactly")
+
+
+@dataclass
+class GeneratorConfig(Block):
+    doc = "The RPG generator: a size preset plus overrides of any of its fields."
+
+    preset: Literal["tiny", "small", "base", "large"] = option("tiny", doc="size preset (tiny/small/base: paper)")
+    backbone: Literal[BACKBONES] = option("mamba2", doc="recurrent model over positions")
+    dim: int = option(256, min=4, doc="recurrent width D")
+    num_layers: int = option(2, min=1)
+    d_state: int = option(32, min=1, doc="Mamba2 state size N")
+    headdim: int = option(64, min=1, doc="Mamba2 head width P")
+    expand: int = option(2, min=1, doc="Mamba2 inner width = expand * D")
+    chunk_size: int = option(64, min=1, doc="Mamba2 SSD chunk length")
+    scan: Literal[SCAN_BACKENDS] = option(
+        "auto", result=False, doc="Mamba2 scan: pure torch, or mamba_ssm's CUDA kernel when present (auto)"
+    )
+    transformer_heads: int = option(8, min=1)
+    position: Literal[POSITION_KINDS] = option(
+        "sin2d", doc="position embedding: fixed 2D sinusoid, plus learned per-token offsets with +learned"
+    )
+    denoiser_channels: list[int] = option(
+        factory=lambda: [1, 32, 64, 128, 64, 32, 1], items_min=1, doc="symmetric channel list of the 1D conv denoiser"
+    )
+    denoiser_kernel: int = option(7, min=1)
+    time_dim: int = option(128, min=2)
+    num_timesteps: int = option(1000, min=1, doc="diffusion steps T")
+    beta_start: float = option(1e-4, gt=0.0)
+    beta_end: float = option(0.02, gt=0.0, max=0.999)
+    prediction: Literal[PREDICTIONS] = option("epsilon", doc="the denoiser predicts the noise or x0")
+    task_condition: Literal["all", "head"] | None = option(
+        None, doc="task vector added at every position (all) or the last head_tokens (head); null: unconditional"
+    )
+    task_bits: int = option(10, min=2)
+    head_tokens: int = option(8, min=1)
+    token_size: int | None = option(None, min=1, doc="a check against the token store's (null: take the store's)")
+
+    @classmethod
+    def defaults_for(cls, data):
+        preset = data.get("preset", "tiny")
+        return dict(PRESETS.get(preset, {})) if isinstance(preset, str) else {}
+
+    def problems(self) -> Iterator[tuple[str, str]]:
+        ch = self.denoiser_channels
+        if len(ch) < 3 or len(ch) % 2 == 0 or ch != ch[::-1] or ch[0] != 1:
+            yield "denoiser_channels", f"must be a symmetric list from 1 to 1 of odd length, got {ch}"
+        if self.denoiser_kernel % 2 == 0:
+            yield "denoiser_kernel", f"must be odd, got {self.denoiser_kernel}"
+        if self.beta_end < self.beta_start:
+            yield "beta_end", f"must be >= beta_start ({self.beta_start}), got {self.beta_end}"
+        if self.backbone == "mamba2" and (self.expand * self.dim) % self.headdim:
+            yield "headdim", f"must divide expand * dim = {self.expand * self.dim}, got {self.headdim}"
+        if self.backbone == "transformer" and self.dim % self.transformer_heads:
+            yield "transformer_heads", f"must divide dim = {self.dim}, got {self.transformer_heads}"
+        if self.position.startswith("sin2d") and self.dim % 4:
+            yield "dim", f"the 2D sinusoid needs a multiple of 4, got {self.dim}"
+
+    def backbone_kwargs(self) -> dict[str, Any]:
+        if self.backbone == "mamba2":
+            return {"d_state": self.d_state, "headdim": self.headdim, "expand": self.expand,
+                    "chunk_size": self.chunk_size, "scan": self.scan}  # fmt: skip
+        if self.backbone == "transformer":
+            return {"heads": self.transformer_heads}
+        return {}
+
+
+@dataclass
+class TrainConfig(Block):
+    doc = "Training of the generator. batch_size and diffusion_batch are global (split across DDP processes)."
+
+    steps: int = option(2000, min=1)
+    batch_size: int = option(4, min=1, doc="checkpoints per step (paper 16; official scripts 2-8)")
+    diffusion_batch: int = option(512, min=1, doc="token samples denoised per step (paper 512-1024)")
+    lr: float = option(1e-3, gt=0.0, doc="AdamW peak learning rate (paper 3e-5; 1e-5 for >50M parameters)")
+    min_lr_ratio: float = option(0.0, min=0.0, max=1.0, doc="the cosine decays to lr * min_lr_ratio")
+    warmup_steps: int = option(100, min=0)
+    weight_decay: float = option(0.0, min=0.0)
+    grad_clip: float | None = option(1.0, gt=0.0, doc="gradient-norm clipping (null: none)")
+    ema_decay: float | None = option(0.999, min=0.0, doc="EMA of the weights (null or 0: none), < 1")
+    bf16: bool = option(True, doc="bfloat16 autocast on CUDA")
+    seed: int = option(0)
+    save_every: int = option(500, min=1, result=False, doc="steps between resumable saves")
+    log_every: int = option(50, min=1, result=False, doc="steps between log lines")
+    nproc: int = option(1, min=1, result=False, doc="data-parallel processes (torchrun) when > 1")
+    gpus: int = option(0, min=0, result=False, doc="GPUs requested from a cluster (resources.gpu)")
+    threads: int = option(1, min=1, result=False, doc="CPU threads of the training job")
+    preload_max_mb: int = option(2048, min=0, result=False, doc="load the token store into memory below this size")
+
+    def problems(self) -> Iterator[tuple[str, str]]:
+        if self.ema_decay is not None and self.ema_decay >= 1:
+            yield "ema_decay", f"must be < 1, got {self.ema_decay}"
+
+
+@dataclass
+class GenerateConfig(Block):
+    doc = "Sampling of new models. Model i uses seed `seed + i`; its permutation state is `state` or drawn from it."
+
+    num_models: int = option(10, min=1, result=False, doc="models per zoo (per evaluated task for task zoos)")
+    models_per_job: int = option(
+        10, min=1, result=False, doc="models one generation job writes (its batch directory); more models, more jobs"
+    )
+    sampler: Literal[SAMPLERS] = option("ddim")
+    steps: int | None = option(60, min=1, doc="sampling steps (null: all T)")
+    eta: float = option(0.0, min=0.0, doc="DDIM only: 0 deterministic, 1 the DDPM variance")
+    chunk_tokens: int = option(256, min=1, doc="tokens denoised at a time (memory is flat in model size)")
+    seed: int = option(0)
+    state: int | None = option(None, min=0, doc="permutation state; null: uniformly random per model")
+    task: list[int] | None = option(None, doc="task vector of a task-conditioned generator (all models)")
+    weights: Literal["auto", "ema", "model"] = option("auto", doc="auto: EMA weights when trained with EMA")
+    threads: int | None = option(None, min=1, result=False)
+
+
+@dataclass
+class EvaluateConfig(Block):
+    doc = "Evaluation of originals, generated models and baselines."
+
+    noise_levels: list[float] = option(
+        factory=lambda: [0.01, 0.02, 0.03, 0.04, 0.05], items_gt=0.0, doc="std of noise on normalised tokens"
+    )
+    noise_models_per_level: int = option(3, min=1)
+    interp_weights: list[float] = option(factory=lambda: [0.25, 0.5, 0.75], items_min=0.0, items_max=1.0)
+    interp_pairs: int = option(3, min=0)
+    bn_recalibrate_batches: int = option(10, min=0, doc="re-estimate BN statistics of mixed models (0: off)")
+    seed: int = option(0)
+    batch_size: int = option(512, min=1, result=False)
+
+
+@dataclass
+class PDiffConfig(Block):
+    doc = "The p-diff baseline (flat autoencoder + latent diffusion), trained on the same token store as RPG."
+
+    enabled: bool = option(False, result=False, doc="train, generate and evaluate p-diff for this zoo")
+    channels: list[int] = option(factory=lambda: [4, 8, 16, 32, 32], items_min=1, doc="encoder stages (halve length)")
+    latent_dim: int = option(32, min=1)
+    kernel_size: int = option(3, min=1)
+    input_noise: float = option(0.001, min=0.0, doc="p-diff: noise on the input parameters (training only)")
+    latent_noise: float = option(0.1, min=0.0, doc="p-diff: noise on the latent (training only)")
+    ae_steps: int = option(400, min=1)
+    ae_batch_size: int = option(16, min=1)
+    ae_lr: float = option(2e-3, gt=0.0)
+    denoiser_channels: list[int] = option(factory=lambda: [1, 16, 32, 64, 32, 16, 1], items_min=1)
+    denoiser_kernel: int = option(7, min=1)
+    time_dim: int = option(64, min=2)
+    num_timesteps: int = option(1000, min=1)
+    beta_start: float = option(1e-4, gt=0.0)
+    beta_end: float = option(0.02, gt=0.0, max=0.999)
+    steps: int = option(2000, min=1, doc="latent diffusion training steps")
+    batch_size: int = option(64, min=1)
+    lr: float = option(1e-3, gt=0.0)
+    weight_decay: float = option(0.0, min=0.0)
+    grad_clip: float | None = option(1.0, gt=0.0)
+    warmup_steps: int = option(50, min=0)
+    seed: int = option(0)
+    sampler: Literal[SAMPLERS] | None = option("ddpm", doc="p-diff samples with DDPM; null: the generate block")
+    sampling_steps: int | None = option(None, min=1, doc="null: all num_timesteps")
+    eta: float = option(0.0, min=0.0)
+    threads: int | None = option(None, min=1, result=False)
+
+    def problems(self) -> Iterator[tuple[str, str]]:
+        if not self.channels:
+            yield "channels", "needs at least one encoder stage"
+        if self.kernel_size % 2 == 0:
+            yield "kernel_size", f"must be odd, got {self.kernel_size}"
+
+
+@dataclass
+class TaskEvaluateConfig(Block):
+    doc = "Evaluation of a task zoo: which seen tasks are evaluated, and fine-tuning from generated weights."
+
+    seen_tasks: int = option(10, min=0, doc="seen tasks evaluated like the held-out ones (a seeded sample)")
+    finetune_epochs: list[int] = option(factory=lambda: [0, 1, 5], items_min=0, doc="evaluated after these epochs")
+    finetune_lr: float = option(0.001, gt=0.0)
+    finetune_tasks: int | None = option(None, min=1, doc="held-out tasks in the fine-tuning experiment (null: all)")
+    seed: int = option(0)
+    batch_size: int = option(512, min=1, result=False)
+
+
+@dataclass
+class TasksConfig(Block):
+    doc = (
+        "Binary tasks over the dataset's classes (paper section 4). A shared backbone is trained once on the full "
+        "problem with the zoo's collect block; every task gets a new 2-way head, trained on frozen features, then the "
+        "whole network is fine-tuned briefly, saving checkpoints_per_task checkpoints. For a task zoo, "
+        "generate.num_models is the number of generated models per evaluated task."
+    )
+
+    seen: int | Literal["all"] = option(80, min=1, doc="seen tasks: a seeded sample of this many, or all")
+    held_out: int = option(20, min=1, doc="a seeded sample of held-out tasks")
+    held_out_tasks: list[list[int]] | None = option(None, doc="explicit held-out task vectors (override held_out)")
+    seed: int = option(0, doc="seeds the split and every task's head init and data order")
+    group_size: int = option(20, min=1, doc="tasks per collection job")
+    checkpoints_per_task: int = option(2, min=1)
+    head_init: Literal["random", "zero"] = option("random")
+    head_epochs: float = option(5.0, min=0.0, doc="head only, on frozen backbone features")
+    head_lr: float = option(0.01, gt=0.0)
+    finetune_epochs: float = option(1.0, gt=0.0, doc="whole network; checkpoints are saved here")
+    finetune_lr: float = option(0.0005, min=0.0)
+    batch_size: int = option(64, min=1)
+    weight_decay: float = option(0.0005, min=0.0)
+    evaluate: TaskEvaluateConfig = option(factory=TaskEvaluateConfig)
+
+    COLLECTION_KEYS = ("seed", "checkpoints_per_task", "head_init", "head_epochs", "head_lr", "finetune_epochs",
+                       "finetune_lr", "batch_size", "weight_decay")  # fmt: skip
+
+    def collection(self) -> dict[str, Any]:
+        """The keys that change a task's checkpoints (not the split sizes, the grouping or the evaluation)."""
+        return {k: getattr(self, k) for k in self.COLLECTION_KEYS}

@@ -1,0 +1,217 @@
+"""The whole configuration: experiments of zoos, and the resolved settings of every (experiment, zoo).
+
+An experiment's ``tokens``/``generator``/``train``/``generate``/``evaluate``/``pdiff`` blocks apply to all its zoos; a
+zoo may override any of their keys in a block of the same name. :func:`resolve_config` merges them and returns, for
+every (experiment, zoo), one typed :class:`ZooSettings`; the experiment's ``seed`` shifts the seed of every stage,
+so that one key reruns the whole pipeline with new randomness.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from rpg.config.blocks import (
+    CollectConfig,
+    DataConfig,
+    EvaluateConfig,
+    GenerateConfig,
+    GeneratorConfig,
+    PDiffConfig,
+    TasksConfig,
+    TokensConfig,
+    TrainConfig,
+)
+from rpg.config.typed import Block, ConfigError, option
+
+STAGE_BLOCKS = {
+    "tokens": TokensConfig,
+    "generator": GeneratorConfig,
+    "train": TrainConfig,
+    "generate": GenerateConfig,
+    "evaluate": EvaluateConfig,
+    "pdiff": PDiffConfig,
+}
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+DEVICE = re.compile(r"^(auto|cpu|cuda(:[0-9]+)?|mps)$")
+SEED_STRIDE = 10_007  # experiment seed s adds s * SEED_STRIDE to the seed of every stage
+
+
+def _override(block: str) -> Any:
+    return option(None, ref=STAGE_BLOCKS[block], doc=f"overrides of the experiment's {block} block (same keys)")
+
+
+@dataclass
+class ZooConfig(Block):
+    doc = "A zoo: one architecture, its checkpoint collection, and overrides of the experiment's stage blocks."
+
+    arch: str = option(doc="builtin (cnn_s, cnn_m) or a timm model name")
+    arch_kwargs: dict = option(factory=dict, doc="keyword arguments of the architecture (timm: create_model)")
+    init: str = option("random", doc="random, or a path to a local weights file (.safetensors, .pt, .pth)")
+    runs: int = option(2, min=1, doc="independent training runs (permutation basins)")
+    collect: CollectConfig = option(factory=CollectConfig)
+    tasks: TasksConfig | None = option(None, doc="makes this zoo a task zoo (unseen-task experiment)")
+    tokens: dict | None = _override("tokens")
+    generator: dict | None = _override("generator")
+    train: dict | None = _override("train")
+    generate: dict | None = _override("generate")
+    evaluate: dict | None = _override("evaluate")
+    pdiff: dict | None = _override("pdiff")
+
+
+@dataclass
+class ExperimentConfig(Block):
+    doc = "An experiment: a dataset and zoos; results go to results/<experiment>/."
+
+    data: DataConfig = option()
+    zoos: dict[str, ZooConfig] = option(doc="zoos by name")
+    device: str = option("auto", result=False, doc="auto = cuda when available, else cpu")
+    seed: int = option(0, doc="shifts the seed of every stage (collection, training, generation, evaluation)")
+    tokens: TokensConfig = option(factory=TokensConfig)
+    generator: dict = option(factory=dict, ref=GeneratorConfig, doc="the generator block (a preset plus overrides)")
+    train: TrainConfig = option(factory=TrainConfig)
+    generate: GenerateConfig = option(factory=GenerateConfig)
+    evaluate: EvaluateConfig = option(factory=EvaluateConfig)
+    pdiff: PDiffConfig = option(factory=PDiffConfig)
+
+    def problems(self) -> Iterator[tuple[str, str]]:
+        if not DEVICE.match(self.device):
+            yield "device", f"got {self.device!r}; allowed: auto, cpu, cuda, cuda:<index>, mps"
+        if not self.zoos:
+            yield "zoos", "needs at least one zoo"
+        for name in self.zoos:
+            if not NAME.match(name):
+                yield f"zoos.{name}", "a zoo name uses letters, digits, '_' and '-' and starts with a letter or digit"
+
+
+@dataclass
+class PipelineConfig(Block):
+    doc = (
+        "Configuration of the RPG pipeline. An experiment is a named entry under `experiments`; its results go to "
+        "results/<experiment>/."
+    )
+
+    experiments: dict[str, ExperimentConfig] = option(doc="experiments by name")
+
+    def problems(self) -> Iterator[tuple[str, str]]:
+        if not self.experiments:
+            yield "experiments", "needs at least one experiment"
+        for name in self.experiments:
+            if not NAME.match(name):
+                yield f"experiments.{name}", "an experiment name uses letters, digits, '_' and '-'"
+
+
+@dataclass
+class ZooSettings(Block):
+    """Everything the stages of one (experiment, zoo) use: the zoo's own keys and its merged stage blocks."""
+
+    experiment: str = option()
+    zoo: str = option()
+    data: DataConfig = option()
+    arch: str = option()
+    arch_kwargs: dict = option(factory=dict)
+    init: str = option("random")
+    runs: int = option(2, min=1)
+    collect: CollectConfig = option(factory=CollectConfig)
+    tokens: TokensConfig = option(factory=TokensConfig)
+    generator: GeneratorConfig = option(factory=GeneratorConfig)
+    train: TrainConfig = option(factory=TrainConfig)
+    generate: GenerateConfig = option(factory=GenerateConfig)
+    evaluate: EvaluateConfig = option(factory=EvaluateConfig)
+    pdiff: PDiffConfig = option(factory=PDiffConfig)
+    tasks: TasksConfig | None = option(None)
+    device: str = option("auto", result=False)
+
+    @property
+    def is_task_zoo(self) -> bool:
+        return self.tasks is not None
+
+
+def deep_merge(base: Mapping, override: Mapping) -> dict:
+    """A copy of ``base`` with ``override`` merged in recursively (override wins)."""
+    out = copy.deepcopy(dict(base))
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _raw_block(raw: Mapping, key: str) -> dict:
+    value = raw.get(key)
+    return dict(value) if isinstance(value, Mapping) else {}
+
+
+def resolve_config(config: Mapping[str, Any]) -> dict[str, dict[str, ZooSettings]]:
+    """{experiment: {zoo: ZooSettings}}: every value checked and typed, defaults filled; raises ConfigError.
+
+    Zoo-level blocks override keys of the experiment's blocks. Each problem names its key where it was written
+    (``experiments.<e>.<block>.<key>`` or ``experiments.<e>.zoos.<z>.<block>.<key>``).
+    """
+    pipeline = PipelineConfig.parse(config)
+    raw_exps = config["experiments"]
+    resolved: dict[str, dict[str, ZooSettings]] = {}
+    for exp_name, exp in pipeline.experiments.items():
+        raw_exp = raw_exps[exp_name]
+        GeneratorConfig.parse(exp.generator, f"experiments.{exp_name}.generator")
+        resolved[exp_name] = {}
+        for zoo_name, zoo in exp.zoos.items():
+            where = f"experiments.{exp_name}.zoos.{zoo_name}"
+            raw_zoo = raw_exp["zoos"][zoo_name]
+            blocks = {}
+            for block, cls in STAGE_BLOCKS.items():
+                merged = deep_merge(_raw_block(raw_exp, block), _raw_block(raw_zoo, block))
+                blocks[block] = cls.parse(merged, f"{where}.{block}")
+            settings = ZooSettings(
+                experiment=exp_name,
+                zoo=zoo_name,
+                data=exp.data,
+                arch=zoo.arch,
+                arch_kwargs=zoo.arch_kwargs,
+                init=zoo.init,
+                runs=zoo.runs,
+                collect=zoo.collect,
+                tasks=zoo.tasks,
+                device=exp.device,
+                **blocks,
+            )
+            resolved[exp_name][zoo_name] = _seeded(settings, exp.seed)
+    return resolved
+
+
+def _seeded(settings: ZooSettings, seed: int) -> ZooSettings:
+    """``settings`` with the experiment seed added to the seed of every stage (seed 0: unchanged)."""
+    if not seed:
+        return settings
+    shift = seed * SEED_STRIDE
+    for block in ("collect", "train", "generate", "evaluate", "pdiff"):
+        cfg = getattr(settings, block)
+        cfg.seed = cfg.seed + shift
+    if settings.tasks is not None:
+        settings.tasks.seed += shift
+    return settings
+
+
+def zoo_settings(config: Mapping[str, Any], experiment: str, zoo: str) -> ZooSettings:
+    """The resolved settings of one (experiment, zoo); ConfigError when the config does not have it."""
+    resolved = resolve_config(config)
+    try:
+        return resolved[experiment][zoo]
+    except KeyError:
+        raise ConfigError(f"experiments.{experiment}.zoos.{zoo}", "no such experiment and zoo in the config") from None
+
+
+__all__ = [
+    "ExperimentConfig",
+    "PipelineConfig",
+    "STAGE_BLOCKS",
+    "ZooConfig",
+    "ZooSettings",
+    "deep_merge",
+    "resolve_config",
+    "zoo_settings",
+]

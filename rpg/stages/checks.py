@@ -1,0 +1,50 @@
+"""Checks of a configuration at start, before any job runs (a dry run fails on them too).
+
+Value types and bounds are checked when the config is parsed (:mod:`rpg.config`); here come the checks that look
+outside the config: architecture names (built-in, entry point or timm), dataset folders, and the task bits of a
+task-conditioned generator against the dataset's classes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from rpg.config import ZooSettings
+from rpg.data import dataset_info
+from rpg.data.imagefolder import check_root
+from rpg.errors import RPGInputError
+from rpg.tasks.plan import plan_task_zoo
+from rpg.zoo.models import check_arch
+
+
+def check_settings(resolved: Mapping[str, Mapping[str, ZooSettings]]) -> list[str]:
+    """Problems of the resolved settings, each naming the config key (empty: all good)."""
+    problems: list[str] = []
+    checked_data: set[str] = set()
+    for exp, zoos in resolved.items():
+        for zoo, s in zoos.items():
+            where = f"experiments.{exp}.zoos.{zoo}"
+            try:
+                check_arch(s.arch)
+            except RPGInputError as exc:
+                problems.append(f"config key '{where}.arch': {exc.problem}")
+            if s.data.name == "imagefolder" and exp not in checked_data:
+                checked_data.add(exp)
+                try:
+                    check_root(s.data)
+                except RPGInputError as exc:
+                    problems.append(f"config key 'experiments.{exp}.data.root': {exc}")
+                    continue
+            if s.tasks is not None:
+                try:
+                    plan_task_zoo(s.tasks, s.data)
+                except (RPGInputError, ValueError) as exc:
+                    problems.append(f"config key '{where}.tasks': {exc}")
+            if s.tasks is not None and s.generator.task_condition is not None:
+                classes = dataset_info(s.data)["num_classes"]
+                if s.generator.task_bits != classes:
+                    problems.append(
+                        f"config key '{where}.generator.task_bits': {s.generator.task_bits}, but the dataset has "
+                        f"{classes} classes"
+                    )
+    return problems

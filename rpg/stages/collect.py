@@ -1,0 +1,57 @@
+"""Stage 1, checkpoint collection: one job per training run (a directory of checkpoints), and the zoo table."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from rpg.config import ZooSettings
+from rpg.errors import RPGInputError
+from rpg.io import read_table
+from rpg.zoo import collect
+
+RUN_TABLE = collect.RUN_TABLE
+TABLES = (RUN_TABLE, "group.csv")  # the table of a run directory, of a task group directory (rpg.tasks.collect)
+
+
+def collect_run(settings: ZooSettings, *, run: int, out_dir: str | Path) -> None:
+    """Train run ``run`` of the zoo; ``out_dir`` gets ``ckpt_<iii>.safetensors`` for every checkpoint and run.csv."""
+    out_dir = Path(out_dir)
+    s = settings
+    collect.collect_run(
+        arch=s.arch, arch_kwargs=s.arch_kwargs, init=s.init, collect=s.collect, data=s.data, run=run,
+        out_paths=[out_dir / collect.checkpoint_name(i) for i in range(s.collect.checkpoints)],
+        table_path=out_dir / RUN_TABLE, device=s.device,
+    )  # fmt: skip
+
+
+def run_checkpoints(run_dirs: Sequence[str | Path]) -> list[Path]:
+    """The checkpoint files of run (or task group) directories, in order, each checked against the directory's
+    table (run.csv / group.csv).
+
+    A checkpoint that the table lists but that is missing raises RPGInputError naming it and how to rebuild it.
+    """
+    paths: list[Path] = []
+    for run_dir in map(Path, run_dirs):
+        table_path = next((run_dir / t for t in TABLES if (run_dir / t).is_file()), run_dir / RUN_TABLE)
+        table = read_table(table_path)
+        for name in table["path"].map(lambda p: Path(str(p)).name):
+            path = run_dir / name
+            if not path.is_file():
+                raise RPGInputError(
+                    f"checkpoint listed in {table_path.name} is missing; rebuild it with "
+                    f"`snakemake {run_dir} --force` and rerun the stages after it", path)  # fmt: skip
+            paths.append(path)
+    return paths
+
+
+def zoo_table(run_dirs: Sequence[str | Path], out_path: str | Path) -> None:
+    """The table of all checkpoints of a zoo (path, run, seed, step, index, val_accuracy) from their metadata."""
+    collect.write_zoo_table(run_checkpoints(run_dirs), out_path)
+
+
+def table_paths(table_path: str | Path) -> list[Path]:
+    """The checkpoint paths listed in a zoo table (checkpoints.csv), in order."""
+    return [Path(str(p)) for p in pd.read_csv(table_path)["path"]]

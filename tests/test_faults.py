@@ -1,0 +1,200 @@
+"""Fault injection: kill -9 in every stage, recover as the README says, and get the same outputs; stale or
+corrupt resume states; bad config values caught at start; temporary files and logs of failed attempts."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from rpg.generator.trainer import STATE_FILE, train_generator
+from rpg.io import atomic_path, load_safetensors
+from rpg.runtime import FAULT_ENV, attempts_log, stage_logging
+from rpg.stages.job import snakemake_job
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = ROOT / "tests" / "configs" / "tiny.yaml"
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--cores", "2"]
+# (stage, unit of work after which the whole run is killed): a checkpoint, a token shard, a training step after the
+# resumable save at step 10, a generated model, an evaluated model
+FAULTS = [("collect", 2), ("tokenize", 1), ("train", 15), ("generate", 1), ("evaluate", 3)]
+
+
+def run(workdir: Path, *args: str, fault: str | None = None, config: Path = TINY) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != FAULT_ENV}
+    if fault:
+        env[FAULT_ENV] = fault
+    return subprocess.run(
+        [*SNAKEMAKE, "--configfile", str(config), "--directory", str(workdir), *args],
+        env=env, capture_output=True, text=True, start_new_session=True,  # its own process group, as a shell's job
+    )  # fmt: skip
+
+
+def recover(workdir: Path, fault: str | None = None, config: Path = TINY) -> subprocess.CompletedProcess:
+    """The README's recovery: unlock (no other run is active), then rerun with --rerun-incomplete."""
+    unlocked = run(workdir, "--unlock", config=config)
+    assert unlocked.returncode == 0, unlocked.stderr[-2000:]
+    return run(workdir, "--rerun-incomplete", fault=fault, config=config)
+
+
+def artefacts(workdir: Path) -> dict[str, bytes]:
+    """Every output of the pipeline (logs, benchmarks and Snakemake's own files aside) by relative path; the
+    training log without its wall-clock column."""
+    res = workdir / "results"
+    out = {}
+    for p in sorted(res.rglob("*")):
+        if not p.is_file() or {"logs", "benchmarks"} & set(p.relative_to(res).parts):
+            continue
+        if p.name == "train_log.csv":
+            out[str(p.relative_to(res))] = pd.read_csv(p).drop(columns=["time"]).to_csv(index=False).encode()
+        elif p.name != ".snakemake_timestamp":
+            out[str(p.relative_to(res))] = p.read_bytes()
+    return out
+
+
+@pytest.mark.slow
+def test_kill_9_in_every_stage_then_recovery_gives_identical_outputs(tmp_path):
+    reference, faulty = tmp_path / "reference", tmp_path / "faulty"
+    done = run(reference)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    proc = run(faulty, fault=f"{FAULTS[0][0]}:{FAULTS[0][1]}")
+    for i, (stage, _) in enumerate(FAULTS):
+        assert proc.returncode != 0, f"the run survived the fault in {stage}"
+        assert (faulty / ".snakemake" / "locks").exists() and any((faulty / ".snakemake" / "locks").iterdir())
+        nxt = FAULTS[i + 1] if i + 1 < len(FAULTS) else None
+        proc = recover(faulty, fault=None if nxt is None else f"{nxt[0]}:{nxt[1]}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    assert artefacts(faulty) == artefacts(reference)  # bit-identical, every stage
+    assert not list(faulty.rglob("*.tmp")), list(faulty.rglob("*.tmp"))  # no temporary file left
+    assert not (faulty / "results/tiny/generator/cnn_s" / STATE_FILE).exists()  # resume state gone once done
+    train_log = (faulty / "results/tiny/logs/train/cnn_s.attempts.log").read_text()
+    assert train_log.count("===== attempt started") == 2  # the killed attempt's log is kept
+    assert "resuming from" in train_log and "at step 10" in train_log
+
+    # a new zoo seed rebuilds checkpoints and tokens, and the generator is trained afresh on them (no stale resume)
+    cfg = yaml.safe_load(TINY.read_text())
+    cfg["experiments"]["tiny"]["zoos"]["cnn_s"]["collect"]["seed"] = 1
+    reseeded = tmp_path / "reseeded.yaml"
+    reseeded.write_text(yaml.safe_dump(cfg))
+    proc = run(faulty, fault="train:15", config=reseeded)  # killed after the save at step 10
+    assert proc.returncode != 0
+    proc = recover(faulty, config=reseeded)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    new = load_safetensors(faulty / "results/tiny/generator/cnn_s/model.safetensors")[0]
+    old = load_safetensors(reference / "results/tiny/generator/cnn_s/model.safetensors")[0]
+    assert any(not torch.equal(new[k], old[k]) for k in old)
+    last_attempt = (faulty / "results/tiny/logs/train/cnn_s.log").read_text()
+    assert "resuming from" in last_attempt and "at step 10" in last_attempt  # its own state, same inputs
+
+
+def test_stale_resume_state_of_other_tokens_is_not_used(tmp_path, make_token_store, tiny_gen, tiny_train, caplog):
+    a = make_token_store(tmp_path / "a", runs=2)
+    b = make_token_store(tmp_path / "b", runs=2, per_run=4)  # another zoo, same layout
+    out = tmp_path / "gen"
+    train_generator(token_dir=a, out_dir=out, generator_cfg=tiny_gen, train_cfg=tiny_train, device="cpu", stop_after=3)
+    assert torch.load(out / STATE_FILE, weights_only=True)["step"] == 2
+    with caplog.at_level(logging.INFO, logger="rpg"):
+        train_generator(token_dir=b, out_dir=out, generator_cfg=tiny_gen, train_cfg=tiny_train, device="cpu")
+    assert "saved for other inputs" in caplog.text and "resuming" not in caplog.text
+    assert pd.read_csv(out / "train_log.csv")["step"].tolist() == list(range(1, 7))  # from step 0
+    fresh = tmp_path / "fresh"
+    train_generator(token_dir=b, out_dir=fresh, generator_cfg=tiny_gen, train_cfg=tiny_train, device="cpu")
+    x, y = load_safetensors(out / "model.safetensors")[0], load_safetensors(fresh / "model.safetensors")[0]
+    assert all(torch.equal(x[k], y[k]) for k in x)  # exactly what a fresh run on b gives
+    assert not (out / STATE_FILE).exists()
+
+
+def test_corrupt_resume_state_is_set_aside(tmp_path, token_dir, tiny_gen, tiny_train, caplog):
+    out = tmp_path / "gen"
+    train_generator(token_dir=token_dir, out_dir=out, generator_cfg=tiny_gen, train_cfg=tiny_train, device="cpu",
+                    stop_after=3)  # fmt: skip
+    state = out / STATE_FILE
+    state.write_bytes(state.read_bytes()[:100])  # truncated by a kill
+    with caplog.at_level(logging.INFO, logger="rpg"):
+        train_generator(token_dir=token_dir, out_dir=out, generator_cfg=tiny_gen, train_cfg=tiny_train, device="cpu")
+    assert "unreadable" in caplog.text and str(state) in caplog.text
+    assert (out / "resume" / "state.pt.corrupt-0").is_file()  # kept for inspection, out of the way
+    assert pd.read_csv(out / "train_log.csv")["step"].tolist() == list(range(1, 7))
+
+
+@pytest.mark.parametrize(
+    "edit, key",
+    [
+        (lambda e: e["train"].update(steps="20"), "experiments.tiny.train.steps"),
+        (lambda e: e["train"].update(lr="fast"), "experiments.tiny.train.lr"),
+        (lambda e: e["generator"].update(dim="32"), "experiments.tiny.generator.dim"),
+        (lambda e: e["zoos"]["cnn_s"].update(arch="no_such_net"), "experiments.tiny.zoos.cnn_s.arch"),
+        (lambda e: e.update(data={"name": "imagefolder", "root": "/no/such/folder"}), "experiments.tiny.data.root"),
+        (lambda e: e["evaluate"].update(noise_models_per_level=0), "experiments.tiny.evaluate.noise_models_per_level"),
+    ],
+)
+def test_bad_config_fails_at_start_naming_the_key(tmp_path, edit, key):
+    cfg = yaml.safe_load(TINY.read_text())
+    edit(cfg["experiments"]["tiny"])
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    proc = run(tmp_path, "-n", config=path)  # a dry run: nothing has run yet
+    assert proc.returncode != 0 and key in proc.stdout + proc.stderr, proc.stderr[-2000:]
+    assert not (tmp_path / "results").exists()
+
+
+def test_a_job_removes_stale_temporary_files_of_its_outputs(tmp_path):
+    out = tmp_path / "generated" / "batch000"
+    out.mkdir(parents=True)
+    stale = out / ".model_001.safetensors.abc123.tmp"
+    stale.write_bytes(b"\0" * 100)
+    target = tmp_path / "x" / "model.safetensors"
+    target.parent.mkdir()
+    beside = target.parent / ".model.safetensors.q1w2e3.tmp"
+    beside.write_bytes(b"x")
+    smk = types.SimpleNamespace(log=[str(tmp_path / "job.log")], threads=1, output=[str(out), str(target)],
+                                wildcards=types.SimpleNamespace(items=lambda: []), params=None)  # fmt: skip
+    with snakemake_job(smk) as settings:
+        assert settings is None
+    assert not stale.exists() and not beside.exists()
+    assert "removed a temporary file" in (tmp_path / "job.log").read_text()
+
+
+def test_writers_remove_their_temporary_file_on_errors(tmp_path):
+    with pytest.raises(RuntimeError), atomic_path(tmp_path / "a.bin") as tmp:
+        tmp.write_bytes(b"partial")
+        raise RuntimeError("killed")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_stage_logs_append_one_header_per_attempt(tmp_path):
+    log_file = tmp_path / "stage.log"
+    for attempt in range(2):
+        with pytest.raises(RuntimeError), stage_logging(log_file) as log:
+            log.info("working on attempt %d", attempt)
+            raise RuntimeError(f"attempt {attempt} failed")
+    for text in (log_file.read_text(), attempts_log(log_file).read_text()):
+        assert text.count("===== attempt started") == 2
+        assert "attempt 0 failed" in text and "attempt 1 failed" in text  # the first attempt's log is kept
+    log_file.unlink()  # as Snakemake does before it reruns a job
+    with stage_logging(log_file) as log:
+        log.info("third attempt")
+    assert log_file.read_text().count("===== attempt started") == 1
+    assert attempts_log(log_file).read_text().count("===== attempt started") == 3
+
+
+def test_fault_hook_kills_its_process_group_only_at_the_named_unit():
+    code = "from rpg.runtime import fault_point; fault_point('train', 1); print('alive')"
+    for spec, alive in (("train:1", False), ("train:2", True), ("tokenize:1", True), (None, True)):
+        env = {k: v for k, v in os.environ.items() if k != FAULT_ENV}
+        env.update({FAULT_ENV: spec} if spec else {})
+        proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                              start_new_session=True)  # fmt: skip
+        assert ("alive" in proc.stdout) == alive, spec
+        assert proc.returncode == (0 if alive else -signal.SIGKILL), spec
