@@ -34,6 +34,7 @@ from rpg.stages.train import train
 
 ROOT = Path(__file__).resolve().parent.parent
 # name -> overrides {block: {key: value}}; the zoo's own settings (config file) are the base
+NARROW = [1, 8, 16, 32, 16, 8, 1]  # a quarter of the default denoiser's FLOPs per token
 VARIANTS: dict[str, dict[str, dict]] = {
     "x0 1000": {"generator": {"prediction": "sample"}, "train": {"steps": 1000}},
     "epsilon 1000": {"generator": {"prediction": "epsilon"}, "train": {"steps": 1000}},
@@ -47,6 +48,14 @@ VARIANTS: dict[str, dict[str, dict]] = {
     "v 1000 min-SNR": {"generator": {"prediction": "v", "loss_weighting": "min_snr"}, "train": {"steps": 1000}},
     "epsilon 2000 min-SNR": {
         "generator": {"prediction": "epsilon", "loss_weighting": "min_snr"}, "train": {"steps": 2000},
+    },
+    "epsilon 3000 narrow": {
+        "generator": {"prediction": "epsilon", "denoiser_channels": NARROW}, "train": {"steps": 3000},
+    },
+    "v 3000 narrow": {"generator": {"prediction": "v", "denoiser_channels": NARROW}, "train": {"steps": 3000}},
+    "epsilon 3000 narrow min-SNR": {
+        "generator": {"prediction": "epsilon", "loss_weighting": "min_snr", "denoiser_channels": NARROW},
+        "train": {"steps": 3000},
     },
     "epsilon 2000 DDPM": {
         "generator": {"prediction": "epsilon"}, "train": {"steps": 2000},
