@@ -181,7 +181,7 @@ class DetectionDataset(Dataset):
             arr = arr[:, :, None]
         if arr.shape[2] != self.in_chans:
             arr = arr.mean(axis=2, keepdims=True) if self.in_chans == 1 else np.repeat(arr[:, :, :1], self.in_chans, 2)
-        x = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).float().div_(255.0)
+        x = torch.from_numpy(np.array(arr, dtype=np.float32)).permute(2, 0, 1).div_(255.0)
         h, w = x.shape[1:]
         sx, sy = self.scales[index]
         nh, nw = max(1, round(h * sy)), max(1, round(w * sx))

@@ -67,4 +67,11 @@ def _evaluator_problems(s: ZooSettings, where: str) -> list[str]:
     if not s.data.is_detection and evaluator == "detection":
         return [f"config key '{where}.evaluate.evaluator': the detection evaluator needs detection data "
                 f"(digits_detection or coco), the experiment has {s.data.name}"]  # fmt: skip
+    if ":" in evaluator:
+        from rpg.evaluate.evaluators import load_function  # only for a user's evaluator (imports the evaluation)
+
+        try:
+            load_function(evaluator)
+        except RPGInputError as exc:
+            return [f"config key '{where}.evaluate.evaluator': {exc.problem}"]
     return []
