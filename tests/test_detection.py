@@ -312,3 +312,34 @@ def test_detection_defaults_and_evaluator_checks():
     digits = {"experiments": {"e": {"data": {"name": "digits"}, "zoos": {"z": {"arch": "cnn_s"}},
                                     "evaluate": {"evaluator": "detection"}}}}  # fmt: skip
     assert "needs detection data" in check_settings(resolve_config(digits))[0]
+
+
+def test_torchvision_fcos_weights_convert(tmp_path):
+    """torchvision's FCOS layout (here on a ResNet-18, as fcos_resnet50_fpn builds it on a ResNet-50) loads into
+    ``fcos`` with the timm backbone after conversion."""
+    from torchvision.models.detection import FCOS
+    from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
+    from torchvision.ops.feature_pyramid_network import LastLevelP6P7
+
+    from rpg.zoo.detectors import from_torchvision_fcos, main
+    from rpg.zoo.models import load_initial_weights
+
+    body = resnet_fpn_backbone(backbone_name="resnet18", weights=None, trainable_layers=5, returned_layers=[2, 3, 4],
+                               extra_blocks=LastLevelP6P7(256, 256))  # fmt: skip
+    tv = FCOS(body, num_classes=91).state_dict()
+    ids = [1, 3, 90]
+    state = from_torchvision_fcos(tv, ids)
+    kwargs = {"num_classes": 3, "backbone": "resnet18", "out_channels": 256, "num_convs": 4}
+    model = build_model("fcos", kwargs)
+    model.load_state_dict(state, strict=True)
+    cls, conv = "head.classification_head.cls_logits.weight", "backbone.body.conv1.weight"
+    assert torch.equal(state[cls][2], tv[cls][90]) and torch.equal(state[conv], tv[conv])
+    torch.save(tv, tmp_path / "tv.pth")
+    coco = {"images": [], "annotations": [], "categories": [{"id": i, "name": str(i)} for i in ids]}
+    (tmp_path / "a.json").write_text(json.dumps(coco))
+    out = tmp_path / "init.safetensors"
+    assert (
+        main([str(tmp_path / "tv.pth"), str(out), "--annotations", str(tmp_path / "a.json"), "--backbone", "resnet18"])
+        == 0
+    )
+    load_initial_weights(model, out)

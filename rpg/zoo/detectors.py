@@ -86,21 +86,20 @@ class TimmBackbone(nn.Module):
 
         if not timm.is_model(name):
             raise RPGInputError(f"fcos backbone {name!r} is not a timm model name", "config arch_kwargs.backbone")
-        probe = timm.create_model(name, pretrained=False, features_only=True, in_chans=in_chans, **timm_kwargs)
-        reductions = probe.feature_info.reduction()
-        wanted = [i for i, r in enumerate(reductions) if r in (8, 16, 32)]
-        if not wanted:
+        self.body = timm.create_model(name, pretrained=False, features_only=True, in_chans=in_chans, **timm_kwargs)
+        reductions = self.body.feature_info.reduction()
+        self.indices = [i for i, r in enumerate(reductions) if r in (8, 16, 32)]
+        if not self.indices:
             raise RPGInputError(f"timm backbone {name!r} has no stride-8/16/32 features", "config arch_kwargs.backbone")
-        del probe
-        self.body = timm.create_model(name, pretrained=False, features_only=True, in_chans=in_chans,
-                                      out_indices=tuple(wanted), **timm_kwargs)  # fmt: skip
+        channels = self.body.feature_info.channels()
         extra = LastLevelP6P7(out_channels, out_channels) if extra_levels else None
-        self.fpn = FeaturePyramidNetwork(self.body.feature_info.channels(), out_channels, extra_blocks=extra)
+        self.fpn = FeaturePyramidNetwork([channels[i] for i in self.indices], out_channels, extra_blocks=extra)
         self.out_channels = out_channels
-        self.strides = list(self.body.feature_info.reduction()) + ([64, 128] if extra_levels else [])
+        self.strides = [reductions[i] for i in self.indices] + ([64, 128] if extra_levels else [])
 
     def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
-        return self.fpn(OrderedDict((str(i), f) for i, f in enumerate(self.body(x))))
+        feats = self.body(x)
+        return self.fpn(OrderedDict((str(i), feats[j]) for i, j in enumerate(self.indices)))
 
 
 def _groups(channels: int) -> int:
@@ -164,3 +163,55 @@ def build_detector(arch: str, kwargs: dict) -> nn.Module:
         return fcos(**kwargs)
     except TypeError as exc:
         raise RPGInputError(f"bad arch_kwargs for {arch!r}: {exc}", "config arch_kwargs") from exc
+
+
+def from_torchvision_fcos(state_dict: dict[str, torch.Tensor], category_ids: Sequence[int]) -> dict[str, torch.Tensor]:
+    """torchvision's COCO-trained ``fcos_resnet50_fpn`` weights as a state_dict of ``fcos`` with ``backbone:
+    resnet50``, ``out_channels: 256``, ``num_convs: 4`` (timm's ResNets name their layers as torchvision's do).
+
+    torchvision scores the COCO category ids directly (91 rows); ours are contiguous labels in the order of the
+    sorted ``category_ids``, so row i of the classifier becomes torchvision's row ``category_ids[i]``. Frozen
+    BatchNorm layers have no ``num_batches_tracked``: zeros are added.
+    """
+    ids = sorted(int(c) for c in category_ids)
+    out = {k.removeprefix("module."): v for k, v in state_dict.items()}
+    for key in ("head.classification_head.cls_logits.weight", "head.classification_head.cls_logits.bias"):
+        if key not in out:
+            raise RPGInputError(f"not torchvision FCOS weights: no {key!r}")
+        if max(ids) >= out[key].shape[0]:
+            raise RPGInputError(f"category id {max(ids)} beyond the {out[key].shape[0]} classifier rows")
+        out[key] = out[key][ids].clone()
+    for key in [k for k in out if k.endswith(".running_var")]:
+        out.setdefault(key.removesuffix("running_var") + "num_batches_tracked", torch.tensor(0))
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m rpg.zoo.detectors IN.pth OUT.safetensors --annotations instances_train2017.json``: convert
+    torchvision's COCO FCOS weights into initial weights for a ``fcos`` zoo with ``backbone: resnet50``."""
+    import argparse
+
+    from rpg.data.detection import read_annotations
+    from rpg.io import save_safetensors
+
+    parser = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
+    parser.add_argument("weights", help="torchvision fcos_resnet50_fpn COCO weights (.pth)")
+    parser.add_argument("out", help="the .safetensors file to write (the zoo's init)")
+    parser.add_argument("--annotations", required=True, help="a COCO instances JSON: its categories fix the labels")
+    parser.add_argument("--backbone", default="resnet50", help="the ResNet of the torchvision model (timm name)")
+    args = parser.parse_args(argv)
+    categories = [c["id"] for c in read_annotations(args.annotations)["categories"]]
+    try:
+        weights = torch.load(args.weights, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise RPGInputError(f"cannot read weights ({type(exc).__name__}: {exc})", args.weights) from exc
+    state = from_torchvision_fcos(weights, categories)
+    model = fcos(num_classes=len(categories), backbone=args.backbone, out_channels=256, num_convs=4)
+    model.load_state_dict(state, strict=True)  # fails loudly if anything does not fit
+    save_safetensors(model.state_dict(), args.out, {"converted_from": str(args.weights)})
+    print(f"wrote {args.out}: {len(state)} entries, {len(categories)} classes")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
