@@ -28,7 +28,7 @@ from torch.utils.data import (
 
 from rpg.config import DataConfig
 
-SPLITS = ("train", "val")
+SPLITS = ("train", "val", "test", "probe")
 DATASETS = ("digits", "imagefolder", "digits_detection", "coco")
 
 
@@ -38,7 +38,7 @@ def data_config(data_cfg: DataConfig | Mapping[str, Any]) -> DataConfig:
 
 
 def build_dataset(data_cfg: DataConfig | Mapping[str, Any], split: str) -> Dataset:
-    """The ``split`` ("train" or "val") of the dataset described by ``data_cfg``.
+    """The ``split`` (train, val, test, or probe = test + seeded corruptions) of the dataset of ``data_cfg``.
 
     Items are ``(x, y)`` with ``x`` a float32 tensor [C, H, W] and ``y`` an int64 class index.
     """

@@ -28,8 +28,8 @@ def stage_params(settings: ZooSettings, stage: str) -> dict[str, Any]:
     if stage in ("collect_run", "task_backbone"):
         return {**_zoo(s), "collect": result_dict(s.collect), "data": result_dict(s.data)}
     if stage == "import_run":
-        assert s.source is not None
-        return {"arch": s.arch, "arch_kwargs": s.arch_kwargs, "source": result_dict(s.source)}
+        return {"arch": s.arch, "arch_kwargs": s.arch_kwargs,
+                "source": None if s.source is None else result_dict(s.source)}  # fmt: skip
     if stage == "tokenize":
         return {"tokens": result_dict(s.tokens)}
     if stage == "train_generator":
