@@ -133,6 +133,14 @@ def test_detection_evaluator_outcome_sets(tmp_path):
     assert perfect.failures.shape == (5,) and not perfect.failures.any()
     assert perfect.outputs.shape == (5, 2) and torch.allclose(perfect.outputs.sum(1), torch.ones(5))
 
+    # probe (= test) right after test with the same weights: the last result, not a second pass
+    oracle = OracleDetector(ds, gt_detections(ds))
+    first = evaluator.evaluate(oracle, "test")
+    assert evaluator.evaluate(oracle, "probe") is first and oracle.position == 3
+    with torch.no_grad():
+        oracle.bn.weight.add_(1.0)
+    assert evaluator.evaluate(oracle, "probe") is not first and oracle.position == 6
+
     missed = evaluator.evaluate(OracleDetector(ds, gt_detections(ds, drop={11, 13})), "test")
     assert missed.failures.tolist() == [False, True, False, True, False] and missed.score < 1
     assert missed.outputs[:, 1].tolist() == [1.0, 0.0, 1.0, 0.0, 1.0]
