@@ -351,3 +351,31 @@ def test_torchvision_fcos_weights_convert(tmp_path):
         == 0
     )
     load_initial_weights(model, out)
+
+
+@pytest.mark.slow
+def test_detection_end_to_end(tmp_path):
+    """The detection pipeline through Snakemake on a tiny config: collection, tokens, generator, generation and the
+    evaluation stage with the detection evaluator (COCO mAP on test)."""
+    from snakemake_helpers import snakemake
+
+    config = Path(__file__).parent / "configs" / "detection_tiny.yaml"
+    snakemake("--cores", "2", "--configfile", str(config), "--directory", str(tmp_path))
+    base = tmp_path / "results" / "det_tiny"
+    summary = json.loads((base / "evaluation" / "fcos" / "summary.json").read_text())
+    assert summary["split"] == "test" and summary["metric"] == "mAP"
+    assert summary["original"]["n"] == summary["generated"]["n"] == 2
+    table = pd.read_csv(base / "evaluation" / "fcos" / "table.csv")
+    assert {"original", "generated"} <= set(table["kind"]) and table["score"].between(0, 1).all()
+    assert all("mAP" in json.loads(m) and "AP50" in json.loads(m) for m in table["metrics"])
+    for path in sorted((base / "generated" / "fcos").rglob("model_*.safetensors")):
+        state, meta = load_checkpoint(path)
+        build_model(meta["arch"], meta["arch_kwargs"]).load_state_dict(state, strict=True)
+
+
+def test_fcos_head_width_not_a_multiple_of_32():
+    model = build_model("fcos", {"num_classes": 2, "in_chans": 1, "image_size": 32, "channels": [8, 16],
+                                 "out_channels": 16, "num_convs": 2})  # fmt: skip
+    norms = [m for m in model.head.modules() if isinstance(m, nn.GroupNorm)]
+    assert len(norms) == 4 and all(m.num_groups == 16 for m in norms)
+    assert len(model.eval()(torch.rand(1, 1, 32, 32))) == 1

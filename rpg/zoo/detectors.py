@@ -141,8 +141,10 @@ def fcos(
                             **(backbone_kwargs or {}))  # fmt: skip
     strides = body.strides
     anchors = AnchorGenerator(sizes=tuple((s,) for s in strides), aspect_ratios=((1.0,),) * len(strides))
-    head = FCOSHead(out_channels, 1, num_classes, num_convs=num_convs)
-    if out_channels % 32:  # torchvision's towers use GroupNorm(32, C)
+    if out_channels % 32 == 0:
+        head = FCOSHead(out_channels, 1, num_classes, num_convs=num_convs)
+    else:  # torchvision's towers use GroupNorm(32, C): build them with fewer groups
+        head = FCOSHead(out_channels, 1, num_classes, num_convs=0)
         norm = partial(nn.GroupNorm, _groups(out_channels))
         head.classification_head = FCOSClassificationHead(out_channels, 1, num_classes, num_convs, norm_layer=norm)
         head.regression_head = FCOSRegressionHead(out_channels, 1, num_convs, norm_layer=norm)
