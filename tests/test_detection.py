@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 from torch import nn
 
 from rpg.config import ConfigError, DataConfig, resolve_config
@@ -201,6 +202,13 @@ def test_missing_annotation_file_fails_at_start(tmp_path):
     cfg["experiments"]["e"]["data"]["images"] = {"train": "images", "test": "images"}
     problems = check_settings(resolve_config(cfg))
     assert len(problems) == 1 and "nope.json" in problems[0] and "annotation file does not exist" in problems[0]
+
+
+def test_presets_stop_at_start_until_their_placeholders_are_filled():
+    raw = yaml.safe_load((Path(__file__).parent.parent / "configs" / "coco.yaml").read_text())
+    problems = check_settings(resolve_config(raw))
+    assert any("data.root" in p and "instances_train2017.json" in p for p in problems)
+    assert any("zoos.fcos_r50.init" in p and "does not exist" in p for p in problems)
 
 
 def test_annotations_read_once_and_checked():

@@ -9,6 +9,7 @@ generator against the dataset's classes.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 
 from rpg.config import ZooSettings
 from rpg.data import dataset_info
@@ -31,6 +32,8 @@ def check_settings(resolved: Mapping[str, Mapping[str, ZooSettings]]) -> list[st
                 check_arch(s.arch)
             except RPGInputError as exc:
                 problems.append(f"config key '{where}.arch': {exc.problem}")
+            if s.init != "random" and not s.is_source_zoo and not Path(s.init).expanduser().is_file():
+                problems.append(f"config key '{where}.init': initial weights file {s.init} does not exist")
             if s.data.name in ("imagefolder", "coco") and exp not in checked_data:
                 checked_data.add(exp)
                 try:
