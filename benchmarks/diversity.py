@@ -41,26 +41,25 @@ VARIANTS: dict[str, dict[str, dict]] = {
     "epsilon 3000": {"generator": {"prediction": "epsilon"}, "train": {"steps": 3000}},
     "v 1000": {"generator": {"prediction": "v"}, "train": {"steps": 1000}},
     "v 2000": {"generator": {"prediction": "v"}, "train": {"steps": 2000}},
+    "epsilon 1000 min-SNR": {
+        "generator": {"prediction": "epsilon", "loss_weighting": "min_snr"}, "train": {"steps": 1000},
+    },
+    "v 1000 min-SNR": {"generator": {"prediction": "v", "loss_weighting": "min_snr"}, "train": {"steps": 1000}},
     "epsilon 2000 min-SNR": {
-        "generator": {"prediction": "epsilon", "loss_weighting": "min_snr"},
-        "train": {"steps": 2000},
-    },  # fmt: skip
+        "generator": {"prediction": "epsilon", "loss_weighting": "min_snr"}, "train": {"steps": 2000},
+    },
     "epsilon 2000 DDPM": {
-        "generator": {"prediction": "epsilon"},
-        "train": {"steps": 2000},
+        "generator": {"prediction": "epsilon"}, "train": {"steps": 2000},
         "generate": {"sampler": "ddpm", "steps": None},
-    },  # fmt: skip
+    },
     "x0 1000 state per checkpoint": {
-        "generator": {"prediction": "sample"},
-        "train": {"steps": 1000},
-        "tokens": {"state": "checkpoint"},
-    },  # fmt: skip
+        "generator": {"prediction": "sample"}, "train": {"steps": 1000}, "tokens": {"state": "checkpoint"},
+    },
     "epsilon 2000 wide zoo": {
-        "generator": {"prediction": "epsilon"},
-        "train": {"steps": 2000},
+        "generator": {"prediction": "epsilon"}, "train": {"steps": 2000},
         "collect": {"finetune_lr": 0.005, "finetune_epochs": 3},
-    },  # fmt: skip
-}
+    },
+}  # fmt: skip
 COLUMNS = ["zoo", "variant", "distinct", "groups", "pairwise sim.", "pairwise dist.", "other-run sim.",
            "other-run dist.", "nearest dist.", "copies", "acc. best", "acc. mean", "acc. min", "originals mean",
            "mean - originals", "noise at sim.", "beats noise", "train s"]  # fmt: skip
@@ -150,6 +149,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--variants", nargs="+", default=list(VARIANTS))
     p.add_argument("--models", type=int, default=10)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--max-steps", type=int, default=None, help="cap the training steps (a smoke test)")
+    p.add_argument("--no-interpolation", action="store_true", help="skip the interpolation/average baselines")
     p.add_argument("--workdir", default=str(ROOT / "benchmarks" / ".cache" / "diversity"))
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "diversity"))
     args = p.parse_args(argv)
@@ -167,7 +168,12 @@ def main(argv: list[str] | None = None) -> None:
                 row = json.loads(cache.read_text())
             else:
                 print(f"[{zoo}] {name} ...", flush=True)
-                row = run_variant(variant_settings(base, VARIANTS[name]), base, work, args.models)
+                settings = variant_settings(base, VARIANTS[name])
+                if args.no_interpolation:
+                    settings = settings.replace(evaluate={**settings.evaluate.to_dict(), "interp_pairs": 0})
+                if args.max_steps:
+                    settings = settings.replace(train={**settings.train.to_dict(), "steps": args.max_steps})
+                row = run_variant(settings, base, work, args.models)
                 cache.write_text(json.dumps(row))
             rows.append({"zoo": zoo, "variant": name, **row})
             print(markdown(pd.DataFrame([rows[-1]], columns=COLUMNS)).splitlines()[-1], flush=True)
