@@ -40,7 +40,8 @@ def test_shipped_configs_validate(path):
 def test_defaults_filled():
     s = resolve_config(minimal())["e"]["z"]
     assert s.runs == 2 and s.collect.checkpoints == 50
-    assert s.tokens.to_dict() == {"token_size": 64, "shard_size": 256, "state": "run", "dtype": "float64"}
+    assert s.tokens.to_dict() == {"token_size": 64, "shard_size": 256, "state": "run", "dtype": "float64",
+                                  "include": None, "exclude": []}  # fmt: skip
     assert s.generate.sampler == "ddim" and s.data.image_size == 8
     assert s.train.threads == 1 and s.generate.num_models == 10 and s.generate.steps == 60
 

@@ -7,6 +7,7 @@ nothing.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -32,38 +33,112 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 PAPER_TOKEN_SIZE = {"tiny": 256, "small": 8192, "base": 8192, "large": 16384}
 
+EVALUATORS = ("classification", "detection")
+ENTRY_POINT = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$")
+
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
 
 
 @dataclass
-class DataConfig(Block):
-    doc = "The dataset of an experiment: digits (ships with scikit-learn) or an ImageNet-style folder tree."
+class DigitsDetectionConfig(Block):
+    doc = (
+        "The embedded detection dataset (data.name: digits_detection): scikit-learn's digits pasted at random sizes and"
+        " places on blank canvases of data.image_size pixels; each split draws from its own third of the digits."
+    )
 
-    name: Literal["digits", "imagefolder"] = option(doc="digits, or imagefolder (root/{train,val}/<class>/*)")
-    root: str | None = option(None, doc="dataset root folder (imagefolder)")
-    image_size: int = option(8, min=4, doc="digits are 8x8 (larger values upscale); imagefolder: crop size")
-    val_fraction: float = option(0.2, gt=0.0, max=0.45, doc="digits: share of the samples in the validation split")
+    train_images: int = option(1000, min=1, doc="canvases in the train split")
+    val_images: int = option(200, min=1, doc="canvases in the val split")
+    test_images: int = option(200, min=1, doc="canvases in the test split")
+    max_objects: int = option(3, min=1, doc="digits per canvas: uniformly 1 .. max_objects")
+    min_size: int = option(12, min=4, doc="smallest pasted digit (pixels)")
+    max_size: int = option(24, min=4, doc="largest pasted digit (pixels)")
+    seed: int = option(0, doc="seeds the digit pools, placements and sizes")
+
+    def problems(self) -> Iterator[tuple[str, str]]:
+        if self.max_size < self.min_size:
+            yield "max_size", f"must be >= min_size ({self.min_size}), got {self.max_size}"
+
+
+DATASET_NAMES = ("digits", "imagefolder", "digits_detection", "coco")
+DETECTION_DATASETS = ("digits_detection", "coco")
+SPLIT_NAMES = ("train", "val", "test")
+# image_size defaults per dataset: digits are 8x8, the detection canvases 48x48, COCO images 640 on the longer side
+IMAGE_SIZE_DEFAULTS = {"digits_detection": 48, "coco": 640}
+
+
+@dataclass
+class DataConfig(Block):
+    doc = (
+        "The dataset of an experiment: digits (ships with scikit-learn), an ImageNet-style folder tree, the embedded "
+        "detection set digits_detection, or COCO-format detection data (images + instances JSON per split)."
+    )
+
+    name: Literal[DATASET_NAMES] = option(
+        doc="digits, imagefolder (root/{train,val}/<class>/*), digits_detection or coco"
+    )
+    root: str | None = option(None, doc="dataset root folder (imagefolder, coco)")
+    image_size: int = option(
+        8, min=4, doc="digits: 8 (larger upscales); imagefolder: crop size; detection: canvas / longer image side"
+    )
+    val_fraction: float = option(
+        0.2, gt=0.0, max=0.45, doc="digits: share of the samples in val; coco without a val file: share of train images"
+    )
     test_fraction: float = option(
         0.2, gt=0.0, max=0.45, doc="digits: share in the test split (imagefolder: half of val when there is no test/)"
     )
-    split_seed: int = option(0, doc="seed of the stratified train/val/test split")
+    split_seed: int = option(0, doc="seed of the stratified train/val/test split (coco: of the val images held out)")
     probe: list[Literal[CORRUPTIONS]] = option(
-        factory=lambda: list(CORRUPTIONS), doc="corruptions of the test split added to it in the probe split"
+        factory=lambda: list(CORRUPTIONS),
+        doc="corruptions of the test split added to it in the probe split (classification; detection: probe = test)",
     )
     probe_severity: float = option(1.0, gt=0.0, max=3.0, doc="strength of the probe corruptions")
     interpolation: Literal["bilinear", "bicubic"] = option("bicubic", doc="imagefolder: resize interpolation")
     crop_pct: float = option(0.875, gt=0.0, max=1.0, doc="imagefolder: centre-crop fraction of the eval transform")
     mean: list[float] = option(factory=lambda: list(IMAGENET_MEAN), doc="imagefolder: normalisation mean (RGB)")
     std: list[float] = option(factory=lambda: list(IMAGENET_STD), items_gt=0.0, doc="imagefolder: normalisation std")
+    annotations: dict[str, str] = option(
+        factory=dict, doc="coco: instances JSON per split (train, test; val optional), relative to root"
+    )
+    images: dict[str, str] = option(factory=dict, doc="coco: image folder per split (same keys), relative to root")
+    hflip: bool = option(False, doc="detection: random horizontal flips while collecting checkpoints")
+    synthetic: DigitsDetectionConfig = option(factory=DigitsDetectionConfig, doc="digits_detection: the generator")
     batch_size: int = option(256, min=1, result=False, doc="batch size of data loading for evaluation")
     workers: int = option(0, min=0, result=False, doc="data-loader worker processes")
 
+    @classmethod
+    def defaults_for(cls, data):
+        name = data.get("name")
+        return {"image_size": IMAGE_SIZE_DEFAULTS[name]} if name in IMAGE_SIZE_DEFAULTS else {}
+
+    @property
+    def is_detection(self) -> bool:
+        """True for the detection datasets (digits_detection, coco)."""
+        return self.name in DETECTION_DATASETS
+
     def problems(self) -> Iterator[tuple[str, str]]:
-        if self.name == "imagefolder" and not self.root:
-            yield "root", "required for imagefolder data (the folder holding train/ and val/)"
+        if self.name in ("imagefolder", "coco") and not self.root:
+            yield "root", f"required for {self.name} data (the dataset folder)"
         if len(self.mean) not in (1, 3) or len(self.std) != len(self.mean):
             yield "std", "mean and std need one value per channel (1 or 3)"
+        if self.name == "coco":
+            for key in ("annotations", "images"):
+                unknown = sorted(set(getattr(self, key)) - set(SPLIT_NAMES))
+                if unknown:
+                    yield f"{key}.{unknown[0]}", f"unknown split; splits: {', '.join(SPLIT_NAMES)}"
+            for split in ("train", "test"):
+                if split not in self.annotations:
+                    yield f"annotations.{split}", "required for coco data (an instances JSON, relative to root)"
+            if set(self.images) != set(self.annotations):
+                yield (
+                    "images",
+                    f"needs an image folder for each annotated split ({', '.join(sorted(self.annotations))})",
+                )
+        if self.name == "digits_detection" and self.synthetic.max_size > self.image_size:
+            yield (
+                "synthetic.max_size",
+                f"must fit the canvas (image_size {self.image_size}), got {self.synthetic.max_size}",
+            )
 
 
 @dataclass
@@ -93,6 +168,32 @@ class CollectConfig(Block):
 
 
 @dataclass
+class SourceConfig(Block):
+    doc = (
+        "A zoo brought from a folder instead of the collection stage: one run per subfolder of `path` (or the rows of"
+        " a CSV `table`), each run's checkpoint files in natural order. Files are .safetensors or torch files (.pt,"
+        " .pth, .bin; read with weights_only=True, a nested state_dict/model entry unwrapped)."
+    )
+
+    path: str = option(doc="the folder holding the checkpoints (one subfolder per run, or the files of one run)")
+    glob: str | None = option(
+        None, doc="file pattern inside each run folder, e.g. '**/*.pt' (null: *.safetensors, *.pt, *.pth, *.bin)"
+    )
+    table: str | None = option(
+        None, doc="a CSV (relative to path) with columns path, run, optional step and metric columns; replaces the scan"
+    )
+    metric: str | None = option(None, doc="the table column stored as each checkpoint's validation score")
+    key: str | None = option(
+        None, doc="torch files: the entry holding the state_dict (null: state_dict, model or none)"
+    )
+    last: int | None = option(None, min=1, doc="take only the last N checkpoints of each run (null: all)")
+
+    def problems(self) -> Iterator[tuple[str, str]]:
+        if self.metric is not None and self.table is None:
+            yield "metric", "names a column of the source table; set source.table too"
+
+
+@dataclass
 class TokensConfig(Block):
     doc = "Tokenization: per-layer normalisation, tokens of `token_size` that never cross a layer, shards."
 
@@ -100,6 +201,12 @@ class TokensConfig(Block):
     shard_size: int = option(256, min=1, doc="checkpoints per shard file")
     state: Literal["run", "checkpoint"] = option("run", doc="one permutation state per training run or per checkpoint")
     dtype: Literal["float64", "float32"] = option("float64", doc="float64 round-trips float32 weights bit-exactly")
+    include: list[str] | None = option(
+        None, doc="generate only state_dict entries matching one of these glob patterns (null: all); the rest is copied"
+    )
+    exclude: list[str] = option(
+        factory=list, doc="glob patterns of entries never generated (copied from the zoo's first checkpoint)"
+    )
 
 
 @dataclass
@@ -246,6 +353,10 @@ class EvaluateConfig(Block):
     min_probe_failures: int = option(50, min=1, doc="resolution: every model should fail this often on the probe split")
     seed: int = option(0)
     batch_size: int = option(512, min=1, result=False)
+
+    def problems(self) -> Iterator[tuple[str, str]]:
+        if self.evaluator not in EVALUATORS and not ENTRY_POINT.match(self.evaluator):
+            yield "evaluator", f"got {self.evaluator!r}; allowed: {', '.join(EVALUATORS)} or package.module:function"
 
 
 @dataclass

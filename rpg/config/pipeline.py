@@ -21,6 +21,7 @@ from rpg.config.blocks import (
     GenerateConfig,
     GeneratorConfig,
     PDiffConfig,
+    SourceConfig,
     TasksConfig,
     TokensConfig,
     TrainConfig,
@@ -51,8 +52,9 @@ class ZooConfig(Block):
     arch: str = option(doc="builtin (cnn_s, cnn_m) or a timm model name")
     arch_kwargs: dict = option(factory=dict, doc="keyword arguments of the architecture (timm: create_model)")
     init: str = option("random", doc="random, or a path to a local weights file (.safetensors, .pt, .pth)")
-    runs: int = option(2, min=1, doc="independent training runs (permutation basins)")
+    runs: int = option(2, min=1, doc="independent training runs (permutation basins); a source zoo has the source's")
     collect: CollectConfig = option(factory=CollectConfig)
+    source: SourceConfig | None = option(None, doc="bring your own zoo: checkpoints from a folder, not collected")
     tasks: TasksConfig | None = option(None, doc="makes this zoo a task zoo (unseen-task experiment)")
     tokens: dict | None = _override("tokens")
     generator: dict | None = _override("generator")
@@ -60,6 +62,10 @@ class ZooConfig(Block):
     generate: dict | None = _override("generate")
     evaluate: dict | None = _override("evaluate")
     pdiff: dict | None = _override("pdiff")
+
+    def problems(self) -> Iterator[tuple[str, str]]:
+        if self.source is not None and self.tasks is not None:
+            yield "source", "a task zoo collects its own checkpoints; a zoo has either source or tasks"
 
 
 @dataclass
@@ -116,6 +122,7 @@ class ZooSettings(Block):
     init: str = option("random")
     runs: int = option(2, min=1)
     collect: CollectConfig = option(factory=CollectConfig)
+    source: SourceConfig | None = option(None)
     tokens: TokensConfig = option(factory=TokensConfig)
     generator: GeneratorConfig = option(factory=GeneratorConfig)
     train: TrainConfig = option(factory=TrainConfig)
@@ -128,6 +135,11 @@ class ZooSettings(Block):
     @property
     def is_task_zoo(self) -> bool:
         return self.tasks is not None
+
+    @property
+    def is_source_zoo(self) -> bool:
+        """A zoo brought from a folder (imported, not collected)."""
+        return self.source is not None
 
 
 def deep_merge(base: Mapping, override: Mapping) -> dict:
@@ -175,6 +187,7 @@ def resolve_config(config: Mapping[str, Any]) -> dict[str, dict[str, ZooSettings
                 init=zoo.init,
                 runs=zoo.runs,
                 collect=zoo.collect,
+                source=zoo.source,
                 tasks=zoo.tasks,
                 device=exp.device,
                 **blocks,

@@ -6,6 +6,9 @@ with a ``name``:
 - ``digits``: scikit-learn's embedded 8x8 handwritten digits (no download), see :mod:`rpg.data.digits`.
 - ``imagefolder``: an ImageNet-style folder tree ``root/{train,val}/<class>/*``, see
   :mod:`rpg.data.imagefolder`.
+- ``digits_detection`` and ``coco``: detection data in COCO format (train/val/test), see
+  :mod:`rpg.data.detection` (:func:`~rpg.data.detection.build_detection_dataset`); :func:`build_dataset` is for
+  classification data only.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from torch.utils.data import (
 from rpg.config import DataConfig
 
 SPLITS = ("train", "val", "test", "probe")
-DATASETS = ("digits", "imagefolder")
+DATASETS = ("digits", "imagefolder", "digits_detection", "coco")
 
 
 def data_config(data_cfg: DataConfig | Mapping[str, Any]) -> DataConfig:
@@ -42,6 +45,8 @@ def build_dataset(data_cfg: DataConfig | Mapping[str, Any], split: str) -> Datas
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     cfg = data_config(data_cfg)
+    if cfg.is_detection:
+        raise ValueError(f"{cfg.name!r} is detection data: use rpg.data.detection.build_detection_dataset")
     if cfg.name == "digits":
         return digits.build_digits(cfg, split)
     return imagefolder.build_imagefolder(cfg, split)
@@ -50,6 +55,10 @@ def build_dataset(data_cfg: DataConfig | Mapping[str, Any], split: str) -> Datas
 def dataset_info(data_cfg: DataConfig | Mapping[str, Any]) -> dict[str, int]:
     """``{"num_classes", "in_chans", "image_size"}`` of the dataset (cheap: no images are read)."""
     cfg = data_config(data_cfg)
+    if cfg.is_detection:
+        from rpg.data.detection import detection_info
+
+        return detection_info(cfg)
     if cfg.name == "digits":
         return digits.digits_info(cfg)
     return imagefolder.imagefolder_info(cfg)

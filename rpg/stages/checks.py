@@ -1,20 +1,24 @@
 """Checks of a configuration at start, before any job runs (a dry run fails on them too).
 
 Value types and bounds are checked when the config is parsed (:mod:`rpg.config`); here come the checks that look
-outside the config: architecture names (built-in, entry point or timm), dataset folders, and the task bits of a
-task-conditioned generator against the dataset's classes.
+outside the config: architecture names (built-in, entry point or timm), dataset folders and annotation files, the
+evaluator against the kind of data, the folders of source zoos (not empty), and the task bits of a task-conditioned
+generator against the dataset's classes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 
 from rpg.config import ZooSettings
 from rpg.data import dataset_info
+from rpg.data.detection import check_detection_data
 from rpg.data.imagefolder import check_root
 from rpg.errors import RPGInputError
 from rpg.tasks.plan import plan_task_zoo
 from rpg.zoo.models import check_arch
+from rpg.zoo.source import list_source_runs
 
 
 def check_settings(resolved: Mapping[str, Mapping[str, ZooSettings]]) -> list[str]:
@@ -28,13 +32,21 @@ def check_settings(resolved: Mapping[str, Mapping[str, ZooSettings]]) -> list[st
                 check_arch(s.arch)
             except RPGInputError as exc:
                 problems.append(f"config key '{where}.arch': {exc.problem}")
-            if s.data.name == "imagefolder" and exp not in checked_data:
+            if s.init != "random" and not s.is_source_zoo and not Path(s.init).expanduser().is_file():
+                problems.append(f"config key '{where}.init': initial weights file {s.init} does not exist")
+            if s.data.name in ("imagefolder", "coco") and exp not in checked_data:
                 checked_data.add(exp)
                 try:
-                    check_root(s.data)
+                    check_root(s.data) if s.data.name == "imagefolder" else check_detection_data(s.data)
                 except RPGInputError as exc:
                     problems.append(f"config key 'experiments.{exp}.data.root': {exc}")
                     continue
+            problems += _evaluator_problems(s, where)
+            if s.source is not None:
+                try:
+                    list_source_runs(s.source)
+                except RPGInputError as exc:
+                    problems.append(f"config key '{where}.source.path': {exc}")
             if s.tasks is not None:
                 try:
                     plan_task_zoo(s.tasks, s.data)
@@ -48,3 +60,21 @@ def check_settings(resolved: Mapping[str, Mapping[str, ZooSettings]]) -> list[st
                         f"{classes} classes"
                     )
     return problems
+
+
+def _evaluator_problems(s: ZooSettings, where: str) -> list[str]:
+    evaluator = s.evaluate.evaluator
+    if s.data.is_detection and evaluator == "classification":
+        return [f"config key '{where}.evaluate.evaluator': {s.data.name} is detection data; set evaluate.evaluator: "
+                "detection (or a package.module:function of your own)"]  # fmt: skip
+    if not s.data.is_detection and evaluator == "detection":
+        return [f"config key '{where}.evaluate.evaluator': the detection evaluator needs detection data "
+                f"(digits_detection or coco), the experiment has {s.data.name}"]  # fmt: skip
+    if ":" in evaluator:
+        from rpg.evaluate.evaluators import load_function  # only for a user's evaluator (imports the evaluation)
+
+        try:
+            load_function(evaluator)
+        except RPGInputError as exc:
+            return [f"config key '{where}.evaluate.evaluator': {exc.problem}"]
+    return []

@@ -1,4 +1,9 @@
-"""Stage 1, checkpoint collection: one job per training run (a directory of checkpoints), and the zoo table."""
+"""Stage 1, checkpoint collection: one job per training run (a directory of checkpoints), and the zoo table.
+
+Classification and detection data have their own training loops (:mod:`rpg.zoo.collect`,
+:mod:`rpg.zoo.collect_detection`); a zoo with a ``source`` is imported from a folder instead, one job per run
+(:mod:`rpg.zoo.source`), into the same run directory layout.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ import pandas as pd
 from rpg.config import ZooSettings
 from rpg.errors import RPGInputError
 from rpg.io import read_table
-from rpg.zoo import collect
+from rpg.zoo import collect, collect_detection, source
 
 RUN_TABLE = collect.RUN_TABLE
 TABLES = (RUN_TABLE, "group.csv")  # the table of a run directory, of a task group directory (rpg.tasks.collect)
@@ -20,11 +25,27 @@ def collect_run(settings: ZooSettings, *, run: int, out_dir: str | Path) -> None
     """Train run ``run`` of the zoo; ``out_dir`` gets ``ckpt_<iii>.safetensors`` for every checkpoint and run.csv."""
     out_dir = Path(out_dir)
     s = settings
-    collect.collect_run(
+    if s.is_source_zoo:
+        raise RPGInputError("a source zoo is imported (import_run), not collected", f"config zoos.{s.zoo}.source")
+    loop = collect_detection.collect_detection_run if s.data.is_detection else collect.collect_run
+    loop(
         arch=s.arch, arch_kwargs=s.arch_kwargs, init=s.init, collect=s.collect, data=s.data, run=run,
         out_paths=[out_dir / collect.checkpoint_name(i) for i in range(s.collect.checkpoints)],
         table_path=out_dir / RUN_TABLE, device=s.device,
     )  # fmt: skip
+
+
+def source_runs(settings: ZooSettings) -> list[source.SourceRun]:
+    """The runs of a source zoo (a cheap directory scan, run by the workflow at start); [] for other zoos."""
+    return source.list_source_runs(settings.source) if settings.source is not None else []
+
+
+def import_run(settings: ZooSettings, *, run: int, out_dir: str | Path) -> None:
+    """Import run ``run`` of a source zoo into ``out_dir`` (checked ``ckpt_<iii>.safetensors`` and run.csv)."""
+    s = settings
+    if s.source is None:
+        raise RPGInputError("the zoo has no source folder to import", f"config zoos.{s.zoo}.source")
+    source.import_run(source=s.source, arch=s.arch, arch_kwargs=s.arch_kwargs, run=run, out_dir=out_dir)
 
 
 def run_checkpoints(run_dirs: Sequence[str | Path]) -> list[Path]:

@@ -13,7 +13,7 @@ from typing import Any
 from rpg.config import ZooSettings, result_dict
 
 STAGES = (
-    "collect_run", "task_backbone", "tokenize", "train_generator", "generate", "evaluate", "train_pdiff",
+    "collect_run", "import_run", "task_backbone", "tokenize", "train_generator", "generate", "evaluate", "train_pdiff",
     "generate_pdiff", "collect_task_group", "generate_tasks", "evaluate_tasks",
 )  # fmt: skip
 
@@ -27,6 +27,9 @@ def stage_params(settings: ZooSettings, stage: str) -> dict[str, Any]:
     s = settings
     if stage in ("collect_run", "task_backbone"):
         return {**_zoo(s), "collect": result_dict(s.collect), "data": result_dict(s.data)}
+    if stage == "import_run":
+        return {"arch": s.arch, "arch_kwargs": s.arch_kwargs,
+                "source": None if s.source is None else result_dict(s.source)}  # fmt: skip
     if stage == "tokenize":
         return {"tokens": result_dict(s.tokens)}
     if stage == "train_generator":

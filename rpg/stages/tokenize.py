@@ -14,4 +14,4 @@ def tokenize(settings: ZooSettings, *, run_dirs: Sequence[str | Path], out_dir: 
     """Tokenize the checkpoints of ``run_dirs`` (run or task-group directories) into the token store ``out_dir``."""
     t = settings.tokens
     write_token_store(run_checkpoints(run_dirs), out_dir, token_size=t.token_size, shard_size=t.shard_size,
-                      state=t.state, dtype=t.dtype)  # fmt: skip
+                      state=t.state, dtype=t.dtype, include=t.include, exclude=t.exclude)  # fmt: skip

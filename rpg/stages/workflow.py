@@ -6,6 +6,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from rpg.config import ZooSettings
+from rpg.stages.collect import source_runs
 
 
 def missing_intermediates(settings: Mapping[str, Mapping[str, ZooSettings]], root: Path) -> Iterator[str]:
@@ -20,7 +21,8 @@ def missing_intermediates(settings: Mapping[str, Mapping[str, ZooSettings]], roo
             tokens = base / "tokens" / zoo
             chains = [(base / "generator" / zoo / "model.safetensors", [tokens])]
             if not s.is_task_zoo:
-                chains.append((tokens, [base / "zoo" / zoo / f"run{r}" for r in range(s.runs)]))
+                runs = len(source_runs(s)) if s.is_source_zoo else s.runs
+                chains.append((tokens, [base / "zoo" / zoo / f"run{r}" for r in range(runs)]))
             for made, sources in chains:
                 if not made.exists():
                     continue

@@ -6,10 +6,17 @@ a fixed per-layer (mean, std) averaged over the zoo, flattened, NaN-padded to a 
 of the token size k and cut into ``ceil(numel / k)`` tokens. All other entries (integer
 buffers, scalars) are copied from a reference checkpoint. BatchNorm ``running_var`` is
 first mapped to ``log(v / c + 0.05)`` with ``c = 0.95 * mean(v)`` (docs/method.md).
+
+Partial generation: ``include`` / ``exclude`` glob patterns over the entry names (``fnmatch``: ``*`` matches any
+text, dots included; ``head.*``, ``*.bn*.running_*``) narrow the generated entries to those matching an include
+pattern (all when ``include`` is None) and no exclude pattern. Entries left out behave like integer buffers: they
+are copied from the reference checkpoint. A pattern that matches no entry is an error (a typo would otherwise
+silently change what is generated).
 """
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import logging
 import math
@@ -41,6 +48,21 @@ _COLUMNS = [
 def is_generated(tensor: torch.Tensor) -> bool:
     """True for entries the generator produces: floating point with more than one element."""
     return tensor.is_floating_point() and tensor.numel() > 1
+
+
+def select_entries(names: Sequence[str], include: Sequence[str] | None = None, exclude: Sequence[str] = ()) -> set[str]:
+    """The names matching one of ``include`` (every name when None) and none of ``exclude`` (glob patterns).
+
+    A pattern matching no name raises RPGInputError naming it.
+    """
+    for key, patterns in (("tokens.include", include or ()), ("tokens.exclude", exclude)):
+        for pattern in patterns:
+            if not any(fnmatch.fnmatchcase(n, pattern) for n in names):
+                raise RPGInputError(
+                    f"{key} pattern {pattern!r} matches no state_dict entry (entries: {_few(list(names))})"
+                )
+    chosen = {n for n in names if include is None or any(fnmatch.fnmatchcase(n, p) for p in include)}
+    return {n for n in chosen if not any(fnmatch.fnmatchcase(n, p) for p in exclude)}
 
 
 def transform_for(name: str) -> str:
@@ -283,11 +305,20 @@ class LayoutBuilder:
     per channel) until the zoo-wide scale c is known.
     """
 
-    def __init__(self, *, token_size: int, order: Sequence[str] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        token_size: int,
+        order: Sequence[str] | None = None,
+        include: Sequence[str] | None = None,
+        exclude: Sequence[str] = (),
+    ) -> None:
         if not isinstance(token_size, int) or isinstance(token_size, bool) or token_size < 1:
             raise RPGInputError(f"token_size must be a positive integer, got {token_size!r}")
         self.token_size = token_size
         self._order = list(order) if order is not None else None
+        self._include = None if include is None else list(include)
+        self._exclude = list(exclude)
         self._entries: list[tuple[str, tuple[int, ...], str, bool]] | None = None
         self._sum_mean: dict[str, float] = {}
         self._sum_std: dict[str, float] = {}
@@ -300,10 +331,18 @@ class LayoutBuilder:
             order = self._order if self._order is not None else list(state_dict)
             if sorted(order) != sorted(state_dict):
                 raise RPGInputError("state_dict keys do not match the given entry order", source)
+            try:
+                selected = select_entries(order, self._include, self._exclude)
+            except RPGInputError as exc:
+                raise RPGInputError(exc.problem, source) from None
             self._entries = [
-                (n, tuple(state_dict[n].shape), dtype_name(state_dict[n].dtype), is_generated(state_dict[n]))
+                (n, tuple(state_dict[n].shape), dtype_name(state_dict[n].dtype),
+                 is_generated(state_dict[n]) and n in selected)
                 for n in order
-            ]
+            ]  # fmt: skip
+            if not any(g for *_, g in self._entries):
+                raise RPGInputError("no entry to generate: tokens.include/exclude leave no floating-point entry with "
+                                    "more than one element", source)  # fmt: skip
         else:
             check_entries(state_dict, [(n, s, d) for n, s, d, _ in self._entries], source)
         for name, _, _, generated in self._entries:
@@ -322,6 +361,12 @@ class LayoutBuilder:
                 self._sum_mean[name] = self._sum_mean.get(name, 0.0) + float(mean)
                 self._sum_std[name] = self._sum_std.get(name, 0.0) + float(std)
         self.num_checkpoints += 1
+
+    def generates(self, name: str) -> bool:
+        """Whether entry ``name`` is generated (known after the first :meth:`add`)."""
+        if self._entries is None:
+            raise RuntimeError("no state_dict added yet")
+        return any(n == name and g for n, _, _, g in self._entries)
 
     def finish(self) -> Layout:
         """The Layout with zoo-averaged statistics."""
@@ -383,9 +428,16 @@ class LayoutBuilder:
         return Layout(token_size=k, layers=tuple(layers), num_checkpoints=n)
 
 
-def build_layout(state_dicts: Iterable[Mapping[str, torch.Tensor]], *, token_size: int) -> Layout:
-    """Layout of a zoo given as state_dicts (consumed once, one at a time); order = first dict's order."""
-    builder = LayoutBuilder(token_size=token_size)
+def build_layout(
+    state_dicts: Iterable[Mapping[str, torch.Tensor]],
+    *,
+    token_size: int,
+    include: Sequence[str] | None = None,
+    exclude: Sequence[str] = (),
+) -> Layout:
+    """Layout of a zoo given as state_dicts (consumed once, one at a time); order = first dict's order;
+    ``include``/``exclude``: partial generation (module docstring)."""
+    builder = LayoutBuilder(token_size=token_size, include=include, exclude=exclude)
     for sd in state_dicts:
         builder.add(sd)
     return builder.finish()

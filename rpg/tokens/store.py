@@ -30,7 +30,7 @@ import torch
 from rpg.errors import RPGInputError
 from rpg.io import META_KEY, atomic_path, load_safetensors, read_safetensors_metadata, read_table, save_safetensors
 from rpg.runtime import fault_point, progress
-from rpg.tokens.layout import Layout, LayoutBuilder, is_generated
+from rpg.tokens.layout import Layout, LayoutBuilder
 from rpg.tokens.tokenizer import detokenize, tokenize
 from rpg.zoo.models import build_model
 
@@ -59,12 +59,16 @@ def write_token_store(
     shard_size: int,
     state: str = "run",
     dtype: str = "float64",
+    include: Sequence[str] | None = None,
+    exclude: Sequence[str] = (),
 ) -> None:
     """Tokenize a zoo of checkpoint files into ``out_dir`` (see module docstring).
 
     ``state``: "run" gives each training run one permutation state (its rank among the
-    zoo's run ids), "checkpoint" gives each checkpoint its own. Bad input raises
-    RPGInputError naming the file; files this call wrote are then removed again.
+    zoo's run ids), "checkpoint" gives each checkpoint its own. ``include``/``exclude``: glob patterns of the
+    entries to generate (partial generation, :mod:`rpg.tokens.layout`); the others are copied from the first
+    checkpoint (the reference). Bad input raises RPGInputError naming the file; files this call wrote are then
+    removed again.
     """
     paths = [Path(p) for p in checkpoint_paths]
     out_dir = Path(out_dir)
@@ -85,11 +89,13 @@ def write_token_store(
         tensors, meta = load_safetensors(path)
         if i == 0:
             first_meta = meta
-            builder = LayoutBuilder(token_size=token_size, order=_entry_order(tensors, meta, path))
-            reference = {n: t for n, t in tensors.items() if not is_generated(t)}
+            builder = LayoutBuilder(token_size=token_size, order=_entry_order(tensors, meta, path), include=include,
+                                    exclude=exclude)  # fmt: skip
         else:
             _check_same_arch(meta, first_meta, path, paths[0])
         builder.add(tensors, source=path)
+        if i == 0:
+            reference = {n: t for n, t in tensors.items() if not builder.generates(n)}
         records.append(_index_record(path, meta))
         del tensors
     assert builder is not None
@@ -109,6 +115,9 @@ def write_token_store(
         "state": state,
         "dtype": dtype,
         "shard_size": int(shard_size),
+        "include": None if include is None else list(include),
+        "exclude": list(exclude),
+        "num_copied": len(reference),
         "state_dict_keys": layout.names,
     }
     log.info(

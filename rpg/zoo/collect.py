@@ -34,6 +34,7 @@ from rpg.io import read_safetensors_metadata, write_table
 from rpg.optim import make_optimizer, set_lr, warmup_cosine
 from rpg.runtime import fault_point, progress, resolve_device, seed_everything
 from rpg.zoo.checkpoint import save_checkpoint
+from rpg.zoo.detectors import DETECTORS
 from rpg.zoo.models import build_model, count_parameters, load_initial_weights
 
 log = logging.getLogger(__name__)
@@ -61,53 +62,13 @@ def checkpoint_steps(total_steps: int, num_checkpoints: int) -> list[int]:
     return [(i + 1) * total_steps // num_checkpoints for i in range(num_checkpoints)]
 
 
-def collect_run(
-    *,
-    arch: str,
-    arch_kwargs: Mapping[str, Any] | None = None,
-    init: str = "random",
-    collect: CollectConfig | Mapping[str, Any] | None = None,
-    data: DataConfig | Mapping[str, Any],
-    run: int,
-    out_paths: Sequence[str | Path],
-    table_path: str | Path,
-    device: str = "auto",
-) -> None:
-    """Train run ``run`` of a zoo and write ``len(out_paths)`` checkpoints plus ``table_path`` (run.csv).
+def finetune_plan(*, n_train: int, cfg: CollectConfig, n_ckpt: int) -> tuple[int, int]:
+    """``(batch size, steps)`` of the fine-tuning phase that saves ``n_ckpt`` checkpoints.
 
-    ``init`` is "random" or a weights file; ``collect`` the zoo's collect block. ``num_classes``/``in_chans``
-    default to the dataset's.
+    ``finetune_epochs`` epochs at ``finetune_batch_size`` (default: ``batch_size``); when that phase would have fewer
+    steps than checkpoints and no fine-tuning batch was set, the batch shrinks (a warning says so). Still too few
+    steps raise RPGInputError.
     """
-    cfg = CollectConfig.parse(collect, "collect")
-    data_cfg = data_config(data)
-    n_ckpt = len(out_paths)
-    if n_ckpt < 1:
-        raise ValueError("collect_run needs at least one output path")
-    if cfg.checkpoints != n_ckpt:
-        log.warning("collect.checkpoints=%d but %d output paths given; saving %d", cfg.checkpoints, n_ckpt, n_ckpt)
-    dev = resolve_device(device)
-    seed = run_seed(cfg.seed, run)
-    seed_everything(seed)
-
-    info = dataset_info(data_cfg)
-    arch_kwargs = {"num_classes": info["num_classes"], "in_chans": info["in_chans"], **(arch_kwargs or {})}
-    model = build_model(arch, arch_kwargs, seed=seed)
-    if init and init != "random":
-        load_initial_weights(model, init)
-    model.to(dev).train()
-
-    train_set = build_dataset(data_cfg, "train")
-    val_set = build_dataset(data_cfg, "val")
-    workers = data_cfg.workers
-    n_train = len(train_set)
-    drop_last = n_train > cfg.batch_size
-    loader = make_loader(
-        train_set, batch_size=cfg.batch_size, shuffle=True, seed=seed, workers=workers, drop_last=drop_last
-    )
-    val_loader = make_loader(val_set, batch_size=cfg.eval_batch_size, shuffle=False, seed=0, workers=workers)
-    steps_per_epoch = len(loader)
-
-    # fine-tuning batch: reduced when one phase would have fewer steps than checkpoints
     ft_batch = cfg.finetune_batch_size or cfg.batch_size
     ft_steps = max(1, round(cfg.finetune_epochs * (n_train // ft_batch if n_train > ft_batch else 1)))
     if ft_steps < n_ckpt and cfg.finetune_batch_size is None:
@@ -125,6 +86,66 @@ def collect_run(
             "or lower finetune_batch_size",
             "config collect",
         )
+    return ft_batch, ft_steps
+
+
+def model_kwargs(arch: str, arch_kwargs: Mapping[str, Any] | None, info: Mapping[str, int]) -> dict[str, Any]:
+    """The keyword arguments a zoo's models are built with: the config's ``arch_kwargs``, plus the dataset's
+    ``num_classes`` and ``in_chans`` (and ``image_size`` for detectors) where the config leaves them out. An entry
+    point (``package.module:function``) gets exactly the config's ``arch_kwargs``."""
+    if ":" in arch:
+        return dict(arch_kwargs or {})
+    keys = ("num_classes", "in_chans", "image_size") if arch in DETECTORS else ("num_classes", "in_chans")
+    return {**{k: info[k] for k in keys}, **(arch_kwargs or {})}
+
+
+def collect_run(
+    *,
+    arch: str,
+    arch_kwargs: Mapping[str, Any] | None = None,
+    init: str = "random",
+    collect: CollectConfig | Mapping[str, Any] | None = None,
+    data: DataConfig | Mapping[str, Any],
+    run: int,
+    out_paths: Sequence[str | Path],
+    table_path: str | Path,
+    device: str = "auto",
+) -> None:
+    """Train run ``run`` of a zoo and write ``len(out_paths)`` checkpoints plus ``table_path`` (run.csv).
+
+    ``init`` is "random" or a weights file; ``collect`` the zoo's collect block. ``num_classes``/``in_chans``
+    default to the dataset's (not for entry points, see :func:`model_kwargs`).
+    """
+    cfg = CollectConfig.parse(collect, "collect")
+    data_cfg = data_config(data)
+    n_ckpt = len(out_paths)
+    if n_ckpt < 1:
+        raise ValueError("collect_run needs at least one output path")
+    if cfg.checkpoints != n_ckpt:
+        log.warning("collect.checkpoints=%d but %d output paths given; saving %d", cfg.checkpoints, n_ckpt, n_ckpt)
+    dev = resolve_device(device)
+    seed = run_seed(cfg.seed, run)
+    seed_everything(seed)
+
+    info = dataset_info(data_cfg)
+    arch_kwargs = model_kwargs(arch, arch_kwargs, info)
+    model = build_model(arch, arch_kwargs, seed=seed)
+    if init and init != "random":
+        load_initial_weights(model, init)
+    model.to(dev).train()
+
+    train_set = build_dataset(data_cfg, "train")
+    val_set = build_dataset(data_cfg, "val")
+    workers = data_cfg.workers
+    n_train = len(train_set)
+    drop_last = n_train > cfg.batch_size
+    loader = make_loader(
+        train_set, batch_size=cfg.batch_size, shuffle=True, seed=seed, workers=workers, drop_last=drop_last
+    )
+    val_loader = make_loader(val_set, batch_size=cfg.eval_batch_size, shuffle=False, seed=0, workers=workers)
+    steps_per_epoch = len(loader)
+
+    ft_batch, ft_steps = finetune_plan(n_train=n_train, cfg=cfg, n_ckpt=n_ckpt)
     save_at = dict(zip(checkpoint_steps(ft_steps, n_ckpt), range(n_ckpt)))
     ft_loader = (
         loader
@@ -207,7 +228,7 @@ def collect_run(
                 "index": index,
                 "val_accuracy": val_acc,
                 "task": None,
-                "num_classes": int(arch_kwargs["num_classes"]),
+                "num_classes": int(arch_kwargs.get("num_classes", info["num_classes"])),
             }
             save_checkpoint(out_paths[index], model.state_dict(), meta)
             rows.append(

@@ -6,9 +6,11 @@ Built-ins (conv + BatchNorm + ReLU, global average pooling, linear head):
   (the size of the paper's CNN(s)).
 - ``cnn_m``: channels (16, 24, 32), 10,986 parameters (the paper's CNN(m)).
 
+Detectors (:mod:`rpg.zoo.detectors`): ``fcos``, torchvision's FCOS with a small built-in or a timm backbone.
+
 A name ``package.module:function`` is a Python entry point: ``function(**arch_kwargs)`` must return the
-``nn.Module`` (bring your own architecture). Any other name is passed to
-``timm.create_model(name, pretrained=False, **arch_kwargs)``.
+``nn.Module`` (bring your own architecture); it gets exactly the ``arch_kwargs`` of the config. Any other name is
+passed to ``timm.create_model(name, pretrained=False, **arch_kwargs)``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from torch import nn
 
 from rpg.errors import RPGInputError
 from rpg.io import load_safetensors
+from rpg.zoo.detectors import DETECTORS, build_detector
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +85,7 @@ def entry_point(arch: str):
 
 def check_arch(arch: str) -> None:
     """Raise RPGInputError unless ``arch`` is a built-in, an importable entry point or a timm model name."""
-    if arch in BUILTIN_ARCHS:
+    if arch in BUILTIN_ARCHS or arch in DETECTORS:
         return
     if ":" in arch:
         entry_point(arch)
@@ -91,8 +94,8 @@ def check_arch(arch: str) -> None:
 
     if not timm.is_model(arch):
         raise RPGInputError(
-            f"unknown architecture {arch!r}: not a built-in ({sorted(BUILTIN_ARCHS)}), not an entry point "
-            "(package.module:function) and not a timm model name (see timm.list_models())",
+            f"unknown architecture {arch!r}: not a built-in ({sorted(BUILTIN_ARCHS) + list(DETECTORS)}), not an "
+            "entry point (package.module:function) and not a timm model name (see timm.list_models())",
             "config arch",
         )
 
@@ -113,6 +116,8 @@ def build_model(arch: str, arch_kwargs: dict[str, Any] | None = None, *, seed: i
                 return SmallCNN(**kwargs)
             except TypeError as exc:
                 raise RPGInputError(f"bad arch_kwargs for {arch!r}: {exc}", "config arch_kwargs") from exc
+        if arch in DETECTORS:
+            return build_detector(arch, kwargs)
         if ":" in arch:
             model = entry_point(arch)(**kwargs)
             if not isinstance(model, nn.Module):
@@ -133,10 +138,11 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def read_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
+def read_weights_file(path: str | Path, *, key: str | None = None) -> dict[str, torch.Tensor]:
     """A state_dict from ``.safetensors`` or a torch/timm file (``weights_only=True``).
 
-    Wrappers ``{"state_dict": ...}`` / ``{"model": ...}`` and DDP ``module.`` prefixes are removed.
+    Torch files: the mapping under ``key`` when given, else wrappers ``{"state_dict": ...}`` / ``{"model": ...}`` /
+    ``{"state_dict_ema": ...}`` are unwrapped; DDP ``module.`` prefixes are removed.
     """
     path = Path(path)
     if not path.is_file():
@@ -148,11 +154,17 @@ def read_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise RPGInputError(f"cannot read weights ({type(exc).__name__}: {exc})", path) from exc
-    for key in ("state_dict", "model", "state_dict_ema"):
-        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-            obj = obj[key]
-            break
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+    if key is not None:
+        if not isinstance(obj, dict) or not isinstance(obj.get(key), dict):
+            found = sorted(map(str, obj))[:8] if isinstance(obj, dict) else type(obj).__name__
+            raise RPGInputError(f"no state_dict under key {key!r} (found: {found})", path)
+        obj = obj[key]
+    else:
+        for wrapper in ("state_dict", "model", "state_dict_ema"):
+            if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
+                obj = obj[wrapper]
+                break
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise RPGInputError("not a state_dict (expected a mapping of names to tensors)", path)
     return {k.removeprefix("module."): v for k, v in obj.items()}
 

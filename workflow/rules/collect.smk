@@ -1,4 +1,5 @@
-# Stage 1: checkpoint collection. One job per training run, writing the run's directory of checkpoints.
+# Stage 1: checkpoint collection. One job per training run, writing the run's directory of checkpoints; a zoo
+# with a source folder (bring your own zoo) is imported instead, one job per run of the folder.
 
 
 rule collect_run:
@@ -8,6 +9,8 @@ rule collect_run:
         "results/{exp}/logs/collect/{zoo}/run{run}.log",
     benchmark:
         "results/{exp}/benchmarks/collect/{zoo}/run{run}.tsv"
+    wildcard_constraints:
+        zoo=COLLECTED_ZOOS,
     conda:
         "../../environment.yml"
     threads: 1
@@ -18,6 +21,29 @@ rule collect_run:
         settings=P("collect_run"),
     script:
         "../scripts/collect_run.py"
+
+
+rule import_run:
+    input:
+        source_files,
+    output:
+        directory("results/{exp}/zoo/{zoo}/run{run}"),
+    log:
+        "results/{exp}/logs/collect/{zoo}/import_run{run}.log",
+    benchmark:
+        "results/{exp}/benchmarks/collect/{zoo}/import_run{run}.tsv"
+    wildcard_constraints:
+        zoo=SOURCE_ZOOS,
+    conda:
+        "../../environment.yml"
+    threads: 1
+    resources:
+        mem_mb=lambda wildcards, attempt: 4000 * attempt,
+        runtime=lambda wildcards, attempt: 60 * attempt,
+    params:
+        settings=P("import_run"),
+    script:
+        "../scripts/import_run.py"
 
 
 rule zoo_table:

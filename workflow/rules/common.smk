@@ -3,6 +3,7 @@ from pathlib import Path
 
 from rpg.config import ConfigError, resolve_config
 from rpg.stages.checks import check_settings
+from rpg.stages.collect import source_runs
 from rpg.stages.params import stage_params
 from rpg.stages.workflow import missing_intermediates
 from rpg.tasks.plan import plan_task_zoo
@@ -16,6 +17,13 @@ if _problems:
     raise WorkflowError("invalid configuration:\n" + "\n".join(_problems))
 
 PAIRS = [(exp, zoo) for exp, zoos in SETTINGS.items() for zoo in zoos]
+
+# bring-your-own zoos: their runs, listed once at start (a directory scan), one import_run job each
+SOURCE_RUNS = {
+    (exp, zoo): source_runs(SETTINGS[exp][zoo])
+    for exp, zoo in PAIRS
+    if SETTINGS[exp][zoo].is_source_zoo
+}
 
 
 wildcard_constraints:
@@ -44,7 +52,14 @@ def zoo_dirs(w):
     """The directories holding a zoo's training checkpoints: one per run (task zoo: per seen-task group)."""
     if S(w).is_task_zoo:
         return task_group_dirs(w.exp, w.zoo, "seen")  # workflow/rules/tasks.smk
-    return [f"results/{w.exp}/zoo/{w.zoo}/run{r}" for r in range(S(w).runs)]
+    return [f"results/{w.exp}/zoo/{w.zoo}/run{r}" for r in range(num_runs(w))]
+
+
+def num_runs(w):
+    """Runs of a zoo: the config's, or those found in a source zoo's folder."""
+    if S(w).is_source_zoo:
+        return len(SOURCE_RUNS[w.exp, w.zoo])
+    return S(w).runs
 
 
 def batch_indices(w):
@@ -75,6 +90,32 @@ def all_summaries():
 
 def zoo_regex(zoos):
     return "|".join(sorted(set(zoos))) or "(?!x)x"
+
+
+# collect_run and import_run write the same run directories: each is limited to its zoos (a zoo name cannot be a
+# source zoo in one experiment and a collected zoo in another)
+SOURCE_ZOO_NAMES = {zoo for _, zoo in SOURCE_RUNS}
+_clash = sorted(SOURCE_ZOO_NAMES & {z for e, z in PAIRS if (e, z) not in SOURCE_RUNS})
+if _clash:
+    raise WorkflowError(
+        f"invalid configuration:\nzoo name '{_clash[0]}' is a source zoo in one experiment and a collected zoo "
+        "in another; give them different names"
+    )
+SOURCE_ZOOS = zoo_regex(SOURCE_ZOO_NAMES)
+COLLECTED_ZOOS = zoo_regex({zoo for _, zoo in PAIRS} - SOURCE_ZOO_NAMES)
+
+
+def source_files(w):
+    """The files an import_run job reads: its run's checkpoints (and the source table)."""
+    try:
+        run = SOURCE_RUNS[w.exp, w.zoo][int(w.run)]
+    except (KeyError, IndexError):
+        raise WorkflowError(
+            f"no run {w.run} in the source of zoo '{w.zoo}' of '{w.exp}'"
+        ) from None
+    table = S(w).source.table
+    extra = [str(Path(S(w).source.path, table))] if table else []
+    return [str(p) for p in run.files] + extra
 
 
 for _warning in missing_intermediates(SETTINGS, Path(".")):
