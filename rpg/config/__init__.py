@@ -6,13 +6,16 @@ JSON schema, shipped as ``config.schema.json``).
 """
 
 from rpg.config.blocks import (
+    ADAPTER_ARCH,
     PRESETS,
+    AdapterConfig,
     CollectConfig,
     DataConfig,
     EvaluateConfig,
     GenerateConfig,
     GeneratorConfig,
     PDiffConfig,
+    PromptConfig,
     TaskEvaluateConfig,
     TasksConfig,
     TokensConfig,
@@ -22,7 +25,9 @@ from rpg.config.pipeline import PipelineConfig, ZooSettings, deep_merge, resolve
 from rpg.config.typed import Block, ConfigError, option, result_dict
 
 __all__ = [
+    "ADAPTER_ARCH",
     "PRESETS",
+    "AdapterConfig",
     "Block",
     "CollectConfig",
     "ConfigError",
@@ -32,6 +37,7 @@ __all__ = [
     "GeneratorConfig",
     "PDiffConfig",
     "PipelineConfig",
+    "PromptConfig",
     "TaskEvaluateConfig",
     "TasksConfig",
     "TokensConfig",

@@ -6,6 +6,10 @@ with a ``name``:
 - ``digits``: scikit-learn's embedded 8x8 handwritten digits (no download), see :mod:`rpg.data.digits`.
 - ``imagefolder``: an ImageNet-style folder tree ``root/{train,val}/<class>/*``, see
   :mod:`rpg.data.imagefolder`.
+- ``text``: templated text classification tasks (splits train, val and test; items ``(sentence, label)``), see
+  :mod:`rpg.data.text`.
+- ``commonsense``: multiple-choice questions from local JSON files (splits train, val and test), see
+  :mod:`rpg.data.commonsense`.
 """
 
 from __future__ import annotations
@@ -26,7 +30,8 @@ from torch.utils.data import (
 from rpg.config import DataConfig
 
 SPLITS = ("train", "val")
-DATASETS = ("digits", "imagefolder")
+DATASETS = ("digits", "imagefolder", "text", "commonsense")
+TEXT_DATA = ("text", "commonsense")  # the data of adapter zoos: also a test split
 
 
 def data_config(data_cfg: DataConfig | Mapping[str, Any]) -> DataConfig:
@@ -39,9 +44,13 @@ def build_dataset(data_cfg: DataConfig | Mapping[str, Any], split: str) -> Datas
 
     Items are ``(x, y)`` with ``x`` a float32 tensor [C, H, W] and ``y`` an int64 class index.
     """
+    cfg = data_config(data_cfg)
+    if cfg.name == "text":
+        return text.build_text(cfg, split)
+    if cfg.name == "commonsense":
+        return commonsense.build_commonsense(cfg, split)
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    cfg = data_config(data_cfg)
     if cfg.name == "digits":
         return digits.build_digits(cfg, split)
     return imagefolder.build_imagefolder(cfg, split)
@@ -50,6 +59,10 @@ def build_dataset(data_cfg: DataConfig | Mapping[str, Any], split: str) -> Datas
 def dataset_info(data_cfg: DataConfig | Mapping[str, Any]) -> dict[str, int]:
     """``{"num_classes", "in_chans", "image_size"}`` of the dataset (cheap: no images are read)."""
     cfg = data_config(data_cfg)
+    if cfg.name == "text":
+        return text.text_info(cfg)
+    if cfg.name == "commonsense":
+        return commonsense.commonsense_info(cfg)
     if cfg.name == "digits":
         return digits.digits_info(cfg)
     return imagefolder.imagefolder_info(cfg)
@@ -88,6 +101,6 @@ def make_loader(
     )
 
 
-from rpg.data import digits, imagefolder  # noqa: E402 (the dataset modules import nothing from here)
+from rpg.data import commonsense, digits, imagefolder, text  # noqa: E402 (they import nothing from here)
 
 __all__ = ["build_dataset", "data_config", "dataset_info", "make_loader", "SPLITS", "DATASETS"]

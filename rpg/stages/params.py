@@ -14,12 +14,15 @@ from rpg.config import ZooSettings, result_dict
 
 STAGES = (
     "collect_run", "task_backbone", "tokenize", "train_generator", "generate", "evaluate", "train_pdiff",
-    "generate_pdiff", "collect_task_group", "generate_tasks", "evaluate_tasks",
+    "generate_pdiff", "collect_task_group", "generate_tasks", "evaluate_tasks", "export_peft", "prompted",
 )  # fmt: skip
 
 
 def _zoo(s: ZooSettings) -> dict[str, Any]:
-    return {"arch": s.arch, "arch_kwargs": s.arch_kwargs, "init": s.init}
+    out = {"arch": s.arch, "arch_kwargs": s.arch_kwargs, "init": s.init}
+    if s.adapter is not None:
+        out["adapter"] = result_dict(s.adapter)
+    return out
 
 
 def stage_params(settings: ZooSettings, stage: str) -> dict[str, Any]:
@@ -44,5 +47,12 @@ def stage_params(settings: ZooSettings, stage: str) -> dict[str, Any]:
         return {**_zoo(s), "tasks": s.tasks.collection(), "data": result_dict(s.data)}
     if stage == "evaluate_tasks":
         assert s.tasks is not None
-        return {"tasks": result_dict(s.tasks), "data": result_dict(s.data)}
+        tasks = {k: v for k, v in result_dict(s.tasks).items() if k != "prompt"}  # the prompt block: prompted only
+        return {"tasks": tasks, "data": result_dict(s.data)}
+    if stage == "export_peft":
+        return {}
+    if stage == "prompted":
+        assert s.tasks is not None
+        return {**_zoo(s), "tasks": s.tasks.collection(), "prompt": result_dict(s.tasks.prompt),
+                "generate": result_dict(s.generate), "data": result_dict(s.data)}  # fmt: skip
     raise ValueError(f"unknown stage {stage!r}; stages: {STAGES}")
