@@ -84,6 +84,17 @@ class AdapterModel(nn.Module):
                 module = child
             module.register_parameter(leaf, nn.Parameter(torch.zeros(shape, dtype=dtype), requires_grad=False))
 
+    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """The adapter tensors in PEFT's order (a module lists its own tensors before its children's)."""
+        out = super().state_dict(*args, **kwargs)
+        if args or kwargs.get("destination") is not None:
+            return out
+        prefix = kwargs.get("prefix", "")
+        ordered = type(out)((prefix + k, out[prefix + k]) for k in self._keys)
+        if hasattr(out, "_metadata"):
+            ordered._metadata = out._metadata
+        return ordered
+
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device

@@ -117,9 +117,9 @@ class CollectConfig(Block):
 @dataclass
 class AdapterConfig(Block):
     doc = (
-        "Makes a zoo an adapter zoo: PEFT LoRA or DoRA adapters on a frozen transformers model read from a local folder "
-        "(never the hub). Collection fine-tunes the adapters with the zoo's collect block; the checkpoints (and so the "
-        "generated weights) hold only the adapter tensors (plus the classification head)."
+        "Makes a zoo an adapter zoo: PEFT LoRA or DoRA adapters on a frozen transformers model read from a local "
+        "folder (never the hub). Collection fine-tunes the adapters with the zoo's collect block; the checkpoints (and "
+        "so the generated weights) hold only the adapter tensors (plus the classification head)."
     )
 
     base: str = option(

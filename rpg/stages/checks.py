@@ -9,8 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import importlib.util
+
+from rpg.adapters.spec import check_base
 from rpg.config import ZooSettings
-from rpg.data import dataset_info
+from rpg.data import commonsense, dataset_info
 from rpg.data.imagefolder import check_root
 from rpg.errors import RPGInputError
 from rpg.tasks.plan import plan_task_zoo
@@ -28,13 +31,15 @@ def check_settings(resolved: Mapping[str, Mapping[str, ZooSettings]]) -> list[st
                 check_arch(s.arch)
             except RPGInputError as exc:
                 problems.append(f"config key '{where}.arch': {exc.problem}")
-            if s.data.name == "imagefolder" and exp not in checked_data:
+            if s.data.name in ("imagefolder", "commonsense") and exp not in checked_data:
                 checked_data.add(exp)
                 try:
-                    check_root(s.data)
+                    (check_root if s.data.name == "imagefolder" else commonsense.check_root)(s.data)
                 except RPGInputError as exc:
                     problems.append(f"config key 'experiments.{exp}.data.root': {exc}")
                     continue
+            if s.adapter is not None:
+                problems += _adapter_problems(s, where)
             if s.tasks is not None:
                 try:
                     plan_task_zoo(s.tasks, s.data)
@@ -48,3 +53,14 @@ def check_settings(resolved: Mapping[str, Mapping[str, ZooSettings]]) -> list[st
                         f"{classes} classes"
                     )
     return problems
+
+
+def _adapter_problems(s: ZooSettings, where: str) -> list[str]:
+    missing = [m for m in ("transformers", "peft") if importlib.util.find_spec(m) is None]
+    if missing:
+        return [f"config key '{where}.adapter': adapter zoos need {' and '.join(missing)} (pip install '.[adapters]')"]
+    try:
+        check_base(s.adapter.base)
+    except RPGInputError as exc:
+        return [f"config key '{where}.adapter.base': {exc}"]
+    return []

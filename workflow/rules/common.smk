@@ -1,5 +1,6 @@
 # Shared helpers: the typed settings of every (experiment, zoo), each rule's params, and the paths between stages.
 from pathlib import Path
+from types import SimpleNamespace
 
 from rpg.config import ConfigError, resolve_config
 from rpg.stages.checks import check_settings
@@ -73,6 +74,19 @@ def all_summaries():
     return [f"{evaluation_dir(exp, zoo)}/summary.json" for exp, zoo in PAIRS]
 
 
+# adapter zoos (workflow/rules/adapters.smk)
+ADAPTER_ZOOS = [(exp, zoo) for exp, zoo in PAIRS if SETTINGS[exp][zoo].is_adapter_zoo]
+
+
+def all_peft_exports():
+    """The PEFT folders of every adapter zoo's generated adapters (batch directories)."""
+    return [
+        d
+        for exp, zoo in ADAPTER_ZOOS
+        for d in generated_batches(SimpleNamespace(exp=exp, zoo=zoo), "generated_peft")
+    ]
+
+
 def zoo_regex(zoos):
     return "|".join(sorted(set(zoos))) or "(?!x)x"
 
@@ -104,6 +118,7 @@ TASK_PLANS = {
     for exp, zoo in TASK_ZOOS
 }
 TASK_ZOO_REGEX = zoo_regex([z for _, z in TASK_ZOOS])
+ADAPTER_ZOO_REGEX = zoo_regex([z for _, z in ADAPTER_ZOOS])
 
 
 def task_plan(w):
