@@ -183,7 +183,7 @@ def test_evaluator_matches_peft_from_pretrained(run_dir):
 def test_two_models_share_one_base(run_dir):
     out, spec = run_dir
     ev = AdapterEvaluator(data=DATA, device="cpu")
-    models, scores = [], []
+    models = []
     for i in (0, 1):
         state, meta = load_checkpoint(out / f"ckpt_{i:03d}.safetensors")
         m = build_model(meta["arch"], meta["arch_kwargs"])
@@ -261,8 +261,9 @@ def test_generated_adapter_loads_with_peft_from_pretrained(run_dir, tmp_path, ti
     train_generator(token_dir=tmp_path / "tokens", out_dir=tmp_path / "gen", generator_cfg=tiny_gen,
                     train_cfg={**tiny_train, "steps": 2}, device="cpu")  # fmt: skip
     batch = tmp_path / "generated" / "batch000"
+    paths = [batch / "model_000.safetensors", batch / "model_001.safetensors"]
     generate_models(generator_dir=tmp_path / "gen", token_dir=tmp_path / "tokens", generate_cfg={"steps": 2},
-                    out_paths=[batch / "model_000.safetensors", batch / "model_001.safetensors"], device="cpu")  # fmt: skip
+                    out_paths=paths, device="cpu")  # fmt: skip
     dirs = export_peft(batch_dir=batch, out_dir=tmp_path / "generated_peft" / "batch000")
     assert [d.name for d in dirs] == ["model_000", "model_001"]
     generated, meta = load_checkpoint(batch / "model_001.safetensors")

@@ -7,9 +7,8 @@ task-conditioned generator against the dataset's classes.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import importlib.util
+from collections.abc import Mapping
 
 from rpg.adapters.spec import check_base
 from rpg.config import ZooSettings
