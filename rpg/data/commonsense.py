@@ -2,7 +2,8 @@
 
 Files: ``<root>/<task>/<split>.json`` (a list of records) or ``.jsonl`` (a record per line), split ``train``,
 ``val`` (also ``validation`` or ``dev``) and ``test``. Without a validation file, a seeded 10% of the training
-records make it. Every record becomes a :class:`ChoiceItem`: for each answer option a (context, continuation) pair,
+records make it. A training mixture of all tasks (the DoRA paper's ``commonsense_170k.json``) may sit at
+``<root>/train.json``: it is then the training split (and its seeded 10% the validation split) of all tasks. Every record becomes a :class:`ChoiceItem`: for each answer option a (context, continuation) pair,
 scored by the log-likelihood of the continuation given the context, and the index of the right option.
 
 Record formats are recognised by their keys, so the usual files work as they are:
@@ -152,19 +153,30 @@ def split_file(root: str | Path, task: str, split: str) -> Path | None:
     return None
 
 
+def mixture_file(root: str | Path) -> Path | None:
+    """``<root>/train.json(l)``, a training mixture of all tasks, when there is one."""
+    for suffix in (".json", ".jsonl"):
+        if (Path(root) / f"train{suffix}").is_file():
+            return Path(root) / f"train{suffix}"
+    return None
+
+
 def check_root(cfg: DataConfig) -> None:
-    """RPGInputError unless every task has a training file under ``root``."""
+    """RPGInputError unless every task has a training file under ``root`` (or there is a training mixture)."""
+    if not Path(str(cfg.root)).is_dir():
+        raise RPGInputError("the commonsense data folder does not exist", cfg.root)
+    if mixture_file(str(cfg.root)) is not None:
+        return
     for task in cfg.tasks:
         if split_file(str(cfg.root), task, "train") is None:
-            raise RPGInputError(f"no {task}/train.json or {task}/train.jsonl", cfg.root)
+            raise RPGInputError(f"no {task}/train.json or {task}/train.jsonl (nor a train.json mixture)", cfg.root)
 
 
 def _task_items(cfg: DataConfig, task: str, split: str) -> list[ChoiceItem]:
     root = Path(str(cfg.root))
-    path = split_file(root, task, split)
     records: list[tuple[Path, int, Mapping[str, Any]]]
-    if path is None and split in ("train", "val") and split_file(root, task, "val") is None:
-        train = split_file(root, task, "train")
+    if split in ("train", "val") and (task == "mixture" or split_file(root, task, "val") is None):
+        train = split_file(root, task, "train") if task != "mixture" else mixture_file(root)
         if train is None:
             raise RPGInputError(f"no {task}/train.json(l)", root)
         rows = list(enumerate(_read_records(train)))
@@ -172,9 +184,10 @@ def _task_items(cfg: DataConfig, task: str, split: str) -> list[ChoiceItem]:
         n_val = max(1, int(round(VAL_FRACTION * len(rows))))
         chosen = rows[:n_val] if split == "val" else rows[n_val:]
         records = [(train, i, r) for i, r in sorted(chosen, key=lambda x: x[0])]
-    elif path is None:
-        raise RPGInputError(f"no {task}/{split}.json(l)", root)
     else:
+        path = split_file(root, task, split)
+        if path is None:
+            raise RPGInputError(f"no {task}/{split}.json(l)", root)
         records = [(path, i, r) for i, r in enumerate(_read_records(path))]
     items = []
     for file, i, record in records:
@@ -189,9 +202,12 @@ def _task_items(cfg: DataConfig, task: str, split: str) -> list[ChoiceItem]:
 
 
 def build_commonsense(cfg: DataConfig, split: str) -> ChoiceDataset:
-    """The ``split`` (train, val or test) of every task of ``cfg``, task after task."""
+    """The ``split`` (train, val or test) of every task of ``cfg``, task after task (train and val: of the training
+    mixture when there is one)."""
     if split not in SPLIT_FILES:
         raise ValueError(f"split must be one of {tuple(SPLIT_FILES)}, got {split!r}")
+    if split in ("train", "val") and mixture_file(str(cfg.root)) is not None:
+        return ChoiceDataset(_task_items(cfg, "mixture", split))
     return ChoiceDataset([it for task in cfg.tasks for it in _task_items(cfg, task, split)])
 
 
