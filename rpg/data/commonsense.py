@@ -3,8 +3,10 @@
 Files: ``<root>/<task>/<split>.json`` (a list of records) or ``.jsonl`` (a record per line), split ``train``,
 ``val`` (also ``validation`` or ``dev``) and ``test``. Without a validation file, a seeded 10% of the training
 records make it. A training mixture of all tasks (the DoRA paper's ``commonsense_170k.json``) may sit at
-``<root>/train.json``: it is then the training split (and its seeded 10% the validation split) of all tasks. Every record becomes a :class:`ChoiceItem`: for each answer option a (context, continuation) pair,
-scored by the log-likelihood of the continuation given the context, and the index of the right option.
+``<root>/train.json``: it is then the training split (and its seeded 10% the validation split) of all tasks.
+
+Every record becomes a :class:`ChoiceItem`: for each answer option a (context, continuation) pair, scored by the
+log-likelihood of the continuation given the context, and the index of the right option.
 
 Record formats are recognised by their keys, so the usual files work as they are:
 
