@@ -22,6 +22,7 @@ include: "workflow/rules/pdiff.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/tasks.smk"
 include: "workflow/rules/adapters.smk"
+include: "workflow/rules/prompt.smk"
 include: "workflow/rules/report.smk"
 
 
@@ -31,3 +32,4 @@ rule all:
         "results/report.html",
         all_summaries(),
         all_peft_exports(),
+        all_prompted(),

@@ -5,6 +5,7 @@ from types import SimpleNamespace
 from rpg.config import ConfigError, resolve_config
 from rpg.stages.checks import check_settings
 from rpg.stages.params import stage_params
+from rpg.stages.prompt import prompt_zoo, prompts_of
 from rpg.stages.workflow import missing_intermediates
 from rpg.tasks.plan import plan_task_zoo
 
