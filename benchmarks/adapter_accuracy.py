@@ -41,8 +41,8 @@ def stats(values: list[float]) -> dict:
 
 
 def main() -> int:
-    import yaml
     import torch
+    import yaml
 
     from rpg.adapters.evaluate import AdapterEvaluator
     from rpg.config import resolve_config
@@ -87,14 +87,18 @@ def main() -> int:
     return 0
 
 
+def _bmm(s: dict) -> str:
+    return f"{100 * s['best']:.1f} / {100 * s['mean']:.1f} / {100 * s['min']:.1f} (n={s['n']})"
+
+
 def markdown(result: dict) -> str:
     lines = ["| zoo | method | originals test best / mean / min | generated test best / mean / min | "
              "mean difference | distinct generated |", "|---|---|---|---|---|---|"]  # fmt: skip
     for name, e in result["zoos"].items():
         o, g = e["original"]["test"], e["generated"]["test"]
-        lines.append(f"| {name} | {e['method']} | {100 * o['best']:.1f} / {100 * o['mean']:.1f} / {100 * o['min']:.1f} "
-                     f"(n={o['n']}) | {100 * g['best']:.1f} / {100 * g['mean']:.1f} / {100 * g['min']:.1f} (n={g['n']}) "
-                     f"| {100 * (g['mean'] - o['mean']):+.1f} | {e['generated']['distinct']} |")  # fmt: skip
+        cells = [name, e["method"], _bmm(o), _bmm(g), f"{100 * (g['mean'] - o['mean']):+.1f}",
+                 str(e["generated"]["distinct"])]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -12,7 +12,6 @@ exactly right and the share of right bits, per kind and over all. The sentence e
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -93,9 +92,8 @@ def main() -> int:
     Path(args.out).with_suffix(".md").write_text(markdown(result))
     print(markdown(result))
     for r in result["rows"]:
-        print(
-            f"{r['rule']:8s} {r['kind']:9s} {'ok ' if r['exact'] else '   '} {r['got']} (want {r['want']}) {r['prompt']}"
-        )
+        mark = "ok " if r["exact"] else "   "
+        print(f"{r['rule']:8s} {r['kind']:9s} {mark} {r['got']} (want {r['want']}) {r['prompt']}")
     return 0
 
 
