@@ -142,3 +142,33 @@ def task_manifest(w):
         generated_dir=f"results/{w.exp}/generated/{w.zoo}/tasks",
         models_per_task=S(w).generate.num_models,
     )
+
+
+# weights from a sentence (workflow/rules/prompt.smk)
+PROMPTS = prompts_of(config)
+PROMPT_EXPS = [exp for exp in SETTINGS if prompt_zoo(SETTINGS, exp) is not None]
+
+
+def prompted_zoo(w):
+    zoo = prompt_zoo(SETTINGS, w.exp)
+    if zoo is None:
+        raise WorkflowError(
+            f"experiment '{w.exp}' has no task zoo to make weights from a prompt"
+        )
+    return zoo
+
+
+def prompt_text(w):
+    try:
+        return PROMPTS[w.slug]
+    except KeyError:
+        raise WorkflowError(
+            f"no prompt '{w.slug}' in the configuration; pass it with --config prompt='...'"
+            f" (known: {', '.join(PROMPTS) or 'none'})"
+        ) from None
+
+
+def all_prompted():
+    return [
+        f"results/{e}/prompted/{s}/summary.json" for e in PROMPT_EXPS for s in PROMPTS
+    ]
