@@ -5,7 +5,7 @@ AdamW (or SGD), linear warm-up and a cosine decay of ``lr`` per step, then ``fin
 ``finetune_lr`` during which ``checkpoints`` evenly spaced checkpoints are saved (the last one is the final
 adapter). The seed of run ``r`` (``collect.seed * 1000 + r``) fixes the adapter's (and head's) initialisation and
 the data order, so runs differ and each is reproducible. Only the adapter (and head) is trained; the base is frozen
-and runs without dropout.
+and runs without dropout (on CUDA under bfloat16 autocast when ``collect.amp``).
 
 Each checkpoint is written twice: ``ckpt_<iii>.safetensors`` (our format: the adapter tensors only, metadata in the
 header, ``arch: rpg.adapters.model:build_adapter_model`` and the spec as ``arch_kwargs``) and ``peft_<iii>/``
@@ -104,7 +104,8 @@ def collect_adapter_run(
     def step(index: torch.Tensor) -> float:
         model.train()
         freeze_base_dropout(model)
-        loss = objective.loss(model, index)
+        with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=cfg.amp and dev.type == "cuda"):
+            loss = objective.loss(model, index)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -22,6 +22,7 @@ from rpg.adapters.inputs import Encoded, classify, continuation_logprobs, encode
 from rpg.adapters.spec import AdapterSpec
 from rpg.config import DataConfig
 from rpg.data import build_dataset
+from rpg.runtime import progress
 
 
 @dataclass
@@ -110,7 +111,8 @@ class ChoiceObjective:
         items = self.split(model, split)
         width = max(len(it.options) for it in items)
         rows = []
-        for start in range(0, len(items), self.batch_size):
+        starts = range(0, len(items), self.batch_size)
+        for start in progress(starts, desc=f"score {split}", total=len(starts), leave=False):
             chunk = [items[i] for i in range(start, min(len(items), start + self.batch_size))]
             pairs = [p for it in chunk for p in it.options]
             scores = continuation_logprobs(model, self.tokenizer, pairs, max_length=self.spec.max_length,

@@ -24,8 +24,6 @@ from rpg.errors import RPGInputError
 from rpg.io import read_json, write_json, write_table
 from rpg.prompt import class_names, noun, prompt_task, slug
 from rpg.runtime import resolve_device
-from rpg.tasks.collect import collect_task_group
-from rpg.tasks.evaluate import evaluate_task_models, generate_task_models
 from rpg.tasks.vectors import task_id
 
 log = logging.getLogger(__name__)
@@ -65,6 +63,8 @@ def prompted(
 ) -> dict[str, Any]:
     """Make and evaluate weights for ``prompt`` (see the module docstring); returns the summary."""
     from rpg.adapters.encoder import sentence_encoder
+    from rpg.tasks.collect import collect_task_group  # the training and evaluation stacks: not at DAG time
+    from rpg.tasks.evaluate import evaluate_task_models, generate_task_models
 
     s, out = settings, Path(out_dir)
     assert s.tasks is not None
