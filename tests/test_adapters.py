@@ -273,3 +273,33 @@ def test_generated_adapter_loads_with_peft_from_pretrained(run_dir, tmp_path, ti
     model = build_model(meta["arch"], meta["arch_kwargs"])  # and the evaluation's route
     model.load_state_dict(generated, strict=True)
     assert 0.0 <= AdapterEvaluator(data=DATA).evaluate(model, "test").score <= 1.0
+
+
+def test_evaluator_returns_the_pipelines_outcome(run_dir):
+    from rpg.evaluate.evaluators import Outcome
+
+    out, _ = run_dir
+    state, meta = load_checkpoint(out / "ckpt_001.safetensors")
+    model = build_model(meta["arch"], meta["arch_kwargs"])
+    model.load_state_dict(state, strict=True)
+    outcome = AdapterEvaluator(data=DATA, outcome=Outcome).evaluate(model, "val")
+    assert isinstance(outcome, Outcome) and outcome.score == pytest.approx(meta["val_accuracy"])
+    assert outcome.main == "accuracy" and outcome.outputs.shape[1] == 4
+
+
+def test_peft_folders_appear_whole(tmp_path):
+    from rpg.io import atomic_dir, remove_stale_temps
+
+    target = tmp_path / "peft"
+    with atomic_dir(target) as tmp:
+        (tmp / "a.txt").write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_dir(target) as tmp:
+            (tmp / "a.txt").write_text("new")
+            raise RuntimeError("killed half-way")
+    assert (target / "a.txt").read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["peft"]
+    with atomic_dir(target) as tmp:
+        (tmp / "b.txt").write_text("new")
+    assert [p.name for p in target.iterdir()] == ["b.txt"] and [p.name for p in tmp_path.iterdir()] == ["peft"]
+    (tmp_path / ".peft.abc.tmp").mkdir()  # what a killed writer leaves
+    assert remove_stale_temps([target]) == [tmp_path / ".peft.abc.tmp"] and not (tmp_path / ".peft.abc.tmp").exists()

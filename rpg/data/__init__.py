@@ -40,9 +40,10 @@ def data_config(data_cfg: DataConfig | Mapping[str, Any]) -> DataConfig:
 
 
 def build_dataset(data_cfg: DataConfig | Mapping[str, Any], split: str) -> Dataset:
-    """The ``split`` ("train" or "val") of the dataset described by ``data_cfg``.
+    """The ``split`` ("train" or "val"; text and commonsense data: also "test") of the dataset of ``data_cfg``.
 
-    Items are ``(x, y)`` with ``x`` a float32 tensor [C, H, W] and ``y`` an int64 class index.
+    Items are ``(x, y)`` with ``x`` a float32 tensor [C, H, W] and ``y`` an int64 class index (text: ``(sentence,
+    label)``; commonsense: :class:`rpg.data.commonsense.ChoiceItem`).
     """
     cfg = data_config(data_cfg)
     if cfg.name == "text":
