@@ -18,6 +18,18 @@ STAGES = (
 )  # fmt: skip
 
 
+TEXT_DATA_KEYS = ("task", "tasks", "text_sizes", "max_items")  # used by text and commonsense data only
+
+
+def _data(s: ZooSettings) -> dict[str, Any]:
+    """The data block's result settings (image data: without the keys only text data reads, so adding those keys
+    changed no image zoo's params)."""
+    out = result_dict(s.data)
+    if s.data.name not in ("text", "commonsense"):
+        out = {k: v for k, v in out.items() if k not in TEXT_DATA_KEYS}
+    return out
+
+
 def _zoo(s: ZooSettings) -> dict[str, Any]:
     out = {"arch": s.arch, "arch_kwargs": s.arch_kwargs, "init": s.init}
     if s.adapter is not None:
@@ -29,7 +41,7 @@ def stage_params(settings: ZooSettings, stage: str) -> dict[str, Any]:
     """The result-relevant settings of ``stage`` for one (experiment, zoo), as plain data."""
     s = settings
     if stage in ("collect_run", "task_backbone"):
-        return {**_zoo(s), "collect": result_dict(s.collect), "data": result_dict(s.data)}
+        return {**_zoo(s), "collect": result_dict(s.collect), "data": _data(s)}
     if stage == "tokenize":
         return {"tokens": result_dict(s.tokens)}
     if stage == "train_generator":
@@ -37,22 +49,22 @@ def stage_params(settings: ZooSettings, stage: str) -> dict[str, Any]:
     if stage in ("generate", "generate_tasks"):
         return {"generate": result_dict(s.generate)}
     if stage == "evaluate":
-        return {"evaluate": result_dict(s.evaluate), "data": result_dict(s.data)}
+        return {"evaluate": result_dict(s.evaluate), "data": _data(s)}
     if stage == "train_pdiff":
         return {"pdiff": result_dict(s.pdiff)}
     if stage == "generate_pdiff":
         return {"pdiff": result_dict(s.pdiff), "generate": result_dict(s.generate)}
     if stage == "collect_task_group":
         assert s.tasks is not None
-        return {**_zoo(s), "tasks": s.tasks.collection(), "data": result_dict(s.data)}
+        return {**_zoo(s), "tasks": s.tasks.collection(), "data": _data(s)}
     if stage == "evaluate_tasks":
         assert s.tasks is not None
         tasks = {k: v for k, v in result_dict(s.tasks).items() if k != "prompt"}  # the prompt block: prompted only
-        return {"tasks": tasks, "data": result_dict(s.data)}
+        return {"tasks": tasks, "data": _data(s)}
     if stage == "export_peft":
         return {}
     if stage == "prompted":
         assert s.tasks is not None
         return {**_zoo(s), "tasks": s.tasks.collection(), "prompt": result_dict(s.tasks.prompt),
-                "generate": result_dict(s.generate), "data": result_dict(s.data)}  # fmt: skip
+                "generate": result_dict(s.generate), "data": _data(s)}  # fmt: skip
     raise ValueError(f"unknown stage {stage!r}; stages: {STAGES}")
