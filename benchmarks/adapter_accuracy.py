@@ -6,7 +6,8 @@ For every adapter zoo of the config whose checkpoints and generated models exist
 the test split (and val) of every original checkpoint (all runs) and of every generated adapter, evaluated by
 :class:`rpg.adapters.evaluate.AdapterEvaluator` (the same code the evaluation stage uses for adapter zoos), as
 best / mean / min, plus the number of distinct generated adapters (by their test predictions) and the wall time.
-Writes ``benchmarks/results/adapter_accuracy.{json,md}`` (docs/adapters.md quotes the table).
+Writes ``benchmarks/results/adapter_accuracy.{json,md}`` and, from the jobs' benchmark files under ``results/``,
+``benchmarks/results/adapter_times.md`` (time per stage); ``python docs/make.py`` puts both into docs/adapters.md.
 """
 
 from __future__ import annotations
@@ -83,8 +84,29 @@ def main() -> int:
             )
     write_json(out, Path(args.out).with_suffix(".json"))
     Path(args.out).with_suffix(".md").write_text(markdown(out))
-    print(markdown(out))
+    times = times_table(Path(args.results), list(resolved))
+    Path(args.out).with_name("adapter_times.md").write_text(times)
+    print(markdown(out) + "\n" + times)
     return 0
+
+
+def times_table(results: Path, experiments: list[str]) -> str:
+    """Wall and CPU seconds per stage, summed over the jobs of ``experiments`` (their benchmark files)."""
+    import csv
+
+    wall: dict[str, float] = {}
+    cpu: dict[str, float] = {}
+    for exp in experiments:
+        for tsv in sorted((results / exp / "benchmarks").rglob("*.tsv")):
+            stage = tsv.relative_to(results / exp / "benchmarks").parts[0]
+            with tsv.open() as f:
+                row = list(csv.DictReader(f, delimiter="\t"))[-1]
+            wall[stage] = wall.get(stage, 0.0) + float(row["s"])
+            cpu[stage] = cpu.get(stage, 0.0) + float(row["cpu_time"])
+    lines = ["| stage | jobs' wall time, summed (s) | jobs' CPU time, summed (s) |", "|---|---|---|"]
+    lines += [f"| {k} | {wall[k]:.0f} | {cpu[k]:.0f} |" for k in wall]
+    lines.append(f"| all | {sum(wall.values()):.0f} | {sum(cpu.values()):.0f} |")
+    return "\n".join(lines) + "\n"
 
 
 def _bmm(s: dict) -> str:

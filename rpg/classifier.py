@@ -72,24 +72,9 @@ def evaluate_accuracy(
     amp: bool = False,
 ) -> tuple[float, torch.Tensor]:
     """Top-1 accuracy and the predicted classes (in dataset order)."""
-    device = resolve_device(device) if isinstance(device, str) else device
-    loader = data if isinstance(data, DataLoader) else make_loader(data, batch_size=batch_size, shuffle=False, seed=0)
-    was_training = model.training
-    model.eval()
-    preds, correct, total = [], 0, 0
-    try:
-        with torch.no_grad():
-            for x, y in loader:
-                with autocast(device, amp):
-                    p = model(x.to(device, non_blocking=True)).argmax(dim=1).cpu()
-                preds.append(p)
-                correct += int((p == y).sum())
-                total += len(y)
-    finally:
-        model.train(was_training)
-    if total == 0:
-        raise ValueError("evaluate_accuracy: empty dataset")
-    return correct / total, torch.cat(preds).long()
+    preds = predict(model, data, device=device, batch_size=batch_size, amp=amp)
+    labels = dataset_labels(data.dataset if isinstance(data, DataLoader) else data, batch_size=batch_size)
+    return int((preds == labels).sum()) / len(labels), preds
 
 
 def dataset_labels(dataset: Dataset, *, batch_size: int = 512, workers: int = 0) -> torch.Tensor:

@@ -40,14 +40,14 @@ figure { display: inline-block; margin: 0.5em; vertical-align: top; width: 520px
 figure img { width: 100%; border: 1px solid #ddd; }
 figcaption, p.caption { font-size: 0.85em; color: #555; }
 .pass { color: #137333; font-weight: 600; } .fail { color: #b3261e; font-weight: 600; }
-.na { color: #777; } .missing { color: #b3261e; }
+.na { color: #777; } .missing { color: #b3261e; } .ci { color: #777; font-size: 0.85em; }
 """
 
 
 def _fmt(value: Any, kind: str) -> str:
     if value is None:
         return "&ndash;"
-    if kind == "acc":
+    if kind == "score":
         return f"{100 * float(value):.2f}"
     if kind == "iou":
         return f"{float(value):.3f}"
@@ -56,30 +56,29 @@ def _fmt(value: Any, kind: str) -> str:
     return html.escape(str(value))
 
 
+def _ci(stats: Mapping[str, Any], key: str) -> str:
+    ci = (stats.get("ci95") or {}).get(key)
+    if not ci or ci[0] is None:
+        return ""
+    return f' <span class="ci">[{100 * ci[0]:.2f}, {100 * ci[1]:.2f}]</span>'
+
+
 def summary_rows(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Rows (group, n, accuracy, similarity, distance) for the summary table of one zoo."""
-    n = summary.get("num_models", {})
-    dists = summary.get("distances", {})
+    """Rows (group, n, score, similarity, distances, distinct) of the summary table of one zoo."""
+    diversity = summary.get("generated_diversity") or {}
     rows = [
-        {
-            "group": "original",
-            "n": n.get("original"),
-            "accuracy": summary.get("original_accuracy", {}),
-            "similarity": summary.get("original_similarity", {}),
-            "distance": dists.get("original_nearest_other", {}),
-        },
+        {"group": "original", **(summary.get("original") or {})},
         {
             "group": "generated",
-            "n": n.get("generated"),
-            "accuracy": summary.get("generated_accuracy", {}),
-            "similarity": summary.get("generated_similarity", {}),
-            "distance": dists.get("generated_nearest", {}),
-        },
+            **(summary.get("generated") or {}),
+            "distinct": diversity.get("distinct"),
+            "clusters": diversity.get("clusters"),
+        },  # fmt: skip
     ]
     if summary.get("pdiff"):  # the p-diff baseline (rpg.pdiff), beside RPG's generated models
         p = summary["pdiff"]
-        rows.append({"group": "p-diff", "n": p.get("n"), "accuracy": p.get("accuracy", {}),
-                     "similarity": p.get("similarity", {}), "distance": p.get("distance", {})})  # fmt: skip
+        rows.append({"group": "p-diff", **p, "distinct": (p.get("diversity") or {}).get("distinct")})
+    rows.append({"group": "original (all)", **(summary.get("original_all") or {})})
     order = {"noise": 0, "interpolated": 1, "average": 2}
 
     def key(item):
@@ -87,58 +86,67 @@ def summary_rows(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
         return (order.get(b.get("kind"), 3), b.get("level") or 0.0, b.get("weight") or 0.0, group)
 
     for group, b in sorted(summary.get("baselines", {}).items(), key=key):
-        rows.append(
-            {
-                "group": group,
-                "n": b.get("n"),
-                "accuracy": b.get("accuracy", {}),
-                "similarity": b.get("similarity", {}),
-                "distance": b.get("distance", {}),
-            }
-        )
+        rows.append({"group": group, **b})
     return rows
 
 
 def _summary_table(summary: Mapping[str, Any]) -> str:
+    metric = html.escape(str(summary.get("metric", "score")))
     head = (
-        "<tr><th>models</th><th>n</th><th>acc. best %</th><th>acc. mean %</th><th>acc. min %</th>"
-        "<th>similarity mean</th><th>similarity max</th><th>nearest dist. mean</th><th>nearest dist. min</th></tr>"
+        f"<tr><th>models</th><th>n</th><th>distinct</th><th>{metric} best %</th><th>{metric} mean %</th>"
+        f"<th>{metric} min %</th><th>similarity mean</th><th>nearest dist. mean</th><th>other-run dist. mean</th>"
+        "<th>copies</th></tr>"
     )
     body = []
     for r in summary_rows(summary):
-        a, s, d = r["accuracy"] or {}, r["similarity"] or {}, r["distance"] or {}
+        sc, sim = r.get("score") or {}, r.get("similarity") or {}
+        d, lo = r.get("distance") or {}, r.get("loro_distance") or {}
         cls = {"original": "original", "generated": "generated", "p-diff": "pdiff"}.get(r["group"], "baseline")
+        distinct = r.get("distinct")
         cells = [
             html.escape(r["group"]),
-            _fmt(r["n"], "n"),
-            _fmt(a.get("best"), "acc"),
-            _fmt(a.get("mean"), "acc"),
-            _fmt(a.get("min"), "acc"),
-            _fmt(s.get("mean"), "iou"),
-            _fmt(s.get("max"), "iou"),
+            _fmt(r.get("n"), "n"),
+            ""
+            if distinct is None
+            else f"{distinct} ({r.get('clusters', '?')} groups)"
+            if "clusters" in r
+            else str(distinct),
+            _fmt(sc.get("best"), "score") + _ci(sc, "best"),
+            _fmt(sc.get("mean"), "score") + _ci(sc, "mean"),
+            _fmt(sc.get("min"), "score") + _ci(sc, "min"),
+            _fmt(sim.get("mean"), "iou"),
             _fmt(d.get("mean"), "dist"),
-            _fmt(d.get("min"), "dist"),
+            _fmt(lo.get("mean"), "dist"),
+            _fmt(r.get("copies"), "n"),
         ]
         body.append(f'<tr class="{cls}">' + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     return f"<table>{head}{''.join(body)}</table>"
+
+
+def _mark(value: Any) -> str:
+    if value is None:
+        return '<span class="na">n/a</span>'
+    return '<span class="pass">PASS</span>' if value else '<span class="fail">FAIL</span>'
 
 
 def _checks(summary: Mapping[str, Any]) -> str:
     checks = summary.get("checks", {})
     rules = checks.get("rules", {})
     items = []
-    for key in ("generated_not_copies", "generated_beats_noise_at_equal_similarity"):
-        value = checks.get(key)
-        mark = (
-            '<span class="na">n/a</span>'
-            if value is None
-            else ('<span class="pass">PASS</span>' if value else '<span class="fail">FAIL</span>')
+    for key in ("generated_not_copies", "generated_beats_noise_at_equal_similarity", "resolution_ok"):
+        items.append(f"<li>{_mark(checks.get(key))} <code>{key}</code>: {html.escape(rules.get(key, ''))}</li>")
+    frontier = summary.get("noise_frontier") or {}
+    if frontier.get("score_at_generated_similarity") is not None:
+        items.append(
+            f"<li>noise frontier at the generated similarity: {100 * frontier['score_at_generated_similarity']:.2f}%"
+            "</li>"
         )
-        rule = html.escape(rules.get(key, ""))
-        items.append(f"<li>{mark} <code>{key}</code>: {rule}</li>")
-    noise_acc = checks.get("noise_accuracy_at_generated_similarity")
-    if noise_acc is not None:
-        items.append(f"<li>noise-baseline accuracy at the generated similarity: {100 * noise_acc:.2f}%</li>")
+    elif frontier.get("status"):
+        items.append(f"<li>noise frontier: {html.escape(frontier['status'])}</li>")
+    res = summary.get("resolution") or {}
+    if res.get("wrong_per_model_min") is not None:
+        items.append(f"<li>resolution: every model fails at least {int(res['wrong_per_model_min'])} probe samples "
+                     f"(required {res.get('required')})</li>")  # fmt: skip
     return f"<ul>{''.join(items)}</ul>"
 
 
@@ -169,9 +177,10 @@ def _zoo_section(exp: str, zoo: str, directory: Path) -> str:
         return "\n".join(parts)
     if settings.get("arch"):
         parts.append(
-            f"<p>architecture <code>{html.escape(str(settings['arch']))}</code>, "
-            f"{settings.get('num_val_samples', '?')} validation samples, BN re-estimated for: "
-            f"{html.escape(str(settings.get('bn_recalibrated', '?')))}.</p>"
+            f"<p>architecture <code>{html.escape(str(settings['arch']))}</code>, evaluator "
+            f"<code>{html.escape(str(settings.get('evaluator', '?')))}</code>; scores on the "
+            f"{html.escape(str(summary.get('split', 'test')))} split, similarity on the probe split; BN re-estimated "
+            f"for: {html.escape(str(settings.get('bn_recalibrated', '?')))}.</p>"
         )
     parts.append(_summary_table(summary))
     parts.append(f'<p class="caption">{html.escape(CAPTIONS["table"])}</p>')
@@ -201,8 +210,9 @@ def build_report(
 <body>
 <h1>{html.escape(title)}</h1>
 <p>Recurrent diffusion parameter generation (RPG, arXiv 2501.11587): original checkpoints, generated models and
-baselines (noise in the normalised token space, interpolation, averaging) per experiment and zoo. Accuracy is on the
-validation split; similarity is the maximum IoU of wrongly classified validation samples against the originals.</p>
+baselines (noise in the normalised token space, interpolation, averaging) per experiment and zoo. Scores are on the
+test split, originals over as many models as were generated; similarity is the maximum IoU of failure sets on the
+probe split (test plus seeded corruptions) against the originals.</p>
 <ul>{"".join(toc)}</ul>
 {chr(10).join(sections)}
 </body></html>

@@ -112,6 +112,9 @@ def test_text_tasks(task):
         assert torch.bincount(splits[split].targets, minlength=n).tolist() == [size] * n
     texts = [t for ds in splits.values() for t in ds.texts]
     assert len(set(texts)) == len(texts)  # no sentence in two splits
+    probe = build_dataset({"name": "text", "task": task, "text_sizes": sizes}, "probe")
+    assert probe.texts[: len(splits["test"])] == splits["test"].texts and len(probe) == 2 * len(splits["test"])
+    assert not set(probe.texts[len(splits["test"]) :]) & set(texts)
     again = build_dataset({"name": "text", "task": task, "text_sizes": sizes}, "test")
     assert again.texts == splits["test"].texts  # seeded
     other = build_dataset({"name": "text", "task": task, "text_sizes": sizes, "split_seed": 1}, "test")
@@ -170,7 +173,9 @@ def test_evaluator_matches_peft_from_pretrained(run_dir):
     ds = build_dataset(DATA, "test")
     assert test.outputs.shape == (len(ds), 4) and test.failures.shape == (len(ds),)
     assert torch.allclose(test.outputs.sum(1), torch.ones(len(ds)))
-    assert ev.evaluate(model, "probe").score == test.score and list(ev.calibration_batches(seed=0, batch_size=4)) == []
+    probe = ev.evaluate(model, "probe")  # the test sentences, then as many of the held-out form
+    assert torch.equal(probe.outputs[: len(ds)], test.outputs) and len(probe.failures) == 2 * len(ds)
+    assert list(ev.calibration_batches(seed=0, batch_size=4)) == []
 
     peft = PeftModel.from_pretrained(SentenceClassifier(load_base(spec).encoder, 4), str(out / peft_dir_name(1)))
     ids, mask = tokenize_texts(load_tokenizer(spec.base), ds.texts, max_length=32)
@@ -285,6 +290,19 @@ def test_evaluator_returns_the_pipelines_outcome(run_dir):
     outcome = AdapterEvaluator(data=DATA, outcome=Outcome).evaluate(model, "val")
     assert isinstance(outcome, Outcome) and outcome.score == pytest.approx(meta["val_accuracy"])
     assert outcome.main == "accuracy" and outcome.outputs.shape[1] == 4
+
+
+def test_the_evaluation_builds_it_from_the_config(run_dir):
+    from rpg.evaluate.evaluators import Outcome, build_evaluator
+
+    out, _ = run_dir
+    state, meta = load_checkpoint(out / "ckpt_001.safetensors")
+    model = build_model(meta["arch"], meta["arch_kwargs"])
+    model.load_state_dict(state, strict=True)
+    evaluator = build_evaluator("rpg.adapters.evaluate:evaluate_adapter", data=DATA, device="cpu")
+    outcome = evaluator.evaluate(model, "val")
+    assert isinstance(outcome, Outcome) and outcome.score == pytest.approx(meta["val_accuracy"])
+    assert evaluator.main_metric == "accuracy" and outcome.outputs.shape[1] == 4
 
 
 def test_peft_folders_appear_whole(tmp_path):

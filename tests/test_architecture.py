@@ -105,5 +105,13 @@ def test_package_does_not_reach_into_the_repository():
     for path in PKG.rglob("*.py"):
         text = path.read_text()
         assert "workflow/schemas" not in text and '"workflow"' not in text, path
-        assert "DESIGN.md" not in text and "shared/" not in text, path
         assert "PYTHONPATH" not in text, path
+
+
+def test_the_project_never_points_at_the_developers_design_notes():
+    files = [*PKG.rglob("*.py"), *(ROOT / "configs").glob("*.yaml"), *(ROOT / "workflow").rglob("*"),
+             *(ROOT / "docs").rglob("*.md"), *(ROOT / "benchmarks").rglob("*.py"), ROOT / "README.md",
+             ROOT / "Snakefile", ROOT / "config.yaml"]  # fmt: skip
+    for path in (p for p in files if p.is_file()):
+        text = path.read_text(errors="ignore")
+        assert "DESIGN" not in text and "shared/" not in text, path

@@ -64,8 +64,8 @@ def test_tiny_collect_run(tmp_path):
     table = pd.read_csv(tmp_path / "run1" / "run.csv")
     assert list(table.columns) == ["path", "run", "seed", "step", "index", "val_accuracy"]
     assert table["index"].tolist() == [0, 1, 2] and table["path"].tolist() == [str(p) for p in paths]
-    # 1347 train samples, batch 64, drop_last: 21 steps/epoch; 2 epochs + 21 fine-tuning steps
-    assert table["step"].tolist() == [42 + 7, 42 + 14, 42 + 21]
+    # 1077 train samples (60% of 1797), batch 64, drop_last: 16 steps/epoch; 2 epochs + 16 fine-tuning steps
+    assert table["step"].tolist() == [32 + 5, 32 + 10, 32 + 16]
     assert (table["seed"] == 1).all() and (table["run"] == 1).all()
     assert table["val_accuracy"].min() > 0.5  # cnn_s learns digits within 2 epochs
     state, meta = load_checkpoint(paths[-1])

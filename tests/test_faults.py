@@ -25,8 +25,8 @@ ROOT = Path(__file__).resolve().parent.parent
 TINY = ROOT / "tests" / "configs" / "tiny.yaml"
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--cores", "2"]
 # (stage, unit of work after which the whole run is killed): a checkpoint, a token shard, a training step after the
-# resumable save at step 10, a generated model, an evaluated model
-FAULTS = [("collect", 2), ("tokenize", 1), ("train", 15), ("generate", 1), ("evaluate", 3)]
+# resumable save at step 100 (tests/configs/tiny.yaml: save_every 100), a generated model, an evaluated model
+FAULTS = [("collect", 2), ("tokenize", 1), ("train", 150), ("generate", 1), ("evaluate", 3)]
 
 
 def run(workdir: Path, *args: str, fault: str | None = None, config: Path = TINY) -> subprocess.CompletedProcess:
@@ -80,14 +80,14 @@ def test_kill_9_in_every_stage_then_recovery_gives_identical_outputs(tmp_path):
     assert not (faulty / "results/tiny/generator/cnn_s" / STATE_FILE).exists()  # resume state gone once done
     train_log = (faulty / "results/tiny/logs/train/cnn_s.attempts.log").read_text()
     assert train_log.count("===== attempt started") == 2  # the killed attempt's log is kept
-    assert "resuming from" in train_log and "at step 10" in train_log
+    assert "resuming from" in train_log and "at step 100" in train_log
 
     # a new zoo seed rebuilds checkpoints and tokens, and the generator is trained afresh on them (no stale resume)
     cfg = yaml.safe_load(TINY.read_text())
     cfg["experiments"]["tiny"]["zoos"]["cnn_s"]["collect"]["seed"] = 1
     reseeded = tmp_path / "reseeded.yaml"
     reseeded.write_text(yaml.safe_dump(cfg))
-    proc = run(faulty, fault="train:15", config=reseeded)  # killed after the save at step 10
+    proc = run(faulty, fault="train:150", config=reseeded)  # killed after the save at step 100
     assert proc.returncode != 0
     proc = recover(faulty, config=reseeded)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -95,7 +95,7 @@ def test_kill_9_in_every_stage_then_recovery_gives_identical_outputs(tmp_path):
     old = load_safetensors(reference / "results/tiny/generator/cnn_s/model.safetensors")[0]
     assert any(not torch.equal(new[k], old[k]) for k in old)
     last_attempt = (faulty / "results/tiny/logs/train/cnn_s.log").read_text()
-    assert "resuming from" in last_attempt and "at step 10" in last_attempt  # its own state, same inputs
+    assert "resuming from" in last_attempt and "at step 100" in last_attempt  # its own state, same inputs
 
 
 def test_stale_resume_state_of_other_tokens_is_not_used(tmp_path, make_token_store, tiny_gen, tiny_train, caplog):

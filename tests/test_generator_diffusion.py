@@ -134,4 +134,43 @@ def test_sample_prediction_loss_targets_x0():
     assert exact.item() == 0.0
     assert denoising_loss(lambda xt, t: clean + 1.0, x0, SCHED, prediction="sample").item() == pytest.approx(1.0)
     with pytest.raises(ValueError, match="prediction"):
-        denoising_loss(lambda xt, t: clean, x0, SCHED, prediction="v")
+        denoising_loss(lambda xt, t: clean, x0, SCHED, prediction="velocity")
+
+
+@pytest.mark.parametrize("name,steps", [("ddim", 20), ("ddpm", 50)])
+def test_v_prediction_oracle_recovers_x0_and_its_loss_is_zero(name, steps):
+    """v = sqrt(a) eps - sqrt(1 - a) x0: an oracle v-network drives the samplers to x0 exactly."""
+    x0 = torch.randn(16, 8, dtype=torch.float64)
+    sampler = build_sampler(name, schedule=SCHED, steps=steps)
+    g = torch.Generator().manual_seed(3)
+
+    def v_of(xt, t):  # the exact v of x_t for this x0
+        a = SCHED.alpha_bar(t, xt)
+        eps = (xt - a.sqrt() * x0) / (1 - a).sqrt()
+        return a.sqrt() * eps - (1 - a).sqrt() * x0
+
+    net = lambda xt, t: SCHED.epsilon(v_of(xt, t), xt, t, "v")  # noqa: E731
+    out = sample(net, torch.randn(16, 8, generator=g, dtype=torch.float64), sampler, generator=g)
+    assert torch.allclose(out, x0, atol=1e-8)
+    gen = torch.Generator().manual_seed(4)
+    x32 = x0.float()
+    loss = denoising_loss(lambda xt, t: v_of(xt.double(), t).float(), x32, SCHED, generator=gen, prediction="v")
+    assert loss.item() < 1e-10
+
+
+def test_min_snr_weighting():
+    t = torch.tensor([0, 10, 100, 500, 999])
+    snr = SCHED.snr(t)
+    assert bool((snr[:-1] > snr[1:]).all())  # noise grows with t
+    w_eps = SCHED.loss_weights(t, "epsilon", "min_snr", gamma=5.0)
+    assert torch.allclose(w_eps, torch.minimum(snr, torch.tensor(5.0, dtype=torch.float64)) / snr)
+    assert w_eps[0] < 0.01 and w_eps[-1] == 1.0  # nearly clean timesteps are down-weighted, noisy ones kept
+    assert torch.allclose(SCHED.loss_weights(t, "sample", "min_snr", 5.0), snr.clamp(max=5.0))
+    assert torch.equal(SCHED.loss_weights(t, "epsilon", "none"), torch.ones(5, dtype=torch.float64))
+    x0 = torch.randn(6, 4)
+    a = denoising_loss(lambda xt, tt: torch.zeros_like(xt), x0, SCHED, generator=torch.Generator().manual_seed(0))
+    b = denoising_loss(lambda xt, tt: torch.zeros_like(xt), x0, SCHED, generator=torch.Generator().manual_seed(0),
+                       weighting="min_snr")  # fmt: skip
+    assert b.item() < a.item()  # the same errors, weights <= 1
+    with pytest.raises(ValueError, match="weighting"):
+        SCHED.loss_weights(t, "epsilon", "p2")

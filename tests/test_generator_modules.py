@@ -7,7 +7,7 @@ import torch
 
 from rpg.config import PRESETS, GeneratorConfig
 from rpg.generator.backbones import build_backbone
-from rpg.generator.denoiser import ConvDenoiser
+from rpg.generator.denoiser import ConvDenoiser, timestep_embedding
 
 torch.set_num_threads(1)
 
@@ -46,12 +46,23 @@ def test_denoiser_shapes_skips_and_conditioning():
     base = net(x, t, c)
     assert not torch.allclose(base, net(x, t, torch.randn(5, 16)))  # the prototype matters
     assert not torch.allclose(base, net(x, (t + 500) % 1000, c))  # the timestep matters
-    # skip connections: the decoder's 16-channel input receives the encoder's 16-channel output
+    # skip connections: the input of the decoder's 16-channel conv is (decoder state + encoder's 16-channel
+    # output + c) * t_emb; without the skip it would be (decoder state + c) * t_emb
     seen = {}
-    net.convs[4].register_forward_pre_hook(lambda m, a: seen.setdefault("dec", a[0]))
-    net.convs[1].register_forward_hook(lambda m, a, o: seen.setdefault("enc", o))
-    net(x, t, c)
-    assert seen["dec"].shape[1] == seen["enc"].shape[1] == 16
+
+    def keep(name, value):  # a hook that returns None leaves the module's output alone
+        seen.setdefault(name, value)
+
+    net.convs[4].register_forward_pre_hook(lambda m, a: keep("dec_in", a[0]))
+    net.norms[1].register_forward_hook(lambda m, a, o: keep("enc", net.act(o)))
+    net.norms[3].register_forward_hook(lambda m, a, o: keep("dec", net.act(o)))
+    with torch.no_grad():
+        net(x, t, c)
+        cond = net.cond_proj(c)[:, None, :]
+        t_emb = net.time_mlp(timestep_embedding(t, net.time_dim))[:, None, :]
+    assert seen["dec_in"].shape[1] == seen["enc"].shape[1] == 16
+    assert torch.allclose(seen["dec_in"], (seen["dec"] + seen["enc"] + cond) * t_emb, atol=1e-5)
+    assert not torch.allclose(seen["dec_in"], (seen["dec"] + cond) * t_emb, atol=1e-3)
     with pytest.raises(ValueError):
         ConvDenoiser(token_size=8, cond_dim=4, channels=[1, 8, 16, 1])
     with pytest.raises(ValueError):

@@ -12,6 +12,7 @@ import torch
 
 from rpg.config import ConfigError, PDiffConfig, resolve_config
 from rpg.errors import RPGInputError
+from rpg.evaluate.evaluate import TABLE_COLUMNS
 from rpg.evaluate.summary import summarize
 from rpg.io import load_safetensors, read_json, save_safetensors
 from rpg.pdiff.model import ParamAutoencoder, PDiffModel
@@ -154,8 +155,12 @@ def test_generate_pdiff_rejects_another_store(trained, tmp_path):
 
 
 def _rows(kind: str, accs: list[float], sims: list[float]) -> list[dict]:
-    return [{"kind": kind, "group": kind, "name": f"{kind}{i}", "accuracy": a, "max_iou": s, "nearest_distance": 1.0,
-             "level": None, "weight": None} for i, (a, s) in enumerate(zip(accs, sims))]  # fmt: skip
+    rows = [
+        {"kind": kind, "group": kind, "name": f"{kind}{i}", "score": a, "max_iou": s, "nearest_distance": 1.0,
+         "failures_probe": 60, "copy": False, "in_summary": True}
+        for i, (a, s) in enumerate(zip(accs, sims))
+    ]  # fmt: skip
+    return [{c: r.get(c) for c in TABLE_COLUMNS} for r in rows]
 
 
 def test_summary_and_report_show_pdiff_beside_rpg():
@@ -163,9 +168,10 @@ def test_summary_and_report_show_pdiff_beside_rpg():
                          + _rows("pdiff", [0.8, 0.7], [0.5, 0.3]))  # fmt: skip
     summary = summarize(table)
     assert summary["num_models"]["pdiff"] == 2
-    assert summary["pdiff"]["accuracy"] == {"best": 0.8, "mean": pytest.approx(0.75), "min": 0.7}
+    p = summary["pdiff"]["score"]
+    assert (p["best"], p["mean"], p["min"]) == pytest.approx((0.8, 0.75, 0.7))
     assert summary["pdiff"]["similarity"]["mean"] == pytest.approx(0.4) and summary["pdiff"]["n"] == 2
-    assert summary["generated_accuracy"]["mean"] == pytest.approx(0.91)  # p-diff rows are not RPG's
+    assert summary["generated"]["score"]["mean"] == pytest.approx(0.91)  # p-diff rows are not RPG's
     groups = [r["group"] for r in summary_rows(summary)]
     assert groups[:3] == ["original", "generated", "p-diff"]
     no_pdiff = summarize(table[table["kind"] != "pdiff"])

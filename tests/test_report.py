@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from rpg.errors import RPGInputError
+from rpg.evaluate.evaluate import TABLE_COLUMNS
 from rpg.evaluate.plots import CAPTIONS, plot_accuracy_vs_similarity, plot_distances, plot_training_loss
 from rpg.evaluate.summary import summarize
 from rpg.io import write_json
@@ -31,15 +32,22 @@ def _table() -> pd.DataFrame:
         ("interpolated", "interpolated@0.5", 0.60, 0.3, None, 0.5),
         ("average", "average", 0.5, 0.2, None, None),
     ]
-    df = pd.DataFrame(rows, columns=["kind", "group", "accuracy", "max_iou", "level", "weight"])
+    df = pd.DataFrame(rows, columns=["kind", "group", "score", "max_iou", "level", "weight"])
+    df = df.reindex(columns=TABLE_COLUMNS)
     df["name"] = [f"m{i}" for i in range(len(df))]
     df["nearest_distance"] = [0.5, 0.5, 0.3, 0.3, 0.01, 0.05, 0.2, 0.4]
+    df["failures_probe"] = 80
+    df["copy"] = False
+    df["in_summary"] = True
     return df
 
 
 def _evaluation(directory: Path, *, plots: bool = True) -> Path:
     table = _table()
-    write_json(summarize(table), directory / "summary.json")
+    pairs = {"generated": {"names": ["m2", "m3"], "states": [0, 0], "distance": [[0.0, 0.0], [0.0, 0.0]],
+                           "iou": [[1.0, 1.0], [1.0, 1.0]], "same_test_failures": [[True, True], [True, True]]},
+             "spacing": 0.01}  # fmt: skip
+    write_json(summarize(table, pairs=pairs), directory / "summary.json")
     if plots:
         plot_accuracy_vs_similarity(table, directory / "accuracy_vs_similarity.png")
         plot_distances(table, directory / "distances.png")
@@ -60,12 +68,13 @@ def test_report_embeds_plots_tables_and_captions(tmp_path: Path):
     assert 'src="http' not in text and "<link" not in text
     for key in ("accuracy_vs_similarity", "distances", "loss", "table"):
         assert html.escape(CAPTIONS[key]) in text
-    assert "Points up and left are accurate and novel" in text
+    assert "Points up and left are" in text
     assert text.index("Experiment e1") < text.index("Zoo zooA") < text.index("Experiment e2") < text.index("Zoo zooB")
-    # summary numbers: original best accuracy 94.00 %, generated mean 92.00 %, noise group rows, checks
-    assert "<td>94.00</td>" in text and "<td>92.00</td>" in text
+    # summary numbers: original best 94.00 % (with its interval), generated mean 92.00 %, noise groups, checks
+    assert "<td>94.00 <span" in text and "<td>92.00 <span" in text
     assert "noise@0.05" in text and "interpolated@0.5" in text
-    assert text.count('class="pass"') == 4  # 2 checks x 2 zoos
+    assert text.count('class="pass"') == 6  # 3 checks x 2 zoos (not copies, beats noise, resolution)
+    assert "<td>0 (1 groups)</td>" in text  # the two identical generated models: none distinct, one group
 
 
 def test_report_marks_missing_plots_and_rejects_missing_summary(tmp_path: Path):

@@ -11,6 +11,7 @@ from rpg.tasks.vectors import (
     BinaryTaskDataset,
     all_task_ids,
     build_task_dataset,
+    complement_id,
     num_tasks,
     relabel,
     split_tasks,
@@ -58,13 +59,18 @@ def test_split_is_seeded_disjoint_and_nested():
     assert split_tasks(seen=200, held_out=20, seed=0).seen[:80] == a.seen
     assert a.vectors("held_out") == [task_vector(t) for t in a.held_out]
     assert a.to_dict()["num_tasks"] == 1022
+    # held out in complementary pairs: no held-out task's complement (its outputs swapped) is ever seen
+    assert {complement_id(t) for t in a.held_out} == set(a.held_out)
+    assert not {complement_id(t) for t in full.held_out} & set(full.seen)
+    assert len(split_tasks(seen=10, held_out=5, seed=0).held_out) == 6  # rounded up to pairs
 
 
 def test_split_with_explicit_held_out_tasks_and_errors():
     held = [[1, 0, 0, 0, 0, 0, 0, 0, 0, 0], [0, 1, 1, 0, 0, 0, 0, 0, 0, 1]]
     s = split_tasks(seen="all", held_out=5, seed=3, held_out_tasks=held)
-    assert sorted(s.held_out) == sorted(task_id(v) for v in held)
-    assert len(s.seen) == 1020 and not set(s.seen) & set(s.held_out)
+    listed = {task_id(v) for v in held}
+    assert set(s.held_out) == listed | {complement_id(t) for t in listed}  # with their complements
+    assert len(s.seen) == 1018 and not set(s.seen) & set(s.held_out)
     with pytest.raises(RPGInputError, match="held_out_tasks"):
         split_tasks(held_out_tasks=[[1] * 10])
     with pytest.raises(RPGInputError, match="repeat"):

@@ -23,12 +23,12 @@ DIGITS = {"name": "digits", "image_size": 8, "val_fraction": 0.25, "split_seed":
 
 
 def test_plan_groups_names_and_manifest():
-    cfg = {"seen": 45, "held_out": 7, "group_size": 20, "checkpoints_per_task": 3, "evaluate": {"seen_tasks": 4}}
+    cfg = {"seen": 45, "held_out": 8, "group_size": 20, "checkpoints_per_task": 3, "evaluate": {"seen_tasks": 4}}
     plan = plan_task_zoo(cfg, DIGITS)
     seen = plan.groups["seen"]
     assert [g.name for g in seen] == ["group000-20tasks", "group001-20tasks", "group002-5tasks"]
     assert [t for g in seen for t in g.task_ids] == list(plan.split.seen)
-    assert [g.name for g in plan.groups["held_out"]] == ["group000-7tasks"]
+    assert [g.name for g in plan.groups["held_out"]] == ["group000-8tasks"]
     names = plan.checkpoint_names("seen")
     assert len(names) == len(set(names)) == 45 * 3
     assert names[0] == "seen/group000-20tasks/member00_ckpt00.safetensors"
@@ -39,9 +39,9 @@ def test_plan_groups_names_and_manifest():
     assert plan.eval_tasks["held_out"] == plan.split.held_out
     assert len(plan.eval_tasks["seen"]) == 4 and set(plan.eval_tasks["seen"]) <= set(plan.split.seen)
     rows = plan.manifest(zoo_dir="Z", generated_dir="G", models_per_task=2)
-    assert [r["split"] for r in rows] == ["held_out"] * 7 + ["seen"] * 4
+    assert [r["split"] for r in rows] == ["held_out"] * 8 + ["seen"] * 4
     assert rows[0]["task"] == task_vector(rows[0]["task_id"]) and len(rows[0]["reference"]) == 3
-    assert rows[0]["reference"][0].startswith("Z/held_out/group000-7tasks/member00_ckpt00")
+    assert rows[0]["reference"][0].startswith("Z/held_out/group000-8tasks/member00_ckpt00")
     assert rows[-1]["generated"] == ["G/seen/task03_model00.safetensors", "G/seen/task03_model01.safetensors"]
     json.dumps(plan.to_dict())  # JSON-able
     assert plan_task_zoo(cfg, DIGITS) == plan  # deterministic

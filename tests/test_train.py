@@ -8,8 +8,9 @@ import pandas as pd
 import pytest
 import torch
 
-from rpg.config import ConfigError, TrainConfig
-from rpg.generator.trainer import train_generator
+from rpg.config import ConfigError, GeneratorConfig, TrainConfig
+from rpg.generator.model import build_generator
+from rpg.generator.trainer import EMA, step_seed, train_generator
 from rpg.io import load_safetensors, read_json
 from rpg.optim import batch_rows, warmup_cosine
 from rpg.tokens.store import TokenStore
@@ -79,3 +80,48 @@ def test_ddp_two_processes_gloo(tmp_path, token_dir, tiny_gen, tiny_train):
     log = pd.read_csv(out / "train_log.csv")
     assert log["step"].tolist() == [1, 2, 3] and log["loss"].map(math.isfinite).all()
     assert (out / "model.safetensors").is_file() and read_json(out / "config.json")["train"]["nproc"] == 2
+
+    # the same 3 steps in one process: each rank's share of the batch (rows rank::2, its own seeded token subset),
+    # gradients averaged, one AdamW step; DDP must give the same parameters and losses
+    gcfg, tcfg = GeneratorConfig.parse(tiny_gen), TrainConfig.parse({**tiny_train, "steps": 3})
+    store = TokenStore(token_dir)
+    torch.manual_seed(tcfg.seed)
+    model = build_generator(gcfg, store.layout, store.num_states)
+    opt = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda k: warmup_cosine(k, lr=1.0, warmup=tcfg.warmup_steps, total=tcfg.steps)
+    )
+    states = torch.tensor(store.index["state"].tolist())
+    losses = []
+    for step in range(tcfg.steps):
+        rows = batch_rows(step, batch_size=tcfg.batch_size, num_checkpoints=len(store), seed=tcfg.seed)
+        opt.zero_grad()
+        total = 0.0
+        for rank in range(2):
+            r = rows[rank::2]
+            gen = torch.Generator().manual_seed(step_seed(tcfg.seed, step, rank))
+            loss = model(store.tokens(r), states[r], diffusion_batch=math.ceil(tcfg.diffusion_batch / 2), generator=gen)
+            (loss / 2).backward()
+            total += float(loss.detach()) / 2
+        torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
+        opt.step()
+        sched.step()
+        losses.append(total)
+    assert log["loss"].tolist() == pytest.approx(losses, rel=1e-5)
+    ddp = load_safetensors(out / "model.safetensors")[0]
+    for name, p in model.named_parameters():
+        assert torch.allclose(ddp[name], p.detach(), atol=1e-6), name
+
+
+def test_ema_averages_parameters_and_float_buffers():
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    ema = EMA(net, decay=0.5)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    with torch.no_grad():
+        net[0].weight.add_(1.0)
+    net.train()(torch.randn(16, 3) * 3 + 2)  # moves the BatchNorm running statistics
+    ema.update(net, num_updates=100)  # decay min(0.5, 101/110) = 0.5
+    after = net.state_dict()
+    for key in ("0.weight", "1.running_mean", "1.running_var"):
+        assert torch.allclose(ema.state[key], 0.5 * before[key] + 0.5 * after[key]), key
+    assert torch.equal(ema.state["1.num_batches_tracked"], after["1.num_batches_tracked"])  # integers: copied

@@ -9,14 +9,18 @@ adapter checkpoint) on a split of the experiment's data:
   accuracies (the paper's "average"), ``accuracy_<task>`` each task's, ``accuracy_all`` over all items; failures are
   the wrongly answered items, outputs the softmax of the options' scores.
 
-Splits: train, val, test; ``probe`` is answered with test. Adapters have no BatchNorm, so there is nothing to
-re-estimate (:meth:`AdapterEvaluator.calibration_batches` is empty). The evaluation stage (:mod:`rpg.evaluate`)
-builds this class; this module does not import it back: the result type is passed in (``outcome``) and defaults
-to :class:`AdapterOutcome`, which has the same fields.
+Splits: train, val, test and probe (text: the test sentences and as many again of the held-out form; commonsense:
+test). Adapters have no BatchNorm, so there is nothing to re-estimate (:meth:`AdapterEvaluator.calibration_batches`
+is empty). The evaluation stage (:mod:`rpg.evaluate`) builds this class; this module does not import it back: the
+result type is passed in (``outcome``) and defaults to :class:`AdapterOutcome`, which has the same fields.
+
+``evaluate.evaluator: rpg.adapters.evaluate:evaluate_adapter`` selects it through the evaluation's support for a
+user's function (:func:`evaluate_adapter`, the same evaluator behind a function), which is what the presets use.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -86,7 +90,6 @@ class AdapterEvaluator:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         if not isinstance(model, AdapterModel):
             raise TypeError(f"the adapter evaluator scores AdapterModel instances, got {type(model).__name__}")
-        split = "test" if split == "probe" else split
         if model.device != self.device:
             model.to(self.device)
         runner = model.activate()
@@ -97,4 +100,20 @@ class AdapterEvaluator:
         return []
 
 
-__all__ = ["AdapterEvaluator", "AdapterOutcome"]
+_EVALUATORS: dict[tuple[str, str], AdapterEvaluator] = {}
+
+
+def evaluate_adapter(model: nn.Module, split: str, *, data: DataConfig | Mapping[str, Any],
+                     device: str | torch.device = "cpu") -> dict[str, Any]:  # fmt: skip
+    """:class:`AdapterEvaluator` as a function ``(model, split, *, data, device) -> dict`` (main, metrics, failures,
+    outputs), for ``evaluate.evaluator: rpg.adapters.evaluate:evaluate_adapter``; one evaluator (and so one set of
+    tokenized splits) per data block and device."""
+    cfg = data_config(data)
+    key = (json.dumps(cfg.to_dict(), sort_keys=True), str(device))
+    if key not in _EVALUATORS:
+        _EVALUATORS[key] = AdapterEvaluator(data=cfg, device=device)
+    out = _EVALUATORS[key].evaluate(model, split)
+    return {"main": out.main, "metrics": out.metrics, "failures": out.failures, "outputs": out.outputs}
+
+
+__all__ = ["AdapterEvaluator", "AdapterOutcome", "evaluate_adapter"]

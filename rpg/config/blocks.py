@@ -14,9 +14,11 @@ from typing import Any, Literal
 
 from rpg.config.typed import Block, option
 
+CORRUPTIONS = ("shift", "blur", "noise", "erase", "contrast")
 BACKBONES = ("mamba2", "lstm", "transformer")
 POSITION_KINDS = ("sin2d", "sin1d", "learned", "sin2d+learned", "sin1d+learned")
-PREDICTIONS = ("epsilon", "sample")
+PREDICTIONS = ("epsilon", "sample", "v")
+LOSS_WEIGHTINGS = ("none", "min_snr")
 SAMPLERS = ("ddpm", "ddim")
 SCAN_BACKENDS = ("auto", "torch", "mamba_ssm")
 
@@ -62,8 +64,15 @@ class DataConfig(Block):
         None, min=1, doc="commonsense: at most this many items per task and split (a seeded sample; null: all)"
     )
     image_size: int = option(8, min=4, doc="digits are 8x8 (larger values upscale); imagefolder: crop size")
-    val_fraction: float = option(0.25, gt=0.0, max=0.9, doc="digits: share of the samples in the validation split")
-    split_seed: int = option(0, doc="digits: seed of the stratified split")
+    val_fraction: float = option(0.2, gt=0.0, max=0.45, doc="digits: share of the samples in the validation split")
+    test_fraction: float = option(
+        0.2, gt=0.0, max=0.45, doc="digits: share in the test split (imagefolder: half of val when there is no test/)"
+    )
+    split_seed: int = option(0, doc="seed of the stratified train/val/test split")
+    probe: list[Literal[CORRUPTIONS]] = option(
+        factory=lambda: list(CORRUPTIONS), doc="corruptions of the test split added to it in the probe split"
+    )
+    probe_severity: float = option(1.0, gt=0.0, max=3.0, doc="strength of the probe corruptions")
     interpolation: Literal["bilinear", "bicubic"] = option("bicubic", doc="imagefolder: resize interpolation")
     crop_pct: float = option(0.875, gt=0.0, max=1.0, doc="imagefolder: centre-crop fraction of the eval transform")
     mean: list[float] = option(factory=lambda: list(IMAGENET_MEAN), doc="imagefolder: normalisation mean (RGB)")
@@ -192,7 +201,9 @@ class GeneratorConfig(Block):
     num_timesteps: int = option(1000, min=1, doc="diffusion steps T")
     beta_start: float = option(1e-4, gt=0.0)
     beta_end: float = option(0.02, gt=0.0, max=0.999)
-    prediction: Literal[PREDICTIONS] = option("epsilon", doc="the denoiser predicts the noise or x0")
+    prediction: Literal[PREDICTIONS] = option("epsilon", doc="the denoiser predicts the noise, x0 (sample) or v")
+    loss_weighting: Literal[LOSS_WEIGHTINGS] = option("none", doc="per-timestep loss weights (min_snr: capped SNR)")
+    min_snr_gamma: float = option(5.0, gt=0.0, doc="the SNR cap of min_snr weighting")
     task_condition: Literal["all", "head"] | None = option(
         None, doc="task vector added at every position (all) or the last head_tokens (head); null: unconditional"
     )
@@ -277,15 +288,34 @@ class GenerateConfig(Block):
 
 @dataclass
 class EvaluateConfig(Block):
-    doc = "Evaluation of originals, generated models and baselines."
+    doc = (
+        "Evaluation of originals, generated models and baselines: scores on the test split, similarity on the probe "
+        "split, distances in the normalised parameter space."
+    )
 
+    evaluator: str = option(
+        "classification", doc="classification, detection, or a function package.module:function(model, split, ...)"
+    )
     noise_levels: list[float] = option(
         factory=lambda: [0.01, 0.02, 0.03, 0.04, 0.05], items_gt=0.0, doc="std of noise on normalised tokens"
     )
     noise_models_per_level: int = option(3, min=1)
+    frontier_max_level: float = option(
+        3.2, gt=0.0, doc="noise levels double beyond the last one until the generated models are covered, up to this"
+    )
     interp_weights: list[float] = option(factory=lambda: [0.25, 0.5, 0.75], items_min=0.0, items_max=1.0)
     interp_pairs: int = option(3, min=0)
     bn_recalibrate_batches: int = option(10, min=0, doc="re-estimate BN statistics of mixed models (0: off)")
+    copy_noise: float = option(
+        0.01, gt=0.0, doc="a model within 2 x this RMS distance of an original (normalised space) is a copy of it"
+    )
+    equal_n: int | None = option(
+        None,
+        min=1,
+        doc="originals summarised over this many (a subsample spread over runs); null: as many as generated",
+    )
+    bootstrap: int = option(2000, min=100, doc="resamples of the 95% bootstrap intervals")
+    min_probe_failures: int = option(50, min=1, doc="resolution: every model should fail this often on the probe split")
     seed: int = option(0)
     batch_size: int = option(512, min=1, result=False)
 

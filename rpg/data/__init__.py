@@ -29,9 +29,9 @@ from torch.utils.data import (
 
 from rpg.config import DataConfig
 
-SPLITS = ("train", "val")
+SPLITS = ("train", "val", "test", "probe")
 DATASETS = ("digits", "imagefolder", "text", "commonsense")
-TEXT_DATA = ("text", "commonsense")  # the data of adapter zoos: also a test split
+TEXT_DATA = ("text", "commonsense")  # the data of adapter zoos
 
 
 def data_config(data_cfg: DataConfig | Mapping[str, Any]) -> DataConfig:
@@ -40,7 +40,7 @@ def data_config(data_cfg: DataConfig | Mapping[str, Any]) -> DataConfig:
 
 
 def build_dataset(data_cfg: DataConfig | Mapping[str, Any], split: str) -> Dataset:
-    """The ``split`` ("train" or "val"; text and commonsense data: also "test") of the dataset of ``data_cfg``.
+    """The ``split`` (train, val, test, or probe = test + seeded corruptions) of the dataset of ``data_cfg``.
 
     Items are ``(x, y)`` with ``x`` a float32 tensor [C, H, W] and ``y`` an int64 class index (text: ``(sentence,
     label)``; commonsense: :class:`rpg.data.commonsense.ChoiceItem`).

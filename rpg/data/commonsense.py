@@ -204,10 +204,12 @@ def _task_items(cfg: DataConfig, task: str, split: str) -> list[ChoiceItem]:
 
 
 def build_commonsense(cfg: DataConfig, split: str) -> ChoiceDataset:
-    """The ``split`` (train, val or test) of every task of ``cfg``, task after task (train and val: of the training
-    mixture when there is one)."""
+    """The ``split`` (train, val, test; probe = test) of every task of ``cfg``, task after task (train and val: of the
+    training mixture when there is one)."""
+    if split == "probe":  # no corruptions of text: the probe split is the test split
+        split = "test"
     if split not in SPLIT_FILES:
-        raise ValueError(f"split must be one of {tuple(SPLIT_FILES)}, got {split!r}")
+        raise ValueError(f"split must be one of {(*SPLIT_FILES, 'probe')}, got {split!r}")
     if split in ("train", "val") and mixture_file(str(cfg.root)) is not None:
         return ChoiceDataset(_task_items(cfg, "mixture", split))
     return ChoiceDataset([it for task in cfg.tasks for it in _task_items(cfg, task, split)])

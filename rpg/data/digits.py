@@ -2,7 +2,7 @@
 
 Pixels (0..16) are scaled to [0, 1] and normalised with a fixed mean/std (of the whole
 set), then optionally upscaled (bilinear) to ``image_size`` for models that need larger
-inputs. The train/val split is stratified and fixed by ``split_seed`` and ``val_fraction``.
+inputs. The train/val/test split is stratified and fixed by ``split_seed``, ``val_fraction`` and ``test_fraction``.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch.utils.data import TensorDataset
 
 from rpg.config import DataConfig
+from rpg.data.corruptions import corrupt
 
 NATIVE_SIZE = 8
 NUM_CLASSES = 10
@@ -31,26 +32,39 @@ def _raw() -> tuple[np.ndarray, np.ndarray]:
 
 
 @functools.lru_cache(maxsize=8)
-def split_indices(val_fraction: float, split_seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted (train, val) sample indices of the stratified, seeded split."""
+def split_indices(val_fraction: float, test_fraction: float, split_seed: int) -> dict[str, np.ndarray]:
+    """Sorted sample indices of the stratified, seeded three-way split: {"train", "val", "test"}.
+
+    The test split is drawn first (seed ``split_seed``), then the validation split from the rest (seed
+    ``split_seed + 1``), both stratified by class; the three are disjoint and cover the set.
+    """
     from sklearn.model_selection import train_test_split
 
     _, y = _raw()
-    train, val = train_test_split(np.arange(len(y)), test_size=val_fraction, stratify=y, random_state=split_seed)
-    return np.sort(train), np.sort(val)
+    rest, test = train_test_split(np.arange(len(y)), test_size=test_fraction, stratify=y, random_state=split_seed)
+    train, val = train_test_split(
+        rest, test_size=val_fraction / (1.0 - test_fraction), stratify=y[rest], random_state=split_seed + 1
+    )
+    return {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test)}
 
 
 def build_digits(data_cfg: DataConfig, split: str) -> TensorDataset:
-    """In-memory dataset of ``(x [1, S, S] float32, y int64)`` for ``split`` in {"train", "val"}."""
+    """In-memory dataset of ``(x [1, S, S] float32, y int64)`` for ``split`` in train / val / test / probe.
+
+    ``probe`` is the test split followed by its seeded corruptions (``data.probe``, :mod:`rpg.data.corruptions`).
+    """
     image_size = data_cfg.image_size
     images, labels = _raw()
-    train, val = split_indices(data_cfg.val_fraction, data_cfg.split_seed)
-    idx = train if split == "train" else val
-    x = torch.from_numpy(images[idx] / 16.0).float().unsqueeze(1)
+    idx = split_indices(data_cfg.val_fraction, data_cfg.test_fraction, data_cfg.split_seed)
+    rows = idx["test"] if split == "probe" else idx[split]
+    x = torch.from_numpy(images[rows] / 16.0).float().unsqueeze(1)
     x = (x - MEAN) / STD
     if image_size != NATIVE_SIZE:
         x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False)
-    y = torch.from_numpy(labels[idx]).long()
+    y = torch.from_numpy(labels[rows]).long()
+    if split == "probe":
+        x = corrupt(x, list(data_cfg.probe), seed=data_cfg.split_seed, severity=data_cfg.probe_severity)
+        y = y.repeat(1 + len(data_cfg.probe))
     return TensorDataset(x.contiguous(), y)
 
 

@@ -1,4 +1,4 @@
-"""ImageNet-style folder trees: ``root/train/<class>/*.JPEG`` and ``root/val/<class>/*.JPEG``.
+"""ImageNet-style folder trees: ``root/train/<class>/*.JPEG``, ``root/val/<class>/*.JPEG`` (and ``root/test/``).
 
 Class indices come from the sorted class folders of ``root/train`` (so train and val agree
 even when a val folder is missing a class). Images go through timm's standard transforms
@@ -11,9 +11,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import torch
 from torch.utils.data import Dataset
 
 from rpg.config import DataConfig
+from rpg.data.corruptions import FUNCTIONS
 from rpg.errors import RPGInputError
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -95,11 +97,56 @@ def build_transform(data_cfg: DataConfig, split: str) -> Callable:
     )
 
 
-def build_imagefolder(data_cfg: DataConfig, split: str) -> ImageFolderDataset:
+class SampleSubset(Dataset):
+    """Items ``indices`` of a dataset that has ``targets`` (which the subset keeps, in order)."""
+
+    def __init__(self, base: Dataset, indices) -> None:
+        self.base, self.indices = base, [int(i) for i in indices]
+        self.targets = [base.targets[i] for i in self.indices]  # type: ignore[attr-defined]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int):
+        return self.base[self.indices[index]]
+
+
+class CorruptedDataset(Dataset):
+    """A dataset followed by one seeded corrupted copy of it per kind (:mod:`rpg.data.corruptions`)."""
+
+    def __init__(self, base: Dataset, kinds, *, seed: int, severity: float) -> None:
+        self.base, self.kinds, self.seed, self.severity = base, list(kinds), int(seed), float(severity)
+        targets = list(base.targets)  # type: ignore[attr-defined]
+        self.targets = targets * (1 + len(self.kinds))
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int):
+        k, i = divmod(index, len(self.base))  # type: ignore[arg-type]
+        x, y = self.base[i]
+        if k == 0:
+            return x, y
+        g = torch.Generator().manual_seed((self.seed * 1009 + k) * 1_000_003 + i)
+        return FUNCTIONS[self.kinds[k - 1]](x[None], g, self.severity)[0], y
+
+
+def build_imagefolder(data_cfg: DataConfig, split: str) -> Dataset:
+    """One split of the tree. Without a ``test/`` folder, ``val/`` is split in two halves by a seeded
+    permutation: one is the validation split, the other the test split. ``probe`` = test + its corruptions."""
     classes = find_classes(data_cfg)
-    return ImageFolderDataset(
-        root=_split_dir(data_cfg, split), classes=classes, transform=build_transform(data_cfg, split)
-    )
+    transform = build_transform(data_cfg, "train" if split == "train" else "val")
+    if split == "train":
+        return ImageFolderDataset(root=_split_dir(data_cfg, "train"), classes=classes, transform=transform)
+    if split == "probe":
+        test = build_imagefolder(data_cfg, "test")
+        return CorruptedDataset(test, data_cfg.probe, seed=data_cfg.split_seed, severity=data_cfg.probe_severity)
+    if (_root(data_cfg) / "test").is_dir():
+        return ImageFolderDataset(root=_split_dir(data_cfg, split), classes=classes, transform=transform)
+    val = ImageFolderDataset(root=_split_dir(data_cfg, "val"), classes=classes, transform=transform)
+    perm = torch.randperm(len(val), generator=torch.Generator().manual_seed(data_cfg.split_seed)).tolist()
+    half = len(perm) // 2
+    return SampleSubset(val, sorted(perm[:half] if split == "test" else perm[half:]))
 
 
 def imagefolder_info(data_cfg: DataConfig) -> dict[str, int]:

@@ -12,7 +12,9 @@ the training split (only in val and test), so the test measures some generalisat
   ("rather than cancelling the table, could you move it?").
 
 Splits ``train``, ``val`` and ``test`` hold ``text_sizes`` sentences per class, all distinct; one seeded stream
-(``split_seed`` and the task name) makes them, so a split never shares a sentence with another.
+(``split_seed`` and the task name) makes them, so a split never shares a sentence with another. The ``probe``
+split (for failure-set similarity, which needs models to fail often) is the test split followed by as many
+sentences again of the held-out form only, the hardest ones.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from torch.utils.data import Dataset
 from rpg.config import DataConfig
 from rpg.errors import RPGInputError
 
-TEXT_SPLITS = ("train", "val", "test")
+TEXT_SPLITS = ("train", "val", "test", "probe")
 
 
 class TextDataset(Dataset):
@@ -150,7 +152,7 @@ class TextTask:
 
     def sentence(self, rng: random.Random, label: int, split: str) -> str:
         forms = self.forms(rng, label)
-        usable = forms[:-1] if split == "train" else forms
+        usable = forms[:-1] if split == "train" else forms[-1:] if split == "hard" else forms
         return usable[rng.randrange(len(usable))]()
 
 
@@ -174,7 +176,7 @@ def _splits(task: str, sizes: tuple[int, int, int], seed: int) -> dict[str, tupl
     rng = random.Random(f"{task}:{seed}")
     seen: set[str] = set()
     out: dict[str, tuple[tuple[str, ...], tuple[int, ...]]] = {}
-    for split, n in zip(TEXT_SPLITS, sizes):
+    for split, n in zip(("train", "val", "test", "hard"), (*sizes, sizes[2])):
         rows: list[tuple[str, int]] = []
         for label in range(len(spec.class_names)):
             made, tries = 0, 0
@@ -193,11 +195,13 @@ def _splits(task: str, sizes: tuple[int, int, int], seed: int) -> dict[str, tupl
                 made += 1
         rng.shuffle(rows)
         out[split] = (tuple(r[0] for r in rows), tuple(r[1] for r in rows))
+    hard = out.pop("hard")
+    out["probe"] = (out["test"][0] + hard[0], out["test"][1] + hard[1])
     return out
 
 
 def build_text(cfg: DataConfig, split: str) -> TextDataset:
-    """The ``split`` (train, val or test) of the text task of ``cfg`` (see the module docstring)."""
+    """The ``split`` (train, val, test or probe) of the text task of ``cfg`` (see the module docstring)."""
     if split not in TEXT_SPLITS:
         raise ValueError(f"split must be one of {TEXT_SPLITS}, got {split!r}")
     spec = text_task(str(cfg.task))

@@ -1,16 +1,30 @@
-"""Evaluation of one zoo: originals, generated models and baselines on the validation split.
+"""Evaluation of one zoo: originals, generated models (RPG, p-diff) and baselines, reported on the test split.
 
-For every model: validation accuracy, the set of wrongly classified samples, its similarity
-(max IoU of wrong sets against the originals; for an original against the OTHER originals),
-and its RMS distance in the normalised token space to the nearest original. Writes
-``table.parquet``/``table.csv`` (a row per model), ``summary.json`` (see
-:mod:`rpg.evaluate.summary` for the numbers and the rules of the checks) and three PNG plots.
+Every model is scored by the zoo's evaluator (:mod:`rpg.evaluate.evaluators`: main metric and failure set) on the
+**test** split (what is reported) and on the **probe** split (test plus seeded corruptions, where failure sets are
+large enough for similarity to have resolution). For every model the table holds:
+
+* its score on test, its number of failures on test and on probe;
+* similarity to the originals: the max IoU of failure sets on the probe split (an original: against the OTHER
+  originals), and a continuous functional distance (total variation between output distributions, where the
+  evaluator gives them);
+* novelty: the RMS distance in the normalised token space to the nearest original, and both again leaving out the
+  nearest original's run (leave-one-run-out), so that a model near one run's basin is told from a new one;
+* whether it is a copy: within ``2 * evaluate.copy_noise`` of an original (a copy plus noise of std copy_noise is
+  that far from its source).
+
+Baselines built from the originals: Gaussian noise on the normalised tokens (levels extended until their
+similarity falls below the generated models'), interpolation of seeded pairs and averages (BatchNorm statistics
+re-estimated). :mod:`rpg.evaluate.summary` turns the table into summary.json (equal-n statistics with bootstrap
+intervals, diversity, novelty, resolution, the noise frontier and the checks).
 """
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,21 +32,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from rpg.classifier import dataset_labels, evaluate_accuracy
 from rpg.config import DataConfig, EvaluateConfig
-from rpg.data import build_dataset, data_config, make_loader
 from rpg.errors import RPGInputError
 from rpg.evaluate import baselines as bl
+from rpg.evaluate.evaluators import Evaluator, Outcome, build_evaluator
 from rpg.evaluate.plots import plot_accuracy_vs_similarity, plot_distances, plot_training_loss, read_train_log
-from rpg.evaluate.similarity import (
-    flatten_tokens,
-    masked_min,
-    max_iou,
-    pairwise_rms_distances,
-    rms_distances,
-    wrong_mask,
-)
-from rpg.evaluate.summary import summarize
+from rpg.evaluate.similarity import flatten_tokens, iou_matrix, pairwise_rms_distances, rms_distances, tv_distances
+from rpg.evaluate.summary import frontier_levels_needed, summarize
 from rpg.io import read_safetensors_metadata, write_json, write_table
 from rpg.runtime import fault_point, progress, resolve_device
 from rpg.tokens.store import TokenStore
@@ -43,10 +49,12 @@ from rpg.zoo.models import build_model
 log = logging.getLogger(__name__)
 
 TABLE_COLUMNS = [
-    "kind", "group", "name", "source", "pair_type", "level", "weight", "accuracy", "num_wrong", "max_iou",
-    "max_iou_original", "nearest_distance", "nearest_original", "nearest_original_index", "nearest_original_run",
+    "kind", "group", "name", "source", "pair_type", "level", "weight", "score", "metrics", "failures_test",
+    "failures_probe", "max_iou", "max_iou_original", "functional_distance", "nearest_distance", "nearest_original",
+    "nearest_original_index", "nearest_original_run", "loro_max_iou", "loro_distance", "copy", "in_summary",
     "run", "state", "step", "bn_recalibrated", "path",
 ]  # fmt: skip
+OUTPUTS_LIMIT_BYTES = 1 << 30  # keep the originals' probe outputs (for functional distances) up to this size
 
 
 @dataclass
@@ -56,6 +64,17 @@ class _Job:
     row: dict[str, Any]
     make: Callable[[], dict[str, torch.Tensor]]
     recalibrate: bool = False
+
+
+@dataclass
+class _Results:
+    """What measuring the jobs gives, aligned with the jobs (originals first)."""
+
+    test_failures: list[torch.Tensor]
+    probe_failures: list[torch.Tensor]
+    flats: list[torch.Tensor | None]  # normalised parameters (None: non-finite weights)
+    outputs: list[torch.Tensor | None]  # probe outputs (originals only, when kept)
+    functional: list[float | None]
 
 
 def _checkpoint_name(path: Path) -> str:
@@ -93,6 +112,7 @@ class _Originals:
         self.arch_kwargs = dict(self.metas[0].get("arch_kwargs") or {})
         self.names = [_checkpoint_name(p) for p in self.paths]
         self.runs = [int(m.get("run", 0)) for m in self.metas]
+        self.steps = [int(m.get("step") or 0) for m in self.metas]
         self.states = _state_lookup(store, self.paths)
         self.layout, self.reference = store.layout, store.reference
         self._tokens: dict[int, torch.Tensor] = {}
@@ -116,6 +136,40 @@ class _Originals:
     def average(self, members: Sequence[int]) -> dict[str, torch.Tensor]:
         return bl.average_state_dicts(self.state_dict(i) for i in members)
 
+    def equal_n_subsample(self, n: int, seed: int) -> list[int]:
+        """``n`` originals spread evenly over the runs (as equal a share per run as possible), each run's share
+        drawn one per equal stratum of its checkpoints in step order (seeded)."""
+        runs = sorted(set(self.runs))
+        rng = np.random.default_rng(seed)
+        n = min(n, len(self))
+        share = {r: n // len(runs) + (i < n % len(runs)) for i, r in enumerate(runs)}
+        chosen: list[int] = []
+        for r in runs:
+            members = sorted((i for i, x in enumerate(self.runs) if x == r), key=lambda i: (self.steps[i], i))
+            k = min(share[r], len(members))
+            if k == 0:
+                continue
+            bounds = np.linspace(0, len(members), k + 1)
+            for a, b in zip(bounds[:-1], bounds[1:]):
+                lo, hi = int(np.floor(a)), max(int(np.floor(a)) + 1, int(np.floor(b)))
+                chosen.append(members[int(rng.integers(lo, hi))])
+        return sorted(chosen)
+
+
+def _noise_jobs(zoo: _Originals, levels: Sequence[float], cfg: EvaluateConfig, first_level: int) -> list[_Job]:
+    """Noise baselines: the same seeded originals at every level, so the levels differ only by the std."""
+    n_src = cfg.noise_models_per_level
+    rng = np.random.default_rng(cfg.seed)
+    sources = rng.choice(len(zoo), size=n_src, replace=n_src > len(zoo)).tolist()
+    jobs = []
+    for li, std in enumerate(levels, start=first_level):
+        for j, src in enumerate(sources):
+            seed = cfg.seed * 1_000_003 + li * 1_009 + j
+            row = _row("noise", f"noise{std:g}_{j}", group=f"noise@{std:g}", level=std, source=zoo.names[src],
+                       run=zoo.runs[src], state=zoo.states[src])  # fmt: skip
+            jobs.append(_Job(row, lambda s=src, d=std, sd=seed: zoo.noisy(s, d, sd)))
+    return jobs
+
 
 def _plan(
     zoo: _Originals, generated_paths: Sequence[Path], cfg: EvaluateConfig, pdiff_paths: Sequence[Path] = ()
@@ -132,7 +186,7 @@ def _plan(
                 path=str(p),
             ),
             lambda i=i: zoo.state_dict(i),
-        )
+        )  # fmt: skip
         for i, p in enumerate(zoo.paths)
     ]
     for kind, paths in (("generated", generated_paths), ("pdiff", pdiff_paths)):
@@ -143,37 +197,14 @@ def _plan(
             name = p.stem if kind == "generated" else f"pdiff_{p.stem}"
             row = _row(kind, name, path=str(p), state=meta.get("state"), source=str(meta.get("sampler", "")))
             jobs.append(_Job(row, lambda p=p: load_checkpoint(p)[0]))
-
-    # noise: the same seeded originals at every level, so the levels differ only by the std
-    n_src = cfg.noise_models_per_level
-    rng = np.random.default_rng(cfg.seed)
-    sources = rng.choice(len(zoo), size=n_src, replace=n_src > len(zoo)).tolist() if cfg.noise_levels else []
-    for li, std in enumerate(cfg.noise_levels):
-        for j, src in enumerate(sources):
-            seed = cfg.seed * 1_000_003 + li * 1_009 + j
-            row = _row(
-                "noise",
-                f"noise{std:g}_{j}",
-                group=f"noise@{std:g}",
-                level=std,
-                source=zoo.names[src],
-                run=zoo.runs[src],
-                state=zoo.states[src],
-            )
-            jobs.append(_Job(row, lambda s=src, d=std, sd=seed: zoo.noisy(s, d, sd)))
+    jobs += _noise_jobs(zoo, cfg.noise_levels, cfg, 0)
 
     pairs = bl.select_pairs(zoo.runs, cfg.interp_pairs, cfg.seed) if cfg.interp_weights else []
     for i, j, pair_type in pairs:
         for w in cfg.interp_weights:
-            row = _row(
-                "interpolated",
-                f"interp_{i}_{j}@{w:g}",
-                group=f"interpolated@{w:g}",
-                weight=w,
-                source=f"{zoo.names[i]}|{zoo.names[j]}",
-                pair_type=pair_type,
-                run=zoo.runs[i] if pair_type == bl.WITHIN_RUN else None,
-            )
+            row = _row("interpolated", f"interp_{i}_{j}@{w:g}", group=f"interpolated@{w:g}", weight=w,
+                       source=f"{zoo.names[i]}|{zoo.names[j]}", pair_type=pair_type,
+                       run=zoo.runs[i] if pair_type == bl.WITHIN_RUN else None)  # fmt: skip
             jobs.append(_Job(row, lambda i=i, j=j, w=w: zoo.interpolate(i, j, w), recalibrate=True))
 
     jobs.append(_Job(_row("average", "mean_all", source="all"), lambda: zoo.average(range(len(zoo))), recalibrate=True))
@@ -185,28 +216,19 @@ def _plan(
     return jobs
 
 
-def _measure(
-    jobs: Sequence[_Job],
-    zoo: _Originals,
-    *,
-    val,
-    labels: torch.Tensor,
-    cfg: EvaluateConfig,
-    device: torch.device,
-    train_batches: Callable[[], Iterable],
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Evaluate every job (fills accuracy, num_wrong, bn_recalibrated in its row).
+def _finite(state_dict: Mapping[str, torch.Tensor]) -> bool:
+    return all(bool(torch.isfinite(v).all()) for v in state_dict.values() if v.is_floating_point())
 
-    Returns the wrong-sample masks [M, N_val] and the RMS distances to every original [M, n_orig]
-    (originals come first in ``jobs``; their own distances are computed pairwise).
-    """
+
+def _measure(
+    jobs: Sequence[_Job], zoo: _Originals, evaluator: Evaluator, cfg: EvaluateConfig, device: torch.device,
+    results: _Results,
+) -> None:  # fmt: skip
+    """Evaluate every job on test and probe (fills score, metrics, failure counts, bn_recalibrated), appending the
+    failure sets, the normalised parameters and the originals' probe outputs to ``results``."""
     n_orig = len(zoo)
     mask = zoo.layout.token_mask()
-    wrongs: list[torch.Tensor] = []
-    originals: list[torch.Tensor] = []  # flat normalised parameters, float32 [P] each
-    reference = torch.zeros(0, 0)  # the stacked originals, set once all are measured
-    dist = torch.full((len(jobs), n_orig), float("nan"), dtype=torch.float64)
-    for r, job in enumerate(progress(jobs, desc="evaluate models", total=len(jobs))):
+    for job in progress(jobs, desc="evaluate models", total=len(jobs)):
         row = job.row
         model = build_model(zoo.arch, zoo.arch_kwargs)
         try:
@@ -215,52 +237,122 @@ def _measure(
             raise RPGInputError(f"state_dict does not fit {zoo.arch}: {exc}", row["path"] or row["name"]) from exc
         model.to(device)
         if job.recalibrate and cfg.bn_recalibrate_batches > 0:
+            batches = evaluator.calibration_batches(seed=cfg.seed, batch_size=cfg.batch_size)
             row["bn_recalibrated"] = bl.recalibrate_batchnorm(
-                model, train_batches(), num_batches=cfg.bn_recalibrate_batches, device=device
+                model, batches, num_batches=cfg.bn_recalibrate_batches, device=device
             )
-        acc, preds = evaluate_accuracy(model, val, device=device, batch_size=cfg.batch_size)
-        wrong = wrong_mask(preds, labels)
-        row["accuracy"], row["num_wrong"] = float(acc), int(wrong.sum())
-        wrongs.append(wrong)
+        test: Outcome = evaluator.evaluate(model, "test")
+        probe: Outcome = evaluator.evaluate(model, "probe")
+        row.update(score=test.score, metrics=json.dumps(test.metrics, sort_keys=True),
+                   failures_test=int(test.failures.sum()), failures_probe=int(probe.failures.sum()))  # fmt: skip
+        results.test_failures.append(test.failures)
+        results.probe_failures.append(probe.failures)
         final = {k: v.detach().cpu() for k, v in model.state_dict().items()}
         del model
-        if row["kind"] != "original" and not _finite(final):
-            log.warning("%s %s has non-finite weights: its distance is NaN", row["kind"], row["name"])
-            continue
-        flat = flatten_tokens(tokenize(final, zoo.layout, source=row["path"] or row["name"]), mask)
-        if row["kind"] == "original":
-            originals.append(flat.to(torch.float32))
-            if len(originals) == n_orig:
-                reference = torch.stack(originals)
-                dist[:n_orig] = pairwise_rms_distances(reference)
+        is_original = len(results.flats) < n_orig
+        outputs = probe.outputs
+        keep = is_original and outputs is not None and outputs.numel() * 2 * n_orig <= OUTPUTS_LIMIT_BYTES
+        results.outputs.append(outputs.half() if keep else None)
+        if is_original or _finite(final):
+            results.flats.append(flatten_tokens(tokenize(final, zoo.layout, source=row["path"] or row["name"]), mask))
         else:
-            dist[r] = rms_distances(flat, reference)
-        log.debug("%s %s: accuracy %.4f", row["kind"], row["name"], acc)
-        fault_point("evaluate", r + 1)
-    return torch.stack(wrongs), dist
+            log.warning("%s %s has non-finite weights: its distances are NaN", row["kind"], row["name"])
+            results.flats.append(None)
+        originals_out = [o for o in results.outputs[:n_orig] if o is not None]
+        if outputs is not None and len(originals_out) == n_orig and not is_original:
+            results.functional.append(float(tv_distances(outputs, torch.stack(originals_out)).min()))
+        else:
+            results.functional.append(None)
+        log.debug("%s %s: %s %.4f", row["kind"], row["name"], test.main, test.score)
+        fault_point("evaluate", len(results.flats))
 
 
-def _finite(state_dict: Mapping[str, torch.Tensor]) -> bool:
-    return all(bool(torch.isfinite(v).all()) for v in state_dict.values() if v.is_floating_point())
-
-
-def _fill_similarity(jobs: Sequence[_Job], zoo: _Originals, wrong: torch.Tensor, dist: torch.Tensor) -> None:
-    """Max IoU and nearest distance of every model against the originals (originals: against the OTHERS)."""
-    n_orig = len(zoo)
-    self_pairs = torch.zeros(len(jobs), n_orig, dtype=torch.bool)
+def _fill_similarity(jobs: Sequence[_Job], zoo: _Originals, results: _Results, copy_radius: float) -> None:
+    """Similarity, distances (also leaving out the nearest original's run), copy flags (originals: vs the OTHERS)."""
+    n_orig, n = len(zoo), len(jobs)
+    originals = torch.stack([f.float() for f in results.flats[:n_orig]])
+    dist = torch.full((n, n_orig), float("nan"), dtype=torch.float64)
+    dist[:n_orig] = pairwise_rms_distances(originals)
+    for r in range(n_orig, n):
+        if results.flats[r] is not None:
+            dist[r] = rms_distances(results.flats[r], originals)
+    iou = iou_matrix(torch.stack(results.probe_failures), torch.stack(results.probe_failures[:n_orig]))
+    runs = torch.tensor(zoo.runs)
+    self_pairs = torch.zeros(n, n_orig, dtype=torch.bool)
     self_pairs[:n_orig] = torch.eye(n_orig, dtype=torch.bool)
-    sim, sim_idx = max_iou(wrong, wrong[:n_orig], exclude=self_pairs)
-    near, near_idx = masked_min(dist, exclude=self_pairs)
+    orig_out = [o for o in results.outputs[:n_orig]]
     for r, job in enumerate(jobs):
-        s, k = int(sim_idx[r]), int(near_idx[r])
-        job.row.update(
-            max_iou=float(sim[r]),
-            max_iou_original=zoo.names[s] if s >= 0 else "",
-            nearest_distance=float(near[r]),
-            nearest_original=zoo.names[k] if k >= 0 else "",
-            nearest_original_index=k,
-            nearest_original_run=zoo.runs[k] if k >= 0 else None,
-        )
+        d = dist[r].masked_fill(self_pairs[r], float("nan"))
+        s = iou[r].masked_fill(self_pairs[r], float("nan"))
+        row = job.row
+        if torch.isnan(d).all():
+            row.update(nearest_distance=None, nearest_original="", nearest_original_index=-1)
+            near_run = zoo.runs[r] if r < n_orig else None
+        else:
+            k = int(torch.nan_to_num(d, nan=float("inf")).argmin())
+            near_run = zoo.runs[r] if r < n_orig else zoo.runs[k]
+            row.update(nearest_distance=float(d[k]), nearest_original=zoo.names[k], nearest_original_index=k,
+                       nearest_original_run=zoo.runs[k])  # fmt: skip
+        if not torch.isnan(s).all():
+            k = int(torch.nan_to_num(s, nan=-1.0).argmax())
+            row.update(max_iou=float(s[k]), max_iou_original=zoo.names[k])
+        if near_run is not None:
+            other = runs != near_run
+            if other.any():
+                row["loro_distance"] = _nanmin(d[other])
+                row["loro_max_iou"] = _nanmax(s[other])
+        if r < n_orig and orig_out[r] is not None and all(o is not None for o in orig_out) and n_orig > 1:
+            others = torch.stack([o for i, o in enumerate(orig_out) if i != r])
+            row["functional_distance"] = float(tv_distances(orig_out[r], others).min())
+        elif r >= n_orig:
+            row["functional_distance"] = results.functional[r]
+        row["copy"] = None if row["nearest_distance"] is None else bool(row["nearest_distance"] <= copy_radius)
+
+
+def _nanmin(x: torch.Tensor) -> float | None:
+    x = x[~torch.isnan(x)]
+    return float(x.min()) if x.numel() else None
+
+
+def _nanmax(x: torch.Tensor) -> float | None:
+    x = x[~torch.isnan(x)]
+    return float(x.max()) if x.numel() else None
+
+
+def generated_pairs(jobs: Sequence[_Job], results: _Results, kind: str) -> dict[str, Any]:
+    """Pairwise relations among the models of ``kind``: RMS distances, probe-failure IoU, equal test failure sets."""
+    idx = [r for r, j in enumerate(jobs) if j.row["kind"] == kind]
+    if not idx:
+        return {"names": [], "states": [], "distance": [], "iou": [], "same_test_failures": []}
+    finite = [results.flats[r] is not None for r in idx]
+    flats = [results.flats[r].float() if f else None for r, f in zip(idx, finite)]
+    dist = torch.full((len(idx), len(idx)), float("nan"), dtype=torch.float64)
+    ok = [i for i, f in enumerate(finite) if f]
+    if ok:
+        sub = pairwise_rms_distances(torch.stack([flats[i] for i in ok]))
+        for a, i in enumerate(ok):
+            for b, j in enumerate(ok):
+                dist[i, j] = sub[a, b]
+    probe = torch.stack([results.probe_failures[r] for r in idx])
+    test = torch.stack([results.test_failures[r] for r in idx])
+    same = (test[:, None, :] == test[None, :, :]).all(-1)
+    return {
+        "names": [jobs[r].row["name"] for r in idx],
+        "states": [jobs[r].row["state"] for r in idx],
+        "distance": [[None if math.isnan(v) else v for v in row] for row in dist.tolist()],  # NaN: non-finite weights
+        "iou": iou_matrix(probe, probe).tolist(),
+        "same_test_failures": same.tolist(),
+    }
+
+
+def consecutive_spacing(zoo: _Originals, results: _Results) -> float | None:
+    """Median RMS distance between consecutive checkpoints (in step order) of one run: the zoo's finest spacing."""
+    gaps = []
+    for r in sorted(set(zoo.runs)):
+        members = sorted((i for i, x in enumerate(zoo.runs) if x == r), key=lambda i: (zoo.steps[i], i))
+        for a, b in zip(members, members[1:]):
+            gaps.append(float(rms_distances(results.flats[a].float(), results.flats[b].float()[None])[0]))
+    return float(np.median(gaps)) if gaps else None
 
 
 def evaluate_zoo(
@@ -272,60 +364,72 @@ def evaluate_zoo(
     generator_dir: str | Path | None,
     pdiff_paths: Sequence[str | Path] = (),
     out_dir: str | Path,
-    evaluate_cfg: Mapping[str, Any] | None,
+    evaluate_cfg: Mapping[str, Any] | EvaluateConfig | None,
     device: str = "auto",
+    evaluator: Evaluator | None = None,
 ) -> dict[str, Any]:
-    """Evaluate originals, generated models and baselines of one zoo; write the outputs; return the summary.
+    """Evaluate originals, generated models and baselines of one zoo (module docstring); write table.csv/.parquet,
+    pairs.json, summary.json and the plots into ``out_dir``; return the summary.
 
-    Baselines built from the originals (see :mod:`rpg.evaluate.baselines`): Gaussian noise in
-    the normalised token space (``noise@<std>``), interpolation of seeded pairs
-    (``interpolated@<w>``, pair_type within_run/across_run), the mean of all originals
-    (``average``) and, with several runs, the mean of each run (``average_within_run``).
-    Interpolated/averaged models get re-estimated BatchNorm statistics (column
-    ``bn_recalibrated``); noisy and generated models are used as they are.
-    Distances use the zoo's token layout (``token_dir``): RMS over the non-padding entries.
-    ``pdiff_paths``: models of the p-diff baseline (:mod:`rpg.pdiff`), rows of kind ``pdiff`` measured like the
-    generated ones (summary block ``pdiff``).
+    ``evaluator``: default ``build_evaluator(evaluate.evaluator, data=data_cfg, ...)``.
     """
     cfg = EvaluateConfig.parse(evaluate_cfg, "evaluate")
-    data_cfg = data_config(data_cfg)
     dev = resolve_device(device)
     if not checkpoint_paths:
         raise RPGInputError("no original checkpoints to evaluate", token_dir)
+    if evaluator is None:
+        evaluator = build_evaluator(cfg.evaluator, data=data_cfg, device=dev, batch_size=cfg.batch_size)
     zoo = _Originals([Path(p) for p in checkpoint_paths], TokenStore(token_dir))
     if any(m.get("task") is not None for m in zoo.metas):
-        log.warning("checkpoints carry task vectors: all models are evaluated on the plain validation split")
+        log.warning("checkpoints carry task vectors: all models are evaluated on the plain test split")
     jobs = _plan(zoo, [Path(p) for p in generated_paths], cfg, [Path(p) for p in pdiff_paths])
-
-    val = build_dataset(data_cfg, "val")
-    workers = data_cfg.workers
-    labels = dataset_labels(val, batch_size=cfg.batch_size, workers=workers)
     n_gen = len(generated_paths) + len(pdiff_paths)
-    log.info("evaluating %s (%s) on %s: %d originals, %d generated, %d baselines, %d validation samples",
-             token_dir, zoo.arch, dev, len(zoo), n_gen, len(jobs) - len(zoo) - n_gen, len(labels))  # fmt: skip
-    train_set: list = []
+    log.info("evaluating %s (%s, %s evaluator) on %s: %d originals, %d generated, %d baselines",
+             token_dir, zoo.arch, evaluator.name, dev, len(zoo), n_gen, len(jobs) - len(zoo) - n_gen)  # fmt: skip
+    results = _Results([], [], [], [], [])
+    _measure(jobs, zoo, evaluator, cfg, dev, results)
+    copy_radius = 2.0 * cfg.copy_noise
+    _fill_similarity(jobs, zoo, results, copy_radius)
 
-    def train_batches() -> Iterable:
-        if not train_set:
-            train_set.append(build_dataset(data_cfg, "train"))
-        return make_loader(train_set[0], batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed, workers=workers)
+    # the noise frontier must reach below the generated models' similarity: more levels until it does
+    levels = list(cfg.noise_levels)
+    while True:
+        more = frontier_levels_needed([j.row for j in jobs], levels, cfg.frontier_max_level)
+        if not more:
+            break
+        log.info("noise levels %s do not cover the generated models' similarity: adding %s", levels, more)
+        extra = _noise_jobs(zoo, more, cfg, len(levels))
+        _measure(extra, zoo, evaluator, cfg, dev, results)
+        jobs = [*jobs, *extra]
+        levels += more
+        _fill_similarity(jobs, zoo, results, copy_radius)
 
-    wrong, dist = _measure(jobs, zoo, val=val, labels=labels, cfg=cfg, device=dev, train_batches=train_batches)
-    _fill_similarity(jobs, zoo, wrong, dist)
-
+    n_generated = sum(j.row["kind"] == "generated" for j in jobs)
+    equal_n = cfg.equal_n or n_generated or len(zoo)
+    for i in zoo.equal_n_subsample(equal_n, cfg.seed):
+        jobs[i].row["in_summary"] = True
+    for job in jobs:
+        job.row["in_summary"] = bool(job.row["in_summary"])
     table = _to_frame([job.row for job in jobs])
-    summary = summarize(table)
+    pairs = {kind: generated_pairs(jobs, results, kind) for kind in ("generated", "pdiff")}
+    pairs["spacing"] = consecutive_spacing(zoo, results)
+    summary = summarize(table, pairs=pairs, cfg=cfg, metric=evaluator.main_metric or "score")
     summary["settings"] = {
         "arch": zoo.arch,
         "arch_kwargs": zoo.arch_kwargs,
-        "num_val_samples": int(len(labels)),
+        "evaluator": evaluator.name,
         "device": str(dev),
         "evaluate": cfg.to_dict(),
+        "noise_levels": levels,
         "noise_space": "normalised tokens (per-layer standardised; BN running_var in log space)",
         "distance": "RMS over non-padding normalised token entries",
+        "similarity": "max IoU of failure sets on the probe split (test + seeded corruptions)",
+        "functional_distance": "min over originals of the mean total variation between probe output distributions",
         "bn_recalibrated": "interpolated and average models" if cfg.bn_recalibrate_batches else "none",
     }
-    _write_outputs(table, summary, Path(out_dir), title=Path(token_dir).name, generator_dir=generator_dir)
+    out = Path(out_dir)
+    write_json(pairs, out / "pairs.json")
+    _write_outputs(table, summary, out, title=Path(token_dir).name, generator_dir=generator_dir)
     _log_summary(summary)
     return summary
 
@@ -335,36 +439,42 @@ def _write_outputs(table, summary: Mapping[str, Any], out_dir: Path, *, title: s
     write_table(table, out_dir / "table.parquet")
     write_table(table, out_dir / "table.csv")
     write_json(summary, out_dir / "summary.json")
-    plot_accuracy_vs_similarity(table, out_dir / "accuracy_vs_similarity.png", title=f"{title}: accuracy vs similarity")
+    metric = summary.get("metric", "score")
+    plot_accuracy_vs_similarity(table, out_dir / "accuracy_vs_similarity.png", title=f"{title}: {metric} vs similarity",
+                                metric=metric)  # fmt: skip
     train_log = read_train_log(Path(generator_dir) / "train_log.csv") if generator_dir else None
     plot_training_loss(train_log, out_dir / "loss.png", title=f"{title}: generator training loss")
-    plot_distances(table, out_dir / "distances.png", title=f"{title}: distance to the nearest original")
+    plot_distances(table, out_dir / "distances.png", title=f"{title}: distance to the nearest original",
+                   copy_radius=summary.get("novelty", {}).get("copy_radius"))  # fmt: skip
 
 
 def _to_frame(rows: list[dict[str, Any]]):
     import pandas as pd
 
     df = pd.DataFrame(rows, columns=TABLE_COLUMNS)
-    for col in ("level", "weight", "accuracy", "max_iou", "nearest_distance"):
+    for col in ("level", "weight", "score", "max_iou", "functional_distance", "nearest_distance", "loro_max_iou",
+                "loro_distance"):  # fmt: skip
         df[col] = df[col].astype("float64")
-    for col in ("num_wrong", "nearest_original_index", "nearest_original_run", "run", "state", "step"):
+    for col in ("failures_test", "failures_probe", "nearest_original_index", "nearest_original_run", "run", "state",
+                "step"):  # fmt: skip
         df[col] = pd.array([None if pd.isna(v) else int(v) for v in df[col]], dtype="Int64")
-    df["bn_recalibrated"] = df["bn_recalibrated"].astype(bool)
-    for col in ("kind", "group", "name", "source", "pair_type", "max_iou_original", "nearest_original", "path"):
+    df["copy"] = pd.array([None if v is None else bool(v) for v in df["copy"]], dtype="boolean")
+    for col in ("bn_recalibrated", "in_summary"):
+        df[col] = df[col].astype(bool)
+    for col in ("kind", "group", "name", "source", "pair_type", "metrics", "max_iou_original", "nearest_original",
+                "path"):  # fmt: skip
         df[col] = df[col].fillna("").astype(str)
     return df
 
 
 def _log_summary(summary: Mapping[str, Any]) -> None:
     def fmt(d: Mapping[str, Any]) -> str:
-        return " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in d.items())
+        return " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in d.items() if k != "ci95")
 
-    log.info("original accuracy: %s", fmt(summary["original_accuracy"]))
-    log.info("generated accuracy: %s", fmt(summary["generated_accuracy"]))
-    log.info(
-        "similarity: original %s | generated %s",
-        fmt(summary["original_similarity"]),
-        fmt(summary["generated_similarity"]),
-    )
+    metric = summary.get("metric", "score")
+    for who in ("original", "generated"):
+        block = summary.get(who) or {}
+        log.info("%s (n=%s) %s: %s", who, block.get("n"), metric, fmt(block.get("score") or {}))
+    log.info("generated diversity: %s", fmt(summary.get("generated_diversity") or {}))
     checks = {k: v for k, v in summary["checks"].items() if k != "rules"}
     log.info("checks: %s", fmt(checks))

@@ -18,13 +18,13 @@ log = logging.getLogger(__name__)
 
 CAPTIONS = {
     "accuracy_vs_similarity": (
-        "Accuracy against similarity (paper Fig. 3). Each point is one model: x is its similarity, the largest "
-        "IoU between the set of validation samples it gets wrong and that of any original checkpoint (for an "
-        "original: any OTHER original); y is its validation accuracy. Points up and left are accurate and "
-        "novel. A generator that copies its training checkpoints sits at the right, next to the originals. "
-        "Noise baselines (growing std) and interpolations show how accuracy falls as a model moves away from "
-        "the originals; generated models should sit above and left of them. Where the zoo has the p-diff "
-        "baseline (a flat autoencoder + latent diffusion), its models are the blue crosses."
+        "Score against similarity (paper Fig. 3). Each point is one model: x is its similarity, the largest IoU "
+        "between its failure set on the probe split (test plus seeded corruptions) and that of any original "
+        "checkpoint (for an original: any OTHER original); y is its score on the test split. Points up and left are "
+        "accurate and novel. A generator that copies its training checkpoints sits at the right, next to the "
+        "originals. The noise baselines (growing std, joined by the frontier line) and interpolations show how the "
+        "score falls as a model moves away from the originals; generated models should sit above the frontier. "
+        "Originals of the equal-n subsample are filled, the others hollow; p-diff models are the blue crosses."
     ),
     "loss": (
         "Generator training loss (denoising MSE on non-padding token entries) against step, log scale: raw "
@@ -34,14 +34,15 @@ CAPTIONS = {
     "distances": (
         "Distance from each model to its nearest original checkpoint: RMS difference of the normalised "
         "parameters (per-layer standardised tokens, padding excluded); for originals, to the nearest OTHER "
-        "original. Generated models far closer to an original than originals are to each other are copies "
-        "(memorisation); noise baselines sit at about their noise std."
+        "original. Dashed: the same leaving out the nearest original's run (leave-one-run-out), which tells a model "
+        "near one run's basin from a new one. The grey line is the copy radius: generated models left of it are "
+        "copies. Noise baselines sit at about their noise std."
     ),
     "table": (
-        "Summary of the evaluation: accuracy (best/mean/min) of the original checkpoints, the generated "
-        "models and each baseline group, their similarity (max IoU of wrong sets against the originals) and "
-        "nearest distance to an original, and the two checks: generated models are not copies, and they beat "
-        "the noise baselines at equal similarity."
+        "Summary of the evaluation on the test split: score best/mean/min (95% bootstrap intervals) of the originals "
+        "(a subsample of as many models as were generated, spread over runs) and of the generated models, how many "
+        "generated models are distinct, their similarity (max IoU of probe failure sets against the originals), "
+        "distance to the nearest original and leave-one-run-out distance, each baseline group, and the checks."
     ),
 }
 
@@ -66,8 +67,10 @@ def _save(fig, path: str | Path) -> Path:
     return path
 
 
-def plot_accuracy_vs_similarity(table: pd.DataFrame, path: str | Path, *, title: str = "") -> Path:
-    """Scatter of accuracy (y) against max IoU similarity (x) for every model kind."""
+def plot_accuracy_vs_similarity(
+    table: pd.DataFrame, path: str | Path, *, title: str = "", metric: str = "score"
+) -> Path:
+    """Scatter of the test score (y) against the probe similarity (x) for every model kind, with the noise frontier."""
     from matplotlib import colormaps
 
     fig = _figure()
@@ -78,26 +81,26 @@ def plot_accuracy_vs_similarity(table: pd.DataFrame, path: str | Path, *, title:
         colors = colormaps[cmap](np.linspace(0.0, 0.85, max(len(groups), 1)))
         for color, group in zip(colors, groups):
             g = rows[rows["group"] == group]
-            ax.scatter(g["max_iou"], g["accuracy"], marker=marker, color=color, alpha=0.8, s=28, label=group)
+            ax.scatter(g["max_iou"], g["score"], marker=marker, color=color, alpha=0.8, s=28, label=group)
+    noise = table[table["kind"] == "noise"].groupby("level")[["max_iou", "score"]].mean().sort_values("max_iou")
+    if len(noise) > 1:
+        ax.plot(noise["max_iou"], noise["score"], color="tab:green", alpha=0.6, lw=1, label="noise frontier")
     for kind in ("average", "original", "pdiff", "generated"):
         g = table[table["kind"] == kind]
-        if len(g):
-            st = STYLE[kind]
-            size = {"generated": 110, "pdiff": 70}.get(kind, 36)
-            ax.scatter(
-                g["max_iou"],
-                g["accuracy"],
-                marker=st["marker"],
-                color=st["color"],
-                s=size,
-                label=f"{st['label']} ({len(g)})",
-                zorder=3,
-                edgecolors="white",
-                linewidths=0.5,
-            )
-    ax.set_xlabel("similarity: max IoU of wrong validation samples vs originals")
-    ax.set_ylabel("validation accuracy")
-    ax.set_title(title or "accuracy vs similarity (up-left: accurate and novel)")
+        if not len(g):
+            continue
+        st = STYLE[kind]
+        size = {"generated": 110, "pdiff": 70}.get(kind, 36)
+        if kind == "original" and "in_summary" in g:
+            rest = g[~g["in_summary"].astype(bool)]
+            ax.scatter(rest["max_iou"], rest["score"], marker="o", facecolors="none", edgecolors="black", s=20,
+                       alpha=0.5, label=f"original ({len(rest)})", zorder=2)  # fmt: skip
+            g = g[g["in_summary"].astype(bool)]
+        ax.scatter(g["max_iou"], g["score"], marker=st["marker"], color=st["color"], s=size, zorder=3,
+                   label=f"{st['label']} ({len(g)})", edgecolors="white", linewidths=0.5)  # fmt: skip
+    ax.set_xlabel("similarity: max IoU of probe failure sets vs originals")
+    ax.set_ylabel(f"test {metric}")
+    ax.set_title(title or f"{metric} vs similarity (up-left: accurate and novel)")
     ax.grid(alpha=0.3)
     if len(table):
         ax.legend(fontsize=7, loc="best", ncol=2)
@@ -157,38 +160,43 @@ def plot_training_loss(train_log: pd.DataFrame | None, path: str | Path, *, titl
     return _save(fig, path)
 
 
-def plot_distances(table: pd.DataFrame, path: str | Path, *, title: str = "") -> Path:
-    """Histograms of nearest-original distances for each model kind."""
+def plot_distances(table: pd.DataFrame, path: str | Path, *, title: str = "", copy_radius: float | None = None) -> Path:
+    """Histograms of nearest-original distances per model kind (dashed: leave-one-run-out distances)."""
     fig = _figure()
     ax = fig.add_subplot()
-    series = {
-        "original -> nearest other original": table.loc[table["kind"] == "original", "nearest_distance"],
-        "generated -> nearest original": table.loc[table["kind"] == "generated", "nearest_distance"],
-        "p-diff -> nearest original": table.loc[table["kind"] == "pdiff", "nearest_distance"],
-        "noise -> nearest original": table.loc[table["kind"] == "noise", "nearest_distance"],
-        "interpolated/average -> nearest original": table.loc[
-            table["kind"].isin(["interpolated", "average"]), "nearest_distance"
-        ],
+    kinds = {
+        "original": ("original -> nearest other", ["original"], "black"),
+        "generated": ("generated", ["generated"], "tab:red"),
+        "pdiff": ("p-diff", ["pdiff"], "tab:blue"),
+        "noise": ("noise", ["noise"], "tab:green"),
+        "mixed": ("interpolated/average", ["interpolated", "average"], "tab:purple"),
     }
-    colors = ["black", "tab:red", "tab:blue", "tab:green", "tab:purple"]
-    values = {k: v.to_numpy(dtype=np.float64) for k, v in series.items()}
-    values = {k: v[np.isfinite(v)] for k, v in values.items()}
-    everything = np.concatenate([v for v in values.values()]) if values else np.zeros(0)
+    values, loro = {}, {}
+    for key, (_, members, _) in kinds.items():
+        rows = table[table["kind"].isin(members)]
+        v = rows["nearest_distance"].to_numpy(dtype=np.float64)
+        values[key] = v[np.isfinite(v)]
+        w = rows["loro_distance"].to_numpy(dtype=np.float64) if "loro_distance" in rows else np.zeros(0)
+        loro[key] = w[np.isfinite(w)]
+    everything = np.concatenate([*values.values(), *loro.values()])
     if everything.size == 0:
         ax.text(0.5, 0.5, "no distances", ha="center", va="center", transform=ax.transAxes)
         ax.set_axis_off()
         return _save(fig, path)
     lo, hi = everything.min(), everything.max()
-    log_x = lo > 0 and hi / lo > 20
-    if log_x:
+    if lo > 0 and hi / lo > 20:
         bins = np.geomspace(lo * 0.9, hi * 1.1, 40)
         ax.set_xscale("log")
     else:
         bins = np.linspace(lo - 1e-12, hi + 1e-12, 40) if hi > lo else 10
-    for (label, v), color in zip(values.items(), colors):
-        if v.size:
-            ax.hist(v, bins=bins, histtype="stepfilled", alpha=0.35, color=color, label=f"{label} ({v.size})")
-            ax.hist(v, bins=bins, histtype="step", color=color)
+    for key, (label, _, color) in kinds.items():
+        if values[key].size:
+            ax.hist(values[key], bins=bins, histtype="stepfilled", alpha=0.3, color=color,
+                    label=f"{label} ({values[key].size})")  # fmt: skip
+        if key in ("original", "generated", "pdiff") and loro[key].size:
+            ax.hist(loro[key], bins=bins, histtype="step", linestyle="--", color=color, label=f"{label}, other runs")
+    if copy_radius:
+        ax.axvline(copy_radius, color="gray", lw=1, label="copy radius")
     ax.set_xlabel("RMS distance in normalised parameter space")
     ax.set_ylabel("models")
     ax.set_title(title or "distance to the nearest original")

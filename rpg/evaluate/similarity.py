@@ -1,11 +1,11 @@
 """Similarity and novelty measures between models (paper section 4.3 / Fig. 3).
 
-* Similarity of two models: IoU of the sets of validation samples they get WRONG.
-  IoU(a, b) = |wrong_a & wrong_b| / |wrong_a | wrong_b|, defined as 1.0 when both sets
-  are empty (two perfect models behave identically on the validation set).
+* Similarity of two models: IoU of their failure sets (the samples they get wrong; for detection the missed
+  objects). IoU(a, b) = |fail_a & fail_b| / |fail_a | fail_b|, 1.0 when both sets are empty.
 * A model's similarity to a zoo: the maximum IoU over the zoo's originals.
-* Distance: L2 in the normalised token space over the non-padding entries, divided by
-  sqrt(#entries), i.e. the RMS difference of the normalised parameters.
+* Functional distance: mean total variation between two models' output distributions (:func:`tv_distances`).
+* Distance: L2 in the normalised token space over the non-padding entries, divided by sqrt(#entries), i.e. the
+  RMS difference of the normalised parameters.
 """
 
 from __future__ import annotations
@@ -115,3 +115,13 @@ def pairwise_rms_distances(references: torch.Tensor) -> torch.Tensor:
         out[i] = rms_distances(references[i], references)
     out.fill_diagonal_(0.0)
     return out
+
+
+def tv_distances(outputs: torch.Tensor, references: torch.Tensor) -> torch.Tensor:
+    """Functional distance of a model to each reference: the mean over samples of the total variation between their
+    output distributions, ``0.5 * mean_n sum_c |p[n, c] - q[n, c]|`` in [0, 1]. ``outputs`` [N, C], ``references``
+    [m, N, C] -> float64 [m] (computed reference by reference, so memory stays at one [N, C])."""
+    if references.ndim != 3 or outputs.shape != references.shape[1:]:
+        raise ValueError(f"need [N, C] and [m, N, C], got {tuple(outputs.shape)} and {tuple(references.shape)}")
+    p = outputs.to(torch.float64)
+    return torch.stack([0.5 * (p - q.to(torch.float64)).abs().sum(-1).mean() for q in references])

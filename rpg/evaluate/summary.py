@@ -1,34 +1,41 @@
-"""Summary numbers of an evaluation table (one row per model) and the pass/fail checks.
+"""summary.json of an evaluation: the numbers that are reported, and the checks.
 
-Checks (values are True/False, or None when a side is missing):
+Everything is on the **test** split (scores) and the **probe** split (similarity). Originals are summarised over
+the same number of models as the generated set (a subsample spread over runs, table column ``in_summary``), each
+best/mean/min with a 95% bootstrap interval; all originals are summarised too (``original_all``).
 
-* ``generated_not_copies``: the generated models' mean similarity (max IoU of wrong sets
-  against the originals) is <= the originals' mean similarity to the OTHER originals.
-  A generator that copies checkpoints gets IoU near 1 and fails.
-* ``generated_beats_noise_at_equal_similarity``: the noise baselines give one point per
-  noise level (mean similarity, mean accuracy). Sorted by similarity, these points are
-  linearly interpolated at the generated models' mean similarity (``numpy.interp``:
-  outside the covered range the nearest end point is used). The check passes when the
-  generated mean accuracy is >= that interpolated noise accuracy. The interpolated
-  value is reported as ``noise_accuracy_at_generated_similarity``.
+Checks (True/False, or None with a reason when they cannot be decided):
+
+* ``generated_not_copies``: no generated model lies within the copy radius (``2 * evaluate.copy_noise``, RMS in the
+  normalised space) of an original. An exact copy and a copy plus noise of std ``copy_noise`` fail; a model trained
+  from a new seed passes.
+* ``generated_beats_noise_at_equal_similarity``: the generated mean score is at least the noise frontier's score at
+  the generated mean similarity. The frontier joins the per-level (mean similarity, mean score) points of the noise
+  baselines (levels with equal similarity averaged) linearly; outside its range the check is None ("not covered"),
+  never clamped.
+* ``resolution_ok``: every original and generated model fails at least ``evaluate.min_probe_failures`` times on the
+  probe split, so failure-set IoU has resolution.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-KINDS = ("original", "generated", "pdiff", "noise", "interpolated", "average")
+from rpg.config import EvaluateConfig
 
+KINDS = ("original", "generated", "pdiff", "noise", "interpolated", "average")
 RULES = {
-    "generated_not_copies": "mean max-IoU of generated models <= mean max-IoU of originals vs other originals",
+    "generated_not_copies": "no generated model within 2 x evaluate.copy_noise (RMS, normalised space) of an original",
     "generated_beats_noise_at_equal_similarity": (
-        "generated mean accuracy >= noise-baseline accuracy interpolated (numpy.interp over the per-level "
-        "(mean similarity, mean accuracy) points, clamped at the ends) at the generated mean similarity"
+        "generated mean test score >= the noise frontier's score at the generated mean probe similarity (per-level "
+        "points, ties averaged, linear; None when the frontier does not cover that similarity)"
     ),
+    "resolution_ok": "every original and generated model fails >= evaluate.min_probe_failures probe samples",
 }
 
 
@@ -45,113 +52,238 @@ def _finite(values) -> np.ndarray:
     return arr[np.isfinite(arr)]
 
 
-def accuracy_stats(values) -> dict[str, float | None]:
-    """{best, mean, min} of accuracies (None when empty)."""
+def score_stats(values, *, bootstrap: int = 0, seed: int = 0) -> dict[str, Any]:
+    """{best, mean, min} of scores, with 95% percentile-bootstrap intervals of each when ``bootstrap`` > 0."""
     v = _finite(values)
     if v.size == 0:
-        return {"best": None, "mean": None, "min": None}
-    return {"best": _num(v.max()), "mean": _num(v.mean()), "min": _num(v.min())}
+        return {"best": None, "mean": None, "min": None, "ci95": None}
+    out: dict[str, Any] = {"best": _num(v.max()), "mean": _num(v.mean()), "min": _num(v.min()), "ci95": None}
+    if bootstrap > 0 and v.size > 1:
+        rng = np.random.default_rng(seed)
+        samples = v[rng.integers(0, v.size, size=(bootstrap, v.size))]
+        stats = {"best": samples.max(1), "mean": samples.mean(1), "min": samples.min(1)}
+        out["ci95"] = {k: [_num(np.percentile(s, 2.5)), _num(np.percentile(s, 97.5))] for k, s in stats.items()}
+    return out
+
+
+def accuracy_stats(values) -> dict[str, float | None]:
+    """{best, mean, min} without intervals (used by the task-zoo summary)."""
+    s = score_stats(values)
+    return {"best": s["best"], "mean": s["mean"], "min": s["min"]}
 
 
 def similarity_stats(values) -> dict[str, float | None]:
-    """{mean, max} of similarities (None when empty)."""
+    """{mean, max, min} of similarities."""
     v = _finite(values)
     if v.size == 0:
-        return {"mean": None, "max": None}
-    return {"mean": _num(v.mean()), "max": _num(v.max())}
+        return {"mean": None, "max": None, "min": None}
+    return {"mean": _num(v.mean()), "max": _num(v.max()), "min": _num(v.min())}
 
 
 def distance_stats(values) -> dict[str, float | None]:
-    """{mean, min} of nearest distances (None when empty)."""
+    """{mean, min, max} of distances."""
     v = _finite(values)
     if v.size == 0:
-        return {"mean": None, "min": None}
-    return {"mean": _num(v.mean()), "min": _num(v.min())}
+        return {"mean": None, "min": None, "max": None}
+    return {"mean": _num(v.mean()), "min": _num(v.min()), "max": _num(v.max())}
 
 
-def accuracy_at_similarity(similarity: np.ndarray, accuracy: np.ndarray, target: float) -> float | None:
-    """Accuracy of a baseline curve at ``target`` similarity (linear, clamped at the ends)."""
-    s = np.asarray(similarity, dtype=np.float64)
-    a = np.asarray(accuracy, dtype=np.float64)
-    ok = np.isfinite(s) & np.isfinite(a)
-    if not ok.any() or target is None or not np.isfinite(target):
-        return None
-    order = np.argsort(s[ok], kind="stable")
-    return float(np.interp(target, s[ok][order], a[ok][order]))
+def model_block(rows: pd.DataFrame, *, bootstrap: int = 0, seed: int = 0) -> dict[str, Any]:
+    """Score, similarity, distances (nearest and leave-one-run-out) and copies of a set of models."""
+    copies = rows["copy"].dropna() if "copy" in rows else pd.Series([], dtype=bool)
+    return {
+        "n": int(len(rows)),
+        "score": score_stats(rows["score"], bootstrap=bootstrap, seed=seed),
+        "similarity": similarity_stats(rows["max_iou"]),
+        "loro_similarity": similarity_stats(rows["loro_max_iou"]),
+        "functional_distance": distance_stats(rows["functional_distance"]),
+        "distance": distance_stats(rows["nearest_distance"]),
+        "loro_distance": distance_stats(rows["loro_distance"]),
+        "copies": int(copies.astype(bool).sum()),
+        "failures_probe_min": _num(rows["failures_probe"].min()) if len(rows) else None,
+    }
 
 
-def summarize(table: pd.DataFrame) -> dict[str, Any]:
-    """The summary dict of an evaluation table (see module docstring for the checks)."""
+def diversity(pairs: Mapping[str, Any], spacing: float | None) -> dict[str, Any]:
+    """How many of a generated set are distinct models.
+
+    Two models are duplicates when their test failure sets are equal or their RMS distance is at most ``spacing``
+    (the median distance between consecutive checkpoints of one run). ``distinct``: models with no duplicate among
+    the others; ``clusters``: groups of duplicates (connected). Pairwise means over all pairs, and the same per
+    permutation state.
+    """
+    names = list(pairs.get("names", []))
+    n = len(names)
+    if n == 0:
+        return {"n": 0, "distinct": 0, "clusters": 0, "spacing": _num(spacing)}
+    dist = np.array([[np.nan if v is None else v for v in row] for row in pairs["distance"]], dtype=np.float64)
+    dist = dist.reshape(n, n)
+    iou = np.array(pairs["iou"], dtype=np.float64).reshape(n, n)
+    same = np.array(pairs["same_test_failures"], dtype=bool).reshape(n, n)
+    dup = same | (dist <= spacing if spacing is not None else np.zeros_like(same))
+    np.fill_diagonal(dup, False)
+
+    def block(idx: list[int]) -> dict[str, Any]:
+        sub_dup = dup[np.ix_(idx, idx)]
+        off = ~np.eye(len(idx), dtype=bool)
+        return {
+            "n": len(idx),
+            "distinct": int((~sub_dup.any(1)).sum()),
+            "clusters": _components(sub_dup),
+            "pairwise_similarity_mean": _num(iou[np.ix_(idx, idx)][off].mean()) if len(idx) > 1 else None,
+            "pairwise_distance_mean": _num(np.nanmean(dist[np.ix_(idx, idx)][off])) if len(idx) > 1 else None,
+        }
+
+    out = {**block(list(range(n))), "spacing": _num(spacing)}
+    states = pairs.get("states", [None] * n)
+    out["per_state"] = {
+        str(s): block([i for i in range(n) if states[i] == s]) for s in sorted({s for s in states if s is not None})
+    }
+    return out
+
+
+def _components(adj: np.ndarray) -> int:
+    n, seen, count = len(adj), set(), 0
+    for start in range(n):
+        if start in seen:
+            continue
+        count += 1
+        stack = [start]
+        while stack:
+            i = stack.pop()
+            if i in seen:
+                continue
+            seen.add(i)
+            stack += [j for j in np.flatnonzero(adj[i]) if j not in seen]
+    return count
+
+
+def frontier_points(table: pd.DataFrame) -> list[dict[str, Any]]:
+    """Per noise level (mean probe similarity, mean test score, n), sorted by level."""
+    noise = table[table["kind"] == "noise"]
+    points = []
+    for level, rows in noise.groupby("level", sort=True):
+        sim, score = _finite(rows["max_iou"]), _finite(rows["score"])
+        if sim.size and score.size:
+            points.append({"level": float(level), "similarity": float(sim.mean()), "score": float(score.mean()),
+                           "n": int(len(rows))})  # fmt: skip
+    return points
+
+
+def frontier_score(points: Sequence[Mapping[str, Any]], target: float | None) -> tuple[float | None, str]:
+    """The frontier's score at similarity ``target`` and why it is None when it is (not covered / no points)."""
+    if target is None or not np.isfinite(target):
+        return None, "no generated similarity"
+    if not points:
+        return None, "no noise baseline"
+    by_sim: dict[float, list[float]] = {}
+    for p in points:  # ties: levels with the same mean similarity are averaged
+        by_sim.setdefault(round(p["similarity"], 12), []).append(p["score"])
+    sims = np.array(sorted(by_sim))
+    scores = np.array([np.mean(by_sim[s]) for s in sims])
+    if target < sims[0] - 1e-12 or target > sims[-1] + 1e-12:
+        return None, f"not covered: the noise frontier spans similarity {sims[0]:.4f}..{sims[-1]:.4f}"
+    return float(np.interp(target, sims, scores)), "covered"
+
+
+def frontier_levels_needed(rows: Sequence[Mapping[str, Any]], levels: Sequence[float], cap: float) -> list[float]:
+    """One more noise level when the frontier does not reach the generated models' similarities yet: twice the
+    largest level while its noise models are still more similar than the least similar generated model (up to
+    ``cap``), half the smallest while they are less similar than the most similar one (down to 1e-4)."""
+    gen = [r["max_iou"] for r in rows if r["kind"] == "generated" and r["max_iou"] is not None]
+    if not gen or not levels:
+        return []
+    by_level: dict[float, list[float]] = {}
+    for r in rows:
+        if r["kind"] == "noise" and r["max_iou"] is not None:
+            by_level.setdefault(float(r["level"]), []).append(float(r["max_iou"]))
+    if not by_level:
+        return []
+    lo, hi = min(by_level), max(by_level)
+    if np.mean(by_level[hi]) > min(gen) and 2 * hi <= cap:
+        return [2 * hi]
+    if np.mean(by_level[lo]) < max(gen) and lo / 2 >= 1e-4 and lo / 2 not in by_level:
+        return [lo / 2]
+    return []
+
+
+def summarize(
+    table: pd.DataFrame, *, pairs: Mapping[str, Any] | None = None, cfg: EvaluateConfig | None = None,
+    metric: str = "score",
+) -> dict[str, Any]:  # fmt: skip
+    """The summary dict of an evaluation table (module docstring). ``pairs``: pairwise relations of the generated
+    (and p-diff) models and the zoo's consecutive-checkpoint ``spacing`` (:func:`rpg.evaluate.evaluate`)."""
+    cfg = cfg or EvaluateConfig()
+    pairs = pairs or {}
     by_kind = {k: table[table["kind"] == k] for k in KINDS}
     orig, gen = by_kind["original"], by_kind["generated"]
+    subsample = orig[orig["in_summary"].astype(bool)] if "in_summary" in orig and orig["in_summary"].any() else orig
+    boot = {"bootstrap": cfg.bootstrap, "seed": cfg.seed}
     summary: dict[str, Any] = {
+        "split": "test",
+        "similarity_split": "probe",
+        "metric": metric,
         "num_models": {k: int(len(v)) for k, v in by_kind.items() if k != "pdiff" or len(v)},
-        "original_accuracy": accuracy_stats(orig["accuracy"]),
-        "generated_accuracy": accuracy_stats(gen["accuracy"]),
-        "original_similarity": similarity_stats(orig["max_iou"]),
-        "generated_similarity": similarity_stats(gen["max_iou"]),
+        "original": model_block(subsample, **boot),
+        "original_all": model_block(orig),
+        "generated": model_block(gen, **boot),
     }
+    spacing = pairs.get("spacing")
+    summary["generated_diversity"] = diversity(pairs.get("generated", {}), spacing)
     if len(by_kind["pdiff"]):  # the p-diff baseline (rpg.pdiff), when the zoo has it
-        rows = by_kind["pdiff"]
-        summary["pdiff"] = {
-            "n": int(len(rows)),
-            "accuracy": accuracy_stats(rows["accuracy"]),
-            "similarity": similarity_stats(rows["max_iou"]),
-            "distance": distance_stats(rows["nearest_distance"]),
-        }
+        summary["pdiff"] = {**model_block(by_kind["pdiff"], **boot), "diversity": diversity(pairs.get("pdiff", {}),
+                                                                                             spacing)}  # fmt: skip
     baselines: dict[str, Any] = {}
     for kind in ("noise", "interpolated", "average"):
         for group, rows in by_kind[kind].groupby("group", sort=False):
-            baselines[str(group)] = {
-                "kind": kind,
-                "level": _num(rows["level"].iloc[0]),
-                "weight": _num(rows["weight"].iloc[0]),
-                "n": int(len(rows)),
-                "accuracy": accuracy_stats(rows["accuracy"]),
-                "similarity": similarity_stats(rows["max_iou"]),
-                "distance": distance_stats(rows["nearest_distance"]),
-            }
+            baselines[str(group)] = {"kind": kind, "level": _num(rows["level"].iloc[0]),
+                                     "weight": _num(rows["weight"].iloc[0]), **model_block(rows)}  # fmt: skip
     summary["baselines"] = baselines
-    summary["distances"] = {
-        "generated_nearest": distance_stats(gen["nearest_distance"]),
-        "original_nearest_other": distance_stats(orig["nearest_distance"]),
-        **{f"{k}_nearest": distance_stats(by_kind[k]["nearest_distance"]) for k in ("noise", "interpolated")},
+    summary["novelty"] = {
+        "copy_radius": 2.0 * cfg.copy_noise,
+        "spacing": _num(spacing),
+        "generated_copies": summary["generated"]["copies"],
+        "generated_nearest_distance": summary["generated"]["distance"],
+        "generated_loro_distance": summary["generated"]["loro_distance"],
+        "original_nearest_other_distance": summary["original_all"]["distance"],
+        "original_loro_distance": summary["original_all"]["loro_distance"],
+    }
+    measured = pd.concat([orig, gen])
+    fails = _finite(measured["failures_probe"])
+    summary["resolution"] = {
+        "required": cfg.min_probe_failures,
+        "wrong_per_model_min": _num(fails.min()) if fails.size else None,
+        "wrong_per_model_median": _num(np.median(fails)) if fails.size else None,
     }
 
-    gen_sim = summary["generated_similarity"]["mean"]
-    orig_sim = summary["original_similarity"]["mean"]
-    not_copies = None if gen_sim is None or orig_sim is None else bool(gen_sim <= orig_sim + 1e-12)
-
-    noise_points = [
-        (b["similarity"]["mean"], b["accuracy"]["mean"]) for b in baselines.values() if b["kind"] == "noise"
-    ]
-    noise_points = [(s, a) for s, a in noise_points if s is not None and a is not None]
-    noise_acc = None
-    if noise_points and gen_sim is not None:
-        s, a = zip(*noise_points)
-        noise_acc = accuracy_at_similarity(np.array(s), np.array(a), gen_sim)
-    gen_acc = summary["generated_accuracy"]["mean"]
-    beats = None if noise_acc is None or gen_acc is None else bool(gen_acc >= noise_acc - 1e-12)
+    gen_sim = summary["generated"]["similarity"]["mean"]
+    points = frontier_points(table)
+    at_gen, reason = frontier_score(points, gen_sim)
+    summary["noise_frontier"] = {"points": points, "score_at_generated_similarity": _num(at_gen), "status": reason}
+    gen_score = summary["generated"]["score"]["mean"]
+    beats = None if at_gen is None or gen_score is None else bool(gen_score >= at_gen - 1e-12)
+    not_copies = None if not len(gen) else summary["generated"]["copies"] == 0
     summary["checks"] = {
         "generated_not_copies": not_copies,
         "generated_beats_noise_at_equal_similarity": beats,
-        "noise_accuracy_at_generated_similarity": _num(noise_acc),
+        "resolution_ok": None if not fails.size else bool(fails.min() >= cfg.min_probe_failures),
+        "noise_frontier": reason,
         "rules": dict(RULES),
     }
     return summary
 
 
 def group_table(table: pd.DataFrame) -> pd.DataFrame:
-    """One row per (kind, group): count and mean/min/max accuracy, mean similarity and distance."""
+    """One row per (kind, group): count and mean/min/max score, mean similarity and distance."""
     if table.empty:
-        return pd.DataFrame(columns=["kind", "group", "n", "accuracy_mean", "accuracy_min", "accuracy_max"])
+        return pd.DataFrame(columns=["kind", "group", "n", "score_mean", "score_min", "score_max"])
     order = {k: i for i, k in enumerate(KINDS)}
     g = table.groupby(["kind", "group"], sort=False)
     out = g.agg(
-        n=("accuracy", "size"),
-        accuracy_mean=("accuracy", "mean"),
-        accuracy_min=("accuracy", "min"),
-        accuracy_max=("accuracy", "max"),
+        n=("score", "size"),
+        score_mean=("score", "mean"),
+        score_min=("score", "min"),
+        score_max=("score", "max"),
         max_iou_mean=("max_iou", "mean"),
         nearest_distance_mean=("nearest_distance", "mean"),
     ).reset_index()

@@ -146,6 +146,8 @@ class RPGModel(nn.Module):
             self.schedule,
             generator=generator,
             prediction=self.config.prediction,
+            weighting=self.config.loss_weighting,
+            gamma=self.config.min_snr_gamma,
         )
 
     def epsilon_fn(self, cond: torch.Tensor):

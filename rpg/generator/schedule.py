@@ -9,6 +9,8 @@ from collections.abc import Callable
 
 import torch
 
+from rpg.config.blocks import PREDICTIONS
+
 
 class DiffusionSchedule:
     """Linear beta schedule from ``beta_start`` to ``beta_end`` over ``num_timesteps`` steps (float64 tables)."""
@@ -35,20 +37,45 @@ class DiffusionSchedule:
         """The noise estimate implied by a network ``output`` of the given ``prediction`` type.
 
         ``epsilon``: the output itself. ``sample``: the output is x0, so eps = (x_t - sqrt(a) x0) / sqrt(1 - a).
-        Samplers work with epsilon; this lets them drive either kind of network.
+        ``v``: the output is v = sqrt(a) eps - sqrt(1 - a) x0, so eps = sqrt(a) v + sqrt(1 - a) x_t.
+        Samplers work with epsilon; this lets them drive any kind of network.
         """
         if prediction == "epsilon":
             return output
+        a = self.alpha_bar(t, x_t)
         if prediction == "sample":
-            a = self.alpha_bar(t, x_t)
             return (x_t - a.sqrt() * output) / (1 - a).sqrt()
-        raise ValueError(f"unknown prediction type {prediction!r} (epsilon or sample)")
+        if prediction == "v":
+            return a.sqrt() * output + (1 - a).sqrt() * x_t
+        raise ValueError(f"unknown prediction type {prediction!r} ({', '.join(PREDICTIONS)})")
+
+    def snr(self, t: torch.Tensor) -> torch.Tensor:
+        """Signal-to-noise ratio alpha_bar / (1 - alpha_bar) at timesteps ``t`` (float64)."""
+        a = self.alphas_cumprod.to(t.device)[t]
+        return a / (1 - a)
+
+    def loss_weights(self, t: torch.Tensor, prediction: str, weighting: str, gamma: float = 5.0) -> torch.Tensor:
+        """Per-sample loss weights. ``min_snr`` (Hang et al. 2023) caps the SNR at ``gamma`` so that nearly clean
+        timesteps do not dominate: min(SNR, gamma) / SNR for epsilon, min(SNR, gamma) for x0,
+        min(SNR, gamma) / (SNR + 1) for v. ``none``: all ones."""
+        if weighting == "none":
+            return torch.ones(t.shape, dtype=torch.float64, device=t.device)
+        if weighting != "min_snr":
+            raise ValueError(f"unknown loss weighting {weighting!r} (none or min_snr)")
+        snr = self.snr(t)
+        capped = snr.clamp(max=gamma)
+        return {"epsilon": capped / snr, "sample": capped, "v": capped / (snr + 1)}[prediction]
 
 
-def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean squared error over the entries where ``mask`` is True."""
+def masked_mse(
+    pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Mean squared error over the entries where ``mask`` is True; ``weights`` [N] scale each row's errors."""
     mask = mask.to(pred.dtype)
-    return ((pred - target).square() * mask).sum() / mask.sum().clamp(min=1)
+    err = (pred - target).square() * mask
+    if weights is not None:
+        err = err * weights.to(err.dtype).reshape(-1, *([1] * (err.ndim - 1)))
+    return err.sum() / mask.sum().clamp(min=1)
 
 
 def denoising_loss(
@@ -58,19 +85,29 @@ def denoising_loss(
     *,
     generator: torch.Generator | None = None,
     prediction: str = "epsilon",
+    weighting: str = "none",
+    gamma: float = 5.0,
 ) -> torch.Tensor:
     """Denoising loss for a batch of tokens x0 [N, k] holding NaN at padding.
 
     NaN padding is set to 0 before noising and excluded from the loss; every token gets its own timestep.
-    ``net(x_t, t)`` predicts the noise (``prediction="epsilon"``, the paper's choice) or the clean tokens
-    (``"sample"``: x0 prediction, which converges in far fewer steps on small CPU budgets).
+    ``net(x_t, t)`` predicts the noise (``prediction="epsilon"``, the paper's choice), the clean tokens
+    (``"sample"``: x0 prediction, which converges in far fewer steps on small CPU budgets) or the velocity ``v``.
+    ``weighting``: per-timestep loss weights (:meth:`DiffusionSchedule.loss_weights`).
     """
-    if prediction not in ("epsilon", "sample"):
-        raise ValueError(f"unknown prediction type {prediction!r} (epsilon or sample)")
+    if prediction not in PREDICTIONS:
+        raise ValueError(f"unknown prediction type {prediction!r} ({', '.join(PREDICTIONS)})")
     mask = ~torch.isnan(x0)
     x0 = torch.nan_to_num(x0, nan=0.0)
     t = torch.randint(schedule.num_timesteps, (x0.shape[0],), generator=generator, device=x0.device)
     noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
     pred = net(schedule.add_noise(x0, noise, t), t)
-    target = noise if prediction == "epsilon" else x0
-    return masked_mse(pred.float(), target.float(), mask)
+    if prediction == "epsilon":
+        target = noise
+    elif prediction == "sample":
+        target = x0
+    else:
+        a = schedule.alpha_bar(t, x0)
+        target = a.sqrt() * noise - (1 - a).sqrt() * x0
+    weights = None if weighting == "none" else schedule.loss_weights(t, prediction, weighting, gamma)
+    return masked_mse(pred.float(), target.float(), mask, weights)

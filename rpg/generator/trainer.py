@@ -49,7 +49,9 @@ def step_seed(seed: int, step: int, rank: int) -> int:
 
 
 class EMA:
-    """Exponential moving average of a model's parameters (buffers copied).
+    """Exponential moving average of a model's floating-point state: parameters and float buffers (BatchNorm running
+    statistics of the denoiser), so the averaged weights come with statistics that belong to them; integer buffers
+    are copied.
 
     The decay warms up as min(decay, (1 + n) / (10 + n)) after n updates, so a short run's average is not
     dominated by the random initialisation (with a fixed 0.999, 13% of it is still there after 2,000 steps).
@@ -62,9 +64,8 @@ class EMA:
     @torch.no_grad()
     def update(self, model: torch.nn.Module, num_updates: int) -> None:
         decay = min(self.decay, (1 + num_updates) / (10 + num_updates))
-        params = dict(model.named_parameters())
         for k, v in model.state_dict().items():
-            if k in params and v.is_floating_point():
+            if v.is_floating_point():
                 self.state[k].lerp_(v, 1 - decay)
             else:
                 self.state[k].copy_(v)

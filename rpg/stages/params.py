@@ -63,8 +63,9 @@ def stage_params(settings: ZooSettings, stage: str) -> dict[str, Any]:
         return {"tasks": tasks, "data": _data(s)}
     if stage == "export_peft":
         return {}
-    if stage == "prompted":
-        assert s.tasks is not None
-        return {**_zoo(s), "tasks": s.tasks.collection(), "prompt": result_dict(s.tasks.prompt),
-                "generate": result_dict(s.generate), "data": _data(s)}  # fmt: skip
+    if stage == "prompted":  # the task zoo's recipe (reference), its generation, the prompt rule
+        out = {**_zoo(s), "generate": result_dict(s.generate), "data": _data(s)}
+        if s.tasks is not None:
+            out.update(tasks=s.tasks.collection(), prompt=result_dict(s.tasks.prompt))
+        return out
     raise ValueError(f"unknown stage {stage!r}; stages: {STAGES}")

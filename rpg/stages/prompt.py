@@ -3,8 +3,9 @@
 One job: the prompt becomes a task vector (:mod:`rpg.prompt`); the task zoo's generator makes ``generate.num_models``
 models for it; a reference classifier is trained for the same task with the task zoo's recipe (shared backbone, new
 head, fine-tuning: :func:`rpg.tasks.collect.collect_task_group`); and both are evaluated like a held-out task
-(:func:`rpg.tasks.evaluate.evaluate_task_models`: accuracy and balanced accuracy on the task's validation split,
-with the majority, untrained-head and nearest-seen-task baselines).
+(:func:`rpg.tasks.evaluate.evaluate_task_models`: accuracy and balanced accuracy on the task's test split, with the
+majority, untrained-head, nearest-seen-task, composed-head and (where the complement was seen) swapped-complement
+baselines).
 
 Outputs: ``summary.json`` (prompt, vector, how it was chosen, whether the generator saw the task, the figures),
 ``table.csv`` (a row per model), ``reference/`` and ``generated/`` (the models).
@@ -27,6 +28,8 @@ from rpg.runtime import resolve_device
 from rpg.tasks.vectors import task_id
 
 log = logging.getLogger(__name__)
+
+BASELINES = ("majority", "untrained_head", "nearest_seen", "composed_head", "complement_swapped")
 
 __all__ = ["prompt_zoo", "prompted", "prompts_of", "settings_for", "slug"]
 
@@ -109,8 +112,8 @@ def prompted(
         "reference_balanced_accuracy": float(ref[-1]),  # the reference's final checkpoint
         "reference_checkpoints_balanced_accuracy": [float(x) for x in ref],
         "ratio_to_reference": gen["mean"] / float(ref[-1]) if ref[-1] > 0 else None,
-        "baselines": {k: bal(k) for k in ("majority", "untrained_head", "nearest_seen")},
-        "split": "val (the task's relabelled validation split, as for held-out tasks)",
+        "baselines": {k: bal(k) for k in BASELINES if (table["kind"] == k).any()},
+        "split": "test (the task's relabelled test split, as for held-out tasks)",
         "generator": str(generator_dir),
     }
     write_table(table, out / "table.csv")

@@ -1,8 +1,7 @@
 """Evaluation of a task zoo (paper section 4): generated weights for tasks the generator never saw.
 
 For every evaluated task (all held-out tasks and a seeded sample of seen ones) on that task's relabelled
-validation split, accuracy and balanced accuracy (mean recall of the two classes; binary tasks are often
-imbalanced) of:
+test split, accuracy and balanced accuracy (mean recall of the two classes; binary tasks are often imbalanced) of:
 
 - ``generated``: models sampled from the task-conditioned generator for that task vector;
 - ``reference``: classifiers trained for that task the ordinary way (held out: trained only for this
@@ -10,7 +9,11 @@ imbalanced) of:
 - ``majority``: always predicting the class that is more frequent in the task's training split;
 - ``untrained_head``: the shared backbone with the task's new, untrained 2-way head;
 - ``nearest_seen``: the checkpoints of the seen task nearest in Hamming distance (another task; ties: the
-  smallest id), a retrieval baseline: a generator that only recalls the closest training task scores this.
+  smallest id), a retrieval baseline: a generator that only recalls the closest training task scores this;
+- ``composed_head``: the shared backbone's own 10-class head turned into a binary classifier without any training
+  (positive logit = logsumexp of the positive classes' logits): the backbone already solves every task;
+- ``complement_swapped``: where the complementary task was seen, its checkpoints with the two outputs swapped (the
+  same task); held-out tasks are held out in pairs, so it never exists for them (reported for seen tasks).
 
 Per task, best/mean/min over its models; the summary averages these over the tasks of a split.
 
@@ -19,8 +22,7 @@ Per task, best/mean/min over its models; the summary averages these over the tas
 with AdamW at one constant learning rate, and evaluate after each listed number of epochs (0 = as initialised).
 
 Outputs in ``out_dir``: ``table.parquet``/``table.csv`` (a row per model and task), ``init_finetune.csv``
-(a row per task, initialisation and epoch count), ``summary.json`` and the plots of
-:mod:`rpg.evaluate.task_plots`.
+(a row per task, initialisation and epoch count), ``summary.json`` and the plots of :mod:`rpg.tasks.plots`.
 """
 
 from __future__ import annotations
@@ -42,11 +44,11 @@ from rpg.evaluate.plots import plot_training_loss, read_train_log
 from rpg.generator.sampling import generate_models
 from rpg.io import read_json, write_json, write_table
 from rpg.runtime import progress, resolve_device
-from rpg.tasks.heads import head_keys, make_task_model
+from rpg.tasks.heads import ComposedHead, SwappedOutputs, head_keys, make_task_model
 from rpg.tasks.plan import task_seed
 from rpg.tasks.plots import plot_init_finetune, plot_task_accuracy
 from rpg.tasks.summary import FINETUNE_COLUMNS, INITS, TABLE_COLUMNS, format_summary, summarize_tasks
-from rpg.tasks.vectors import relabel, task_id
+from rpg.tasks.vectors import complement_id, relabel, task_id
 from rpg.tokens.store import TokenStore
 from rpg.zoo.checkpoint import load_checkpoint
 from rpg.zoo.models import build_model
@@ -159,14 +161,16 @@ def evaluate_task_models(
     task_kwargs = {**full_kwargs, "num_classes": 2}
     arch = bmeta["arch"]
     heads = head_keys(arch, full_kwargs, task_kwargs)
-    train_full, val_full = build_dataset(data_cfg, "train"), build_dataset(data_cfg, "val")
+    train_full, test_full = build_dataset(data_cfg, "train"), build_dataset(data_cfg, "test")
     train_labels = dataset_labels(train_full)
+    full_model = build_model(arch, full_kwargs)
+    full_model.load_state_dict(backbone, strict=True)
     pool = seen_pool(token_dir)
     rows: list[dict[str, Any]] = []
     for entry in progress(manifest, desc="evaluate tasks", total=len(manifest)):
         split, task = entry["split"], [int(b) for b in entry["task"]]
         tid = task_id(task)
-        val_set = relabel(val_full, task)
+        val_set = relabel(test_full, task)  # everything reported is on the test split
         labels = dataset_labels(val_set)
         pos = float(labels.float().mean())
 
@@ -180,6 +184,13 @@ def evaluate_task_models(
         model = make_task_model(arch, task_kwargs, backbone, heads=heads, seed=task_seed(cfg.seed, tid))
         acc, bal = score(model.to(device), val_set, device=device, batch_size=batch_size)
         rows.append(_row(split, tid, task, pos, "untrained_head", "backbone + new head", acc, bal))
+        acc, bal = score(ComposedHead(full_model, task).to(device), val_set, device=device, batch_size=batch_size)
+        rows.append(_row(split, tid, task, pos, "composed_head", "10-class head, logsumexp per side", acc, bal))
+        for path in pool.get(complement_id(tid, len(task)), []):  # never for held-out pairs
+            acc, bal = score(SwappedOutputs(_load_model(path)).to(device), val_set, device=device,
+                             batch_size=batch_size)  # fmt: skip
+            rows.append(_row(split, tid, task, pos, "complement_swapped", Path(path).stem, acc, bal,
+                             source_task=complement_id(tid, len(task)), path=str(path)))  # fmt: skip
         other, dist = nearest_task(task, list(pool))
         for path in pool[other]:
             acc, bal = score(_load_model(path).to(device), val_set, device=device, batch_size=batch_size)
@@ -275,14 +286,14 @@ def init_finetune_experiment(
     arch, full_kwargs = bmeta["arch"], dict(bmeta["arch_kwargs"])
     task_kwargs = {**full_kwargs, "num_classes": 2}
     heads = head_keys(arch, full_kwargs, task_kwargs)
-    train_full, val_full = build_dataset(data_cfg, "train"), build_dataset(data_cfg, "val")
+    train_full, test_full = build_dataset(data_cfg, "train"), build_dataset(data_cfg, "test")
     spe = steps_per_epoch(len(train_full), cfg.batch_size)
     rows: list[dict[str, Any]] = []
     for entry in progress(entries, desc="fine-tune from inits", total=len(entries)):
         task = [int(b) for b in entry["task"]]
         tid = task_id(task)
         seed = task_seed(cfg.seed, tid)
-        train_set, val_set = relabel(train_full, task), relabel(val_full, task)
+        train_set, val_set = relabel(train_full, task), relabel(test_full, task)
         for init in INITS:
             if init == "generated":  # the task's first generated model: no selection on the validation split
                 model = _load_model(entry["generated"][0])

@@ -70,3 +70,29 @@ def make_task_model(
             state[k] = torch.zeros_like(state[k])
     model.load_state_dict(state, strict=True)
     return model
+
+
+class ComposedHead(nn.Module):
+    """A binary classifier composed from a multi-class model without training: the positive logit is the
+    logsumexp of the positive classes' logits, the negative one that of the others (a zero-training baseline)."""
+
+    def __init__(self, model: nn.Module, task: Sequence[int]) -> None:
+        super().__init__()
+        self.model = model
+        self.register_buffer("pos", torch.tensor([i for i, b in enumerate(task) if b], dtype=torch.long))
+        self.register_buffer("neg", torch.tensor([i for i, b in enumerate(task) if not b], dtype=torch.long))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.model(x)
+        return torch.stack([z[:, self.neg].logsumexp(1), z[:, self.pos].logsumexp(1)], dim=1)
+
+
+class SwappedOutputs(nn.Module):
+    """A 2-way classifier with its two outputs swapped: a classifier of the complementary task."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x).flip(1)

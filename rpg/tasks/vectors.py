@@ -47,6 +47,11 @@ def task_vector(task_id: int, num_classes: int = 10) -> list[int]:
     return [(task_id >> c) & 1 for c in range(int(num_classes))]
 
 
+def complement_id(task: int, num_classes: int = 10) -> int:
+    """The id of the complementary task (every bit flipped): the same task with the two outputs swapped."""
+    return (2 ** int(num_classes) - 1) ^ int(task)
+
+
 def task_id(vector: Sequence[int]) -> int:
     """The id of a task bit vector; raises ValueError for non-binary, all-zero or all-one vectors."""
     bits = [int(b) for b in vector]
@@ -100,12 +105,15 @@ def split_tasks(
     seed: int = 0,
     held_out_tasks: Sequence[Sequence[int]] | None = None,
 ) -> TaskSplit:
-    """A seeded split of all tasks into held-out and seen tasks.
+    """A seeded split of all tasks into held-out and seen tasks, holding out complementary pairs.
 
-    One permutation of all task ids (``numpy.random.default_rng(seed)``) decides both: the first
-    ``held_out`` ids are held out (unless ``held_out_tasks`` lists the held-out vectors), the next
-    ``seen`` ids are seen (``"all"``: every other task), in permutation order. A larger ``seen`` therefore
-    starts with the tasks of a smaller one, and changing ``seen`` never changes the held-out set.
+    A task and its complement (every class's bit flipped) are the same task with the outputs swapped, so a held-out
+    task whose complement was seen would not be unseen. Held-out tasks therefore come in pairs: one permutation of all
+    task ids (``numpy.random.default_rng(seed)``) is walked and each id not yet held out is held out together with its
+    complement until ``held_out`` tasks are (``held_out`` is rounded up to even); ``held_out_tasks`` lists held-out
+    vectors instead (their complements are held out too). Seen tasks are the next ``seen`` ids of the permutation that
+    are not held out (``"all"``: every other task), so a larger ``seen`` starts with the tasks of a smaller one, and
+    changing ``seen`` never changes the held-out set.
     """
     ids = all_task_ids(num_classes)
     perm = [ids[i] for i in np.random.default_rng(int(seed)).permutation(len(ids))]
@@ -118,11 +126,16 @@ def split_tasks(
             raise RPGInputError(f"held-out task vectors need {num_classes} bits", "config tasks.held_out_tasks")
         if len(set(fixed)) != len(fixed):
             raise RPGInputError("held-out tasks repeat", "config tasks.held_out_tasks")
-        chosen = set(fixed)
+        chosen = set(fixed) | {complement_id(t, num_classes) for t in fixed}
     else:
-        if not 0 <= int(held_out) < len(ids):
-            raise RPGInputError(f"tasks.held_out must be in 0..{len(ids) - 1}, got {held_out}", "config tasks")
-        chosen = set(perm[: int(held_out)])
+        if not 0 <= int(held_out) < len(ids) - 1:
+            raise RPGInputError(f"tasks.held_out must be in 0..{len(ids) - 2}, got {held_out}", "config tasks")
+        chosen = set()
+        for t in perm:
+            if len(chosen) >= int(held_out):
+                break
+            if t not in chosen:
+                chosen |= {t, complement_id(t, num_classes)}
     rest = [t for t in perm if t not in chosen]
     if seen == "all":
         seen_ids = rest
@@ -178,6 +191,7 @@ __all__ = [
     "TaskSplit",
     "all_task_ids",
     "build_task_dataset",
+    "complement_id",
     "num_tasks",
     "relabel",
     "split_tasks",

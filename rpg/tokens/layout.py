@@ -5,7 +5,7 @@ entries with more than one element are *generated*: each is one "layer", normali
 a fixed per-layer (mean, std) averaged over the zoo, flattened, NaN-padded to a multiple
 of the token size k and cut into ``ceil(numel / k)`` tokens. All other entries (integer
 buffers, scalars) are copied from a reference checkpoint. BatchNorm ``running_var`` is
-first mapped to ``log(v / c + 0.05)`` with ``c = 0.95 * mean(v)`` (DESIGN section 1).
+first mapped to ``log(v / c + 0.05)`` with ``c = 0.95 * mean(v)`` (docs/method.md).
 """
 
 from __future__ import annotations

@@ -1,0 +1,76 @@
+"""The default pipeline over several seeds: the spread that README's result table reports.
+
+For each seed the default config (``config.yaml``) is run as experiment ``<exp>_s<seed>`` with the experiment key
+``seed`` set (collection, training, generation and evaluation all reseeded; the data split stays), timed end to end
+with ``snakemake --cores 2``; then the summaries are copied to ``docs/data/default_seeds.json``, from which
+``python docs/make.py`` writes the tables of README.md and docs/results.md.
+
+    python benchmarks/seeds.py                 # seeds 0 1 2 (about 3 x the default pipeline's time)
+    python benchmarks/seeds.py --seeds 0       # one seed
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+KEEP = ("split", "metric", "original", "original_all", "generated", "generated_diversity", "novelty", "resolution",
+        "noise_frontier", "checks", "pdiff", "num_models")  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", default=str(ROOT / "config.yaml"))
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--cores", type=int, default=2)
+    p.add_argument("--out", default=str(ROOT / "docs" / "data" / "default_seeds.json"))
+    p.add_argument("--rerun", action="store_true", help="run again even if the seed is in the data file")
+    args = p.parse_args(argv)
+    base = yaml.safe_load(Path(args.config).read_text())
+    (exp_name, exp), *rest = base["experiments"].items()
+    if rest:
+        raise SystemExit("the config must hold one experiment")
+    out = Path(args.out)
+    data = json.loads(out.read_text()) if out.is_file() else {"runs": {}}
+    for seed in args.seeds:
+        name = f"{exp_name}_s{seed}"
+        cfg = {"experiments": {name: {**exp, "seed": seed}}}
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+            yaml.safe_dump(cfg, f)
+        summaries = {zoo: ROOT / f"results/{name}/evaluation/{zoo}/summary.json" for zoo in exp["zoos"]}
+        wall = data["runs"].get(str(seed), {}).get("wall_seconds")
+        if args.rerun or wall is None:  # every job runs, so the wall time is the whole pipeline's
+            cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--cores", str(args.cores),
+                   "--configfile", f.name, "--forceall"]  # fmt: skip
+            print(f"seed {seed}: {' '.join(cmd)}", flush=True)
+            t0 = time.perf_counter()
+            subprocess.run(cmd, cwd=ROOT, check=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            wall = time.perf_counter() - t0
+        os.unlink(f.name)
+        zoos = {}
+        for zoo, path in summaries.items():
+            s = json.loads(path.read_text())
+            zoos[zoo] = {k: s[k] for k in KEEP if k in s}
+        data["runs"][str(seed)] = {"wall_seconds": round(wall, 1), "zoos": zoos}
+        print(f"seed {seed}: {wall / 60:.1f} min", flush=True)
+    from rpg.data import build_dataset
+
+    data["test_size"] = len(build_dataset(exp["data"], "test"))
+    data["machine"] = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+    print(f"wrote {out}; now: python docs/make.py")
+
+
+if __name__ == "__main__":
+    main()

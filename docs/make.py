@@ -1,0 +1,180 @@
+"""Write every figure of README.md and docs/*.md from measured data: nothing in them is typed by hand.
+
+Generated blocks sit between ``<!-- generated: NAME -->`` and ``<!-- end: NAME -->`` markers; this script replaces
+their contents. The data: ``docs/data/*.json`` (summaries that ``benchmarks/seeds.py`` copies from results/) and the
+benchmark tables in ``benchmarks/results/*.md`` (written by the benchmark scripts).
+
+    python docs/make.py            # rewrite the generated blocks
+    python docs/make.py --check    # exit 1 if a block differs from what the data gives (a test runs this)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "docs" / "data"
+BENCH = ROOT / "benchmarks" / "results"
+FILES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+BLOCK = re.compile(r"(<!-- generated: (?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- end: (?P=name) -->)", re.S)
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.2f}"
+
+
+def _mean_sd(values: list[float | None], fmt: Callable[[float], str]) -> str:
+    v = [x for x in values if x is not None]
+    if not v:
+        return "-"
+    if len(v) == 1:
+        return fmt(v[0])
+    return f"{fmt(float(np.mean(v)))} ± {fmt(float(np.std(v, ddof=1)))}"
+
+
+def _seeds() -> dict:
+    path = DATA / "default_seeds.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def default_results() -> str:
+    """README: the default pipeline over its seeds, per zoo, as mean ± sd over seeds."""
+    data = _seeds()
+    if not data:
+        return "_No measured data yet: run `python benchmarks/seeds.py` (writes docs/data/default_seeds.json)._\n"
+    seeds = sorted(data["runs"])
+    zoos = list(data["runs"][seeds[0]]["zoos"])
+    pct = lambda x: f"{100 * x:.2f}"  # noqa: E731
+    num = lambda x: f"{x:.3f}"  # noqa: E731
+    lines = [
+        "| zoo | originals: acc. mean % | generated: acc. mean % | best % | min % | distinct of n | similarity "
+        "(originals / generated) | other-run distance (generated) | copies | beats noise at equal similarity |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for zoo in zoos:
+        s = [data["runs"][k]["zoos"][zoo] for k in seeds]
+        n = s[0]["generated"]["n"]
+        beats = sum(1 for x in s if x["checks"]["generated_beats_noise_at_equal_similarity"])
+        lines.append(
+            f"| {zoo} | {_mean_sd([x['original']['score']['mean'] for x in s], pct)} "
+            f"| {_mean_sd([x['generated']['score']['mean'] for x in s], pct)} "
+            f"| {_mean_sd([x['generated']['score']['best'] for x in s], pct)} "
+            f"| {_mean_sd([x['generated']['score']['min'] for x in s], pct)} "
+            f"| {_mean_sd([x['generated_diversity']['distinct'] for x in s], lambda v: f'{v:.1f}')} of {n} "
+            f"| {_mean_sd([x['original_all']['similarity']['mean'] for x in s], num)} / "
+            f"{_mean_sd([x['generated']['similarity']['mean'] for x in s], num)} "
+            f"| {_mean_sd([x['generated']['loro_distance']['mean'] for x in s], num)} "
+            f"| {sum(x['generated']['copies'] for x in s)} "
+            f"| {beats} of {len(s)} seeds |"
+        )
+    walls = [data["runs"][k]["wall_seconds"] for k in seeds]
+    lines += [
+        "",
+        f"- {len(seeds)} seeds of the whole default pipeline (`seed` {', '.join(seeds)}: collection, training, "
+        f"generation and evaluation all reseeded), mean ± sd over seeds; {n} generated models per zoo and seed, "
+        f"originals over the same n (a subsample spread over runs); accuracy on the test split "
+        f"({data.get('test_size', '?')} images), similarity on the probe split.",
+        f"- Wall time of `snakemake --cores 2` per seed: {_mean_sd(walls, lambda v: f'{v / 60:.1f}')} min "
+        f"({data.get('machine', 'this machine')}).",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def seed_details() -> str:
+    """docs/results.md: every seed and zoo in full."""
+    data = _seeds()
+    if not data:
+        return "_No measured data yet (python benchmarks/seeds.py)._\n"
+    lines = [
+        "| seed | zoo | originals (n) best / mean / min % | generated (n) best / mean / min % | 95% interval of the "
+        "generated mean | distinct / groups | pairwise sim. | sim. orig. / gen. | nearest dist. gen. (orig.) | "
+        "other-run dist. gen. | noise frontier at gen. sim. % | p-diff mean % (sim.) | checks: not copies, beats "
+        "noise, resolution |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for seed in sorted(data["runs"]):
+        for zoo, s in data["runs"][seed]["zoos"].items():
+            o, g, d = s["original"], s["generated"], s["generated_diversity"]
+            ci = (g["score"].get("ci95") or {}).get("mean") or [None, None]
+            p = s.get("pdiff")
+            pd_cell = "-" if not p else f"{_pct(p['score']['mean'])} ({p['similarity']['mean']:.3f})"
+            c = s["checks"]
+            keys = ("generated_not_copies", "generated_beats_noise_at_equal_similarity", "resolution_ok")
+            marks = ", ".join({True: "pass", False: "FAIL", None: "n/a"}[c[k]] for k in keys)
+            frontier = s["noise_frontier"]["score_at_generated_similarity"]
+            lines.append(
+                f"| {seed} | {zoo} | ({o['n']}) {_pct(o['score']['best'])} / {_pct(o['score']['mean'])} / "
+                f"{_pct(o['score']['min'])} | ({g['n']}) {_pct(g['score']['best'])} / {_pct(g['score']['mean'])} / "
+                f"{_pct(g['score']['min'])} | {_pct(ci[0])}..{_pct(ci[1])} | {d['distinct']} / {d['clusters']} | "
+                f"{_fmt(d.get('pairwise_similarity_mean'))} | {_fmt(s['original_all']['similarity']['mean'])} / "
+                f"{_fmt(g['similarity']['mean'])} | {_fmt(g['distance']['mean'])} "
+                f"({_fmt(s['original_all']['distance']['mean'])}) | {_fmt(g['loro_distance']['mean'])} | "
+                f"{_pct(frontier) if frontier is not None else s['noise_frontier']['status']} | {pd_cell} | {marks} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
+def bench(name: str) -> Callable[[], str]:
+    """A benchmark table as its script wrote it (benchmarks/results/<name>.md)."""
+
+    def render() -> str:
+        path = BENCH / f"{name}.md"
+        if not path.is_file():
+            return f"_Not measured yet: benchmarks/results/{name}.md is missing._\n"
+        return path.read_text().rstrip("\n") + "\n"
+
+    return render
+
+
+RENDERERS: dict[str, Callable[[], str]] = {
+    "default-results": default_results,
+    "seed-details": seed_details,
+    **{f"bench.{p.stem}": bench(p.stem) for p in sorted(BENCH.glob("*.md"))},
+}
+
+
+def render(text: str) -> str:
+    def sub(m: re.Match) -> str:
+        name = m.group("name")
+        renderer = RENDERERS.get(name) or (bench(name[len("bench.") :]) if name.startswith("bench.") else None)
+        if renderer is None:
+            raise SystemExit(f"unknown generated block {name!r}")
+        return f"{m.group(1)}{renderer()}{m.group(4)}"
+
+    return BLOCK.sub(sub, text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--check", action="store_true", help="exit 1 if a generated block is out of date")
+    args = p.parse_args(argv)
+    stale = []
+    for path in FILES:
+        if not path.is_file():
+            continue
+        text = path.read_text()
+        new = render(text)
+        if new != text:
+            stale.append(path)
+            if not args.check:
+                path.write_text(new)
+    if args.check and stale:
+        print("out of date (run python docs/make.py):", ", ".join(str(p.relative_to(ROOT)) for p in stale))
+        return 1
+    print("written:" if stale else "up to date:", ", ".join(str(p.relative_to(ROOT)) for p in stale) or "all")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
