@@ -18,16 +18,17 @@ STAGES = (
 )  # fmt: skip
 
 
-TEXT_DATA_KEYS = ("task", "tasks", "text_sizes", "max_items")  # used by text and commonsense data only
+TEXT_DATA_KEYS = ("task", "tasks", "text_sizes", "max_items")  # read by text and commonsense data only
+TEXT_DATA_RESULT = ("name", "root", "split_seed", *TEXT_DATA_KEYS)  # all that text and commonsense data read
 
 
 def _data(s: ZooSettings) -> dict[str, Any]:
-    """The data block's result settings (image data: without the keys only text data reads, so adding those keys
-    changed no image zoo's params)."""
+    """The data block's result settings, only those the kind of data reads (image data: not the text keys, so
+    adding those changed no image zoo's params; text data: not the image keys)."""
     out = result_dict(s.data)
-    if s.data.name not in ("text", "commonsense"):
-        out = {k: v for k, v in out.items() if k not in TEXT_DATA_KEYS}
-    return out
+    if s.data.name in ("text", "commonsense"):
+        return {k: v for k, v in out.items() if k in TEXT_DATA_RESULT}
+    return {k: v for k, v in out.items() if k not in TEXT_DATA_KEYS}
 
 
 def _zoo(s: ZooSettings) -> dict[str, Any]:
