@@ -21,6 +21,8 @@ include: "workflow/rules/generate.smk"
 include: "workflow/rules/pdiff.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/tasks.smk"
+include: "workflow/rules/adapters.smk"
+include: "workflow/rules/prompt.smk"
 include: "workflow/rules/report.smk"
 
 
@@ -29,3 +31,5 @@ rule all:
     input:
         "results/report.html",
         all_summaries(),
+        all_peft_exports(),
+        all_prompted(),

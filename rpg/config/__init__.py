@@ -6,7 +6,9 @@ JSON schema, shipped as ``config.schema.json``).
 """
 
 from rpg.config.blocks import (
+    ADAPTER_ARCH,
     PRESETS,
+    AdapterConfig,
     CollectConfig,
     DataConfig,
     DigitsDetectionConfig,
@@ -14,6 +16,7 @@ from rpg.config.blocks import (
     GenerateConfig,
     GeneratorConfig,
     PDiffConfig,
+    PromptConfig,
     SourceConfig,
     TaskEvaluateConfig,
     TasksConfig,
@@ -24,7 +27,9 @@ from rpg.config.pipeline import PipelineConfig, ZooSettings, deep_merge, resolve
 from rpg.config.typed import Block, ConfigError, option, result_dict
 
 __all__ = [
+    "ADAPTER_ARCH",
     "PRESETS",
+    "AdapterConfig",
     "Block",
     "CollectConfig",
     "ConfigError",
@@ -35,6 +40,7 @@ __all__ = [
     "GeneratorConfig",
     "PDiffConfig",
     "PipelineConfig",
+    "PromptConfig",
     "SourceConfig",
     "TaskEvaluateConfig",
     "TasksConfig",

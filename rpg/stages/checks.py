@@ -8,17 +8,22 @@ generator against the dataset's classes.
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Mapping
 from pathlib import Path
 
+from rpg.adapters.spec import check_base
 from rpg.config import ZooSettings
-from rpg.data import dataset_info
+from rpg.data import commonsense, dataset_info
 from rpg.data.detection import check_detection_data
 from rpg.data.imagefolder import check_root
 from rpg.errors import RPGInputError
 from rpg.tasks.plan import plan_task_zoo
 from rpg.zoo.models import check_arch
 from rpg.zoo.source import list_source_runs
+
+# the data whose files are checked at start, by data.name
+DATA_CHECKS = {"imagefolder": check_root, "coco": check_detection_data, "commonsense": commonsense.check_root}
 
 
 def check_settings(resolved: Mapping[str, Mapping[str, ZooSettings]]) -> list[str]:
@@ -34,14 +39,16 @@ def check_settings(resolved: Mapping[str, Mapping[str, ZooSettings]]) -> list[st
                 problems.append(f"config key '{where}.arch': {exc.problem}")
             if s.init != "random" and not s.is_source_zoo and not Path(s.init).expanduser().is_file():
                 problems.append(f"config key '{where}.init': initial weights file {s.init} does not exist")
-            if s.data.name in ("imagefolder", "coco") and exp not in checked_data:
+            if s.data.name in DATA_CHECKS and exp not in checked_data:
                 checked_data.add(exp)
                 try:
-                    check_root(s.data) if s.data.name == "imagefolder" else check_detection_data(s.data)
+                    DATA_CHECKS[s.data.name](s.data)
                 except RPGInputError as exc:
                     problems.append(f"config key 'experiments.{exp}.data.root': {exc}")
                     continue
             problems += _evaluator_problems(s, where)
+            if s.adapter is not None:
+                problems += _adapter_problems(s, where)
             if s.source is not None:
                 try:
                     list_source_runs(s.source)
@@ -77,4 +84,15 @@ def _evaluator_problems(s: ZooSettings, where: str) -> list[str]:
             load_function(evaluator)
         except RPGInputError as exc:
             return [f"config key '{where}.evaluate.evaluator': {exc.problem}"]
+    return []
+
+
+def _adapter_problems(s: ZooSettings, where: str) -> list[str]:
+    missing = [m for m in ("transformers", "peft") if importlib.util.find_spec(m) is None]
+    if missing:
+        return [f"config key '{where}.adapter': adapter zoos need {' and '.join(missing)} (pip install '.[adapters]')"]
+    try:
+        check_base(s.adapter.base)
+    except RPGInputError as exc:
+        return [f"config key '{where}.adapter.base': {exc}"]
     return []

@@ -22,11 +22,22 @@ TABLES = (RUN_TABLE, "group.csv")  # the table of a run directory, of a task gro
 
 
 def collect_run(settings: ZooSettings, *, run: int, out_dir: str | Path) -> None:
-    """Train run ``run`` of the zoo; ``out_dir`` gets ``ckpt_<iii>.safetensors`` for every checkpoint and run.csv."""
+    """Train run ``run`` of the zoo; ``out_dir`` gets ``ckpt_<iii>.safetensors`` for every checkpoint and run.csv
+    (adapter zoos: also ``peft_<iii>/``, each checkpoint in PEFT format)."""
     out_dir = Path(out_dir)
     s = settings
     if s.is_source_zoo:
         raise RPGInputError("a source zoo is imported (import_run), not collected", f"config zoos.{s.zoo}.source")
+    if s.adapter is not None:
+        from rpg.adapters.collect import collect_adapter_run
+        from rpg.adapters.spec import adapter_spec
+
+        collect_adapter_run(
+            spec=adapter_spec(s.adapter, s.data), collect=s.collect, data=s.data, run=run,
+            out_paths=[out_dir / collect.checkpoint_name(i) for i in range(s.collect.checkpoints)],
+            table_path=out_dir / RUN_TABLE, device=s.device,
+        )  # fmt: skip
+        return
     loop = collect_detection.collect_detection_run if s.data.is_detection else collect.collect_run
     loop(
         arch=s.arch, arch_kwargs=s.arch_kwargs, init=s.init, collect=s.collect, data=s.data, run=run,

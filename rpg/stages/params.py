@@ -14,19 +14,37 @@ from rpg.config import ZooSettings, result_dict
 
 STAGES = (
     "collect_run", "import_run", "task_backbone", "tokenize", "train_generator", "generate", "evaluate", "train_pdiff",
-    "generate_pdiff", "collect_task_group", "generate_tasks", "evaluate_tasks",
+    "generate_pdiff", "collect_task_group", "generate_tasks", "evaluate_tasks", "export_peft", "prompted",
 )  # fmt: skip
 
 
+TEXT_DATA_KEYS = ("task", "tasks", "text_sizes", "max_items")  # read by text and commonsense data only
+TEXT_DATA_RESULT = ("name", "root", "split_seed", *TEXT_DATA_KEYS)  # all that text and commonsense data read
+DETECTION_DATA_KEYS = ("annotations", "images", "hflip", "synthetic")  # read by detection data only
+
+
+def _data(s: ZooSettings) -> dict[str, Any]:
+    """The data block's result settings, only those the kind of data reads (image classification: neither the text
+    nor the detection keys, so adding those changed no existing zoo's params; text data: not the image keys)."""
+    out = result_dict(s.data)
+    if s.data.name in ("text", "commonsense"):
+        return {k: v for k, v in out.items() if k in TEXT_DATA_RESULT}
+    skip = TEXT_DATA_KEYS if s.data.is_detection else TEXT_DATA_KEYS + DETECTION_DATA_KEYS
+    return {k: v for k, v in out.items() if k not in skip}
+
+
 def _zoo(s: ZooSettings) -> dict[str, Any]:
-    return {"arch": s.arch, "arch_kwargs": s.arch_kwargs, "init": s.init}
+    out = {"arch": s.arch, "arch_kwargs": s.arch_kwargs, "init": s.init}
+    if s.adapter is not None:
+        out["adapter"] = result_dict(s.adapter)
+    return out
 
 
 def stage_params(settings: ZooSettings, stage: str) -> dict[str, Any]:
     """The result-relevant settings of ``stage`` for one (experiment, zoo), as plain data."""
     s = settings
     if stage in ("collect_run", "task_backbone"):
-        return {**_zoo(s), "collect": result_dict(s.collect), "data": result_dict(s.data)}
+        return {**_zoo(s), "collect": result_dict(s.collect), "data": _data(s)}
     if stage == "import_run":
         return {"arch": s.arch, "arch_kwargs": s.arch_kwargs,
                 "source": None if s.source is None else result_dict(s.source)}  # fmt: skip
@@ -37,15 +55,23 @@ def stage_params(settings: ZooSettings, stage: str) -> dict[str, Any]:
     if stage in ("generate", "generate_tasks"):
         return {"generate": result_dict(s.generate)}
     if stage == "evaluate":
-        return {"evaluate": result_dict(s.evaluate), "data": result_dict(s.data)}
+        return {"evaluate": result_dict(s.evaluate), "data": _data(s)}
     if stage == "train_pdiff":
         return {"pdiff": result_dict(s.pdiff)}
     if stage == "generate_pdiff":
         return {"pdiff": result_dict(s.pdiff), "generate": result_dict(s.generate)}
     if stage == "collect_task_group":
         assert s.tasks is not None
-        return {**_zoo(s), "tasks": s.tasks.collection(), "data": result_dict(s.data)}
+        return {**_zoo(s), "tasks": s.tasks.collection(), "data": _data(s)}
     if stage == "evaluate_tasks":
         assert s.tasks is not None
-        return {"tasks": result_dict(s.tasks), "data": result_dict(s.data)}
+        tasks = {k: v for k, v in result_dict(s.tasks).items() if k != "prompt"}  # the prompt block: prompted only
+        return {"tasks": tasks, "data": _data(s)}
+    if stage == "export_peft":
+        return {}
+    if stage == "prompted":  # the task zoo's recipe (reference), its generation, the prompt rule
+        out = {**_zoo(s), "generate": result_dict(s.generate), "data": _data(s)}
+        if s.tasks is not None:
+            out.update(tasks=s.tasks.collection(), prompt=result_dict(s.tasks.prompt))
+        return out
     raise ValueError(f"unknown stage {stage!r}; stages: {STAGES}")

@@ -1,10 +1,12 @@
 # Shared helpers: the typed settings of every (experiment, zoo), each rule's params, and the paths between stages.
 from pathlib import Path
+from types import SimpleNamespace
 
 from rpg.config import ConfigError, resolve_config
 from rpg.stages.checks import check_settings
 from rpg.stages.collect import source_runs
 from rpg.stages.params import stage_params
+from rpg.stages.prompt import prompt_zoo, prompts_of
 from rpg.stages.workflow import missing_intermediates
 from rpg.tasks.plan import plan_task_zoo
 
@@ -88,6 +90,19 @@ def all_summaries():
     return [f"{evaluation_dir(exp, zoo)}/summary.json" for exp, zoo in PAIRS]
 
 
+# adapter zoos (workflow/rules/adapters.smk)
+ADAPTER_ZOOS = [(exp, zoo) for exp, zoo in PAIRS if SETTINGS[exp][zoo].is_adapter_zoo]
+
+
+def all_peft_exports():
+    """The PEFT folders of every adapter zoo's generated adapters (batch directories)."""
+    return [
+        d
+        for exp, zoo in ADAPTER_ZOOS
+        for d in generated_batches(SimpleNamespace(exp=exp, zoo=zoo), "generated_peft")
+    ]
+
+
 def zoo_regex(zoos):
     return "|".join(sorted(set(zoos))) or "(?!x)x"
 
@@ -145,6 +160,7 @@ TASK_PLANS = {
     for exp, zoo in TASK_ZOOS
 }
 TASK_ZOO_REGEX = zoo_regex([z for _, z in TASK_ZOOS])
+ADAPTER_ZOO_REGEX = zoo_regex([z for _, z in ADAPTER_ZOOS])
 
 
 def task_plan(w):
@@ -167,3 +183,33 @@ def task_manifest(w):
         generated_dir=f"results/{w.exp}/generated/{w.zoo}/tasks",
         models_per_task=S(w).generate.num_models,
     )
+
+
+# weights from a sentence (workflow/rules/prompt.smk)
+PROMPTS = prompts_of(config)
+PROMPT_EXPS = [exp for exp in SETTINGS if prompt_zoo(SETTINGS, exp) is not None]
+
+
+def prompted_zoo(w):
+    zoo = prompt_zoo(SETTINGS, w.exp)
+    if zoo is None:
+        raise WorkflowError(
+            f"experiment '{w.exp}' has no task zoo to make weights from a prompt"
+        )
+    return zoo
+
+
+def prompt_text(w):
+    try:
+        return PROMPTS[w.slug]
+    except KeyError:
+        raise WorkflowError(
+            f"no prompt '{w.slug}' in the configuration; pass it with --config prompt='...'"
+            f" (known: {', '.join(PROMPTS) or 'none'})"
+        ) from None
+
+
+def all_prompted():
+    return [
+        f"results/{e}/prompted/{s}/summary.json" for e in PROMPT_EXPS for s in PROMPTS
+    ]
