@@ -164,6 +164,9 @@ class TrainConfig(Block):
     steps: int = option(2000, min=1)
     batch_size: int = option(4, min=1, doc="checkpoints per step (paper 16; official scripts 2-8)")
     diffusion_batch: int = option(512, min=1, doc="token samples denoised per step (paper 512-1024)")
+    noise_samples: int = option(
+        1, min=1, doc="timesteps (each with its own noise) per sampled token: noise_samples x diffusion_batch per step"
+    )
     lr: float = option(1e-3, gt=0.0, doc="AdamW peak learning rate (paper 3e-5; 1e-5 for >50M parameters)")
     min_lr_ratio: float = option(0.0, min=0.0, max=1.0, doc="the cosine decays to lr * min_lr_ratio")
     warmup_steps: int = option(100, min=0)
@@ -196,6 +199,11 @@ class GenerateConfig(Block):
     steps: int | None = option(60, min=1, doc="sampling steps (null: all T)")
     eta: float = option(0.0, min=0.0, doc="DDIM only: 0 deterministic, 1 the DDPM variance")
     chunk_tokens: int = option(256, min=1, doc="tokens denoised at a time (memory is flat in model size)")
+    batch_size: int = option(
+        4, min=1, result=False,
+        doc="models sampled together (one denoiser pass over all their chunks per step); the files do not change",
+    )  # fmt: skip
+    bf16: bool = option(False, doc="bfloat16 sampling: denoiser convs in bf16, backbone under autocast (GPU speed)")
     seed: int = option(0)
     state: int | None = option(None, min=0, doc="permutation state; null: uniformly random per model")
     task: list[int] | None = option(None, doc="task vector of a task-conditioned generator (all models)")

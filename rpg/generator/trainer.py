@@ -245,7 +245,8 @@ def train_generator(
         gen.manual_seed(step_seed(tcfg.seed, step, rank))
         lr = opt.param_groups[0]["lr"]
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
-            loss = net(tokens, states, tasks, diffusion_batch=per_rank_tokens, generator=gen)
+            loss = net(tokens, states, tasks, diffusion_batch=per_rank_tokens, noise_samples=tcfg.noise_samples,
+                       generator=gen)  # fmt: skip
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if tcfg.grad_clip:
