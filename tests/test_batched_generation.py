@@ -102,7 +102,8 @@ def test_frozen_denoiser_matches_the_eval_network():
     bf = net.frozen().to(torch.bfloat16)
     out = bf(x, bf.time(999), bf.condition(cond)).float()
     assert (out - ref).abs().max() <= 0.05 * ref.abs().max()
-    assert net.flops_per_token() == 2 * 7 * 32 * (8 + 8 * 16 + 16 * 8 + 8) + 2 * 12 * 32
+    assert net.conv_flops_per_token() == 2 * 7 * 32 * (8 + 8 * 16 + 16 * 8 + 8)
+    assert net.flops_per_token() == net.conv_flops_per_token() + 2 * (12 * 32 + 16 * 16 + 16 * 32)
 
 
 @pytest.mark.parametrize(("threads", "token_size"), [(1, 8), (2, 8), (1, 64), (2, 64)])

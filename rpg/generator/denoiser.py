@@ -67,12 +67,15 @@ class ConvDenoiser(nn.Module):
         """[N] timesteps -> t_emb [N, k]."""
         return self.time_mlp(timestep_embedding(t, self.time_dim))
 
+    def conv_flops_per_token(self) -> int:
+        """2 x multiply-adds of the convs for one token (a sampling step's work per token; analytic count)."""
+        return sum(2 * c.in_channels * c.out_channels * c.kernel_size[0] * self.token_size for c in self.convs)
+
     def flops_per_token(self) -> int:
-        """Multiply-adds x 2 of the convs and linear layers for one token in one forward pass (analytic count)."""
-        k = self.token_size
-        convs = sum(2 * c.in_channels * c.out_channels * c.kernel_size[0] * k for c in self.convs)
-        linears = 2 * self.cond_proj.in_features * k
-        return convs + linears
+        """2 x multiply-adds of one forward pass for one token: the convs, the prototype projection and the time
+        MLP (analytic count; elementwise work not counted)."""
+        linears = [self.cond_proj, *(m for m in self.time_mlp if isinstance(m, nn.Linear))]
+        return self.conv_flops_per_token() + sum(2 * m.in_features * m.out_features for m in linears)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         if x.ndim != 2 or x.shape[1] != self.token_size:
