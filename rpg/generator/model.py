@@ -80,7 +80,7 @@ class RPGModel(nn.Module):
         )
         self.denoiser = ConvDenoiser(
             token_size=token_size,
-            cond_dim=config.dim,
+            cond_dim=config.prototype_dim,
             channels=config.denoiser_channels,
             kernel_size=config.denoiser_kernel,
             time_dim=config.time_dim,
@@ -284,7 +284,8 @@ class RPGModel(nn.Module):
             key = (int(state), None if task is None else tuple(float(v) for v in task.reshape(-1)))
             if key not in keys:
                 keys[key] = len(protos)
-                with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+                # no weight-cast cache: at paper scale the bf16 copies of all weights would add gigabytes
+                with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32, cache_enabled=False):
                     p = self.prototypes(torch.tensor([int(state)], device=device),
                                         None if task is None else task.float().reshape(1, -1))[0]  # fmt: skip
                 protos.append(p.float())

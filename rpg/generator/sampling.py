@@ -118,6 +118,8 @@ def generate_models(
     num_states = model.permutation.num_states
     sampler = build_sampler(cfg.sampler, schedule=model.schedule, steps=cfg.steps, eta=cfg.eta)
     dtype = torch.bfloat16 if cfg.bf16 else torch.float32
+    if dev.type == "cuda":  # the denoiser's convs see a handful of shapes: let cuDNN pick the fastest kernels
+        torch.backends.cudnn.benchmark = True
     log.info("generating %d models with %s-%d on %s, %d at a time%s", len(out_paths), cfg.sampler,
              len(sampler.timesteps), dev, cfg.batch_size, " (bfloat16)" if cfg.bf16 else "")  # fmt: skip
     jobs = []
