@@ -1,7 +1,7 @@
 """Paper-speed check on one GPU: per-model generation time and memory of the official large generator, float32
 against bfloat16 and one model at a time against batched, plus a training step, as rows of the scale table.
 
-    python benchmarks/gpu_throughput.py              # on the GPU machine: ViT-B and ConvNeXt-L, about 6 minutes
+    python benchmarks/gpu_throughput.py --out $OUT   # on the GPU machine: ViT-B and ConvNeXt-L, about 6 minutes
     python benchmarks/gpu_throughput.py --smoke      # tiny sizes on a CPU (tests the script, seconds)
 
 The generator is the official one for ViT-B/ConvNeXt-L (paper Table 1, its released code): two Mamba2 layers
@@ -312,12 +312,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--widen-to", type=int, default=16384, help="width of the last Mamba2 layer (the prototypes)")
     p.add_argument("--channels", default="1,64,96,64,1", help="denoiser channels")
     p.add_argument("--token-size", type=int, default=None, help="default 16384 (--smoke: 256)")
-    p.add_argument("--steps", type=int, default=6, help="DDIM steps measured (DDIM-60 is extrapolated)")
+    p.add_argument("--steps", type=int, default=4, help="DDIM steps measured (DDIM-60 is extrapolated)")
     p.add_argument("--batch-sizes", default="1,2", help="models sampled together (generate.batch_size)")
     p.add_argument("--dtypes", default="float32,bfloat16", help="sampling compute dtypes (generate.bf16)")
     p.add_argument("--chunk-tokens", type=int, default=256)
     p.add_argument("--compile", action="store_true", help="add rows with the denoiser under torch.compile")
-    p.add_argument("--train-steps", type=int, default=3, help="0: no training row")
+    p.add_argument("--train-steps", type=int, default=2, help="0: no training row")
     p.add_argument(
         "--diffusion-batch",
         type=int,

@@ -147,7 +147,13 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--gen-threads", type=int, default=1, help="threads of the generation of each variant")
     ap.add_argument("--out", default="benchmarks/results/recipe")
+    ap.add_argument("--from-jsonl", nargs="*", help="only write the table of rows this script printed (JSON lines)")
+    ap.add_argument("--note", action="append", default=[], help="a line under the table (with --from-jsonl)")
     args = ap.parse_args()
+    if args.from_jsonl:
+        rows = [json.loads(ln) for f in args.from_jsonl for ln in Path(f).read_text().splitlines() if ln.strip()]
+        write_table(rows, args.out, args.note)
+        return
     for v in args.variants:  # "name={json}": a variant given inline, {"generator": {...}, "train": {...}}
         if v not in VARIANTS and "=" in v:
             name, spec = v.split("=", 1)
@@ -174,11 +180,16 @@ def main() -> None:
         rows.append({"variant": name.split("=", 1)[0], "steps": steps, "token samples": samples,
                      "samples/s": samples / row["train s"], **row})  # fmt: skip
         print(json.dumps(rows[-1]), flush=True)
+    write_table(rows, args.out, [])
+
+
+def write_table(rows: list[dict], out: str, notes: list[str]) -> None:
     table = pd.DataFrame(rows).round(4)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(f"{args.out}.csv", index=False)
-    Path(f"{args.out}.md").write_text(table.to_markdown(index=False) + "\n")
-    print(table.to_markdown(index=False))
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(f"{out}.csv", index=False)
+    md = table.to_markdown(index=False) + "\n" + "".join(f"\n- {n}" for n in notes) + ("\n" if notes else "")
+    Path(f"{out}.md").write_text(md)
+    print(md)
 
 
 if __name__ == "__main__":
