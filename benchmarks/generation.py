@@ -14,10 +14,13 @@ every step, one large batch per chunk; :func:`previous_denoiser`).
 
 FLOPs are counted analytically: per model, steps x tokens x the convs' multiply-adds x 2 plus the prototype
 projection once per token (:meth:`ConvDenoiser.conv_flops_per_token`); elementwise work and the backbone are not
-counted, so the GFLOP/s are a lower bound of what the convs achieve. "GFLOP/s (calls)" divides by the time spent
-inside denoiser calls only, "GFLOP/s (model)" by the whole wall time per model (file writing included). The peaks
-are measured in the same run at the same thread count: ``conv1d peak`` is the best of ``nn.Conv1d(C, C, 7)``
-forwards at the denoiser's widest layer C over a few batch sizes, ``sgemm peak`` a 2048^3 matmul. Every
+counted, so the rates are a lower bound of what the convs achieve. The CPU is shared with other jobs, so the
+efficiency is measured per CPU-second (``time.process_time``: time the process was preempted is not charged):
+"GFLOP/CPU-s (calls)" divides by the CPU time spent inside denoiser calls only, "GFLOP/CPU-s (model)" by the whole
+CPU time per model (prototypes and file writing included). The peaks are measured the same way in the same run at
+the same thread count: ``conv1d peak`` is the best of ``nn.Conv1d(C, C, 7)`` forwards at the denoiser's widest
+layer C over a few batch sizes, ``sgemm peak`` a 2048^3 matmul (both GFLOP per CPU-second). Models per second are
+wall-clock; "x vs B=1 (CPU)" compares CPU time per model with batch size 1 at the same thread count. Every
 configuration is measured ``--repeats`` times, interleaved (all configurations once per round) so that load from
 other processes hits them alike; the table gives medians. Prints the table and writes
 ``benchmarks/results/generation.{csv,md}``.
@@ -66,17 +69,18 @@ def token_store(settings, root: Path):
 
 
 def bench(fn, repeats: int = 3) -> float:
+    """Median CPU seconds of ``fn`` (CPU time: a process that other jobs preempt is not charged for the wait)."""
     fn()
     times = []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         fn()
-        times.append(time.perf_counter() - t0)
+        times.append(time.process_time() - t0)
     return statistics.median(times)
 
 
 def peaks(denoiser, threads: int) -> dict:
-    """Conv1d peak at the widest layer (best over batch sizes) and a 2048^3 sgemm, GFLOP/s."""
+    """Conv1d peak at the widest layer (best over batch sizes) and a 2048^3 sgemm, GFLOP per CPU-second."""
     import torch
 
     torch.set_num_threads(threads)
@@ -94,10 +98,10 @@ def peaks(denoiser, threads: int) -> dict:
 
 
 class DenoiserClock:
-    """Time spent inside the frozen denoiser's calls (wraps ``ConvDenoiser.frozen``)."""
+    """Wall and CPU time spent inside the frozen denoiser's calls (wraps ``ConvDenoiser.frozen``)."""
 
     def __init__(self, denoiser) -> None:
-        self.seconds = 0.0
+        self.seconds = self.cpu = 0.0
         original = denoiser.frozen
         clock = self
 
@@ -113,9 +117,10 @@ class DenoiserClock:
                 return self
 
             def __call__(self, *a):
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 out = self.inner(*a)
                 clock.seconds += time.perf_counter() - t0
+                clock.cpu += time.process_time() - c0
                 return out
 
         denoiser.frozen = lambda: Timed(original())
@@ -200,6 +205,7 @@ def measure(args) -> tuple[list[dict], dict]:
     threads = [int(t) for t in args.threads.split(",")]
     configs = [(th, b) for th in threads for b in ["before"] + [int(b) for b in args.batch_sizes.split(",")]]
     times: dict = {c: [] for c in configs}
+    cpu: dict = {c: [] for c in configs}
     in_calls: dict = {c: [] for c in configs}
     peak = {th: [] for th in threads}
     for r in range(args.repeats):
@@ -207,29 +213,32 @@ def measure(args) -> tuple[list[dict], dict]:
             peak[th].append(peaks(den, th))
         for th, b in configs:
             torch.set_num_threads(th)
-            clock.seconds = 0.0
-            t0 = time.perf_counter()
+            clock.seconds = clock.cpu = 0.0
+            t0, c0 = time.perf_counter(), time.process_time()
             if b == "before":
                 run_before(model, store, sampler, tmp, args.chunk_tokens)
             else:
                 run_batch(model, store, sampler, tmp, b, args.chunk_tokens)
             n = 1 if b == "before" else b
             times[(th, b)].append((time.perf_counter() - t0) / n)
-            in_calls[(th, b)].append(clock.seconds / n)
+            cpu[(th, b)].append((time.process_time() - c0) / n)
+            in_calls[(th, b)].append(clock.cpu / n)
             print(f"round {r + 1}/{args.repeats}: {th} thread(s), B={b}: {times[(th, b)][-1]:.2f} s/model",
                   file=sys.stderr, flush=True)  # fmt: skip
     rows = []
     for th, b in configs:
         s_model = statistics.median(times[(th, b)])
+        cpu_model = statistics.median(cpu[(th, b)])
         conv_peak = statistics.median(p["conv1d"] for p in peak[th])
         gemm_peak = statistics.median(p["sgemm"] for p in peak[th])
-        base = statistics.median(times[(th, 1)]) if (th, 1) in times else None
+        base = statistics.median(cpu[(th, 1)]) if (th, 1) in cpu else None
         calls = statistics.median(in_calls[(th, b)]) if b != "before" else None
-        gf_model = flops / s_model / 1e9
+        gf_model = flops / cpu_model / 1e9
         rows.append({
             "threads": th, "path": "before (eager, one at a time)" if b == "before" else "batched",
             "B": "-" if b == "before" else b, "s_per_model": s_model, "models_per_s": 1 / s_model,
-            "vs_B1": None if base is None else base / s_model,
+            "cpu_s_per_model": cpu_model,
+            "vs_B1": None if base is None else base / cpu_model,
             "gflops_calls": None if calls is None else flops / calls / 1e9, "gflops_model": gf_model,
             "conv1d_peak": conv_peak, "pct_conv1d_peak": 100 * gf_model / conv_peak, "sgemm_peak": gemm_peak,
             "pct_sgemm_peak": 100 * gf_model / gemm_peak,
@@ -253,12 +262,13 @@ def write_tables(rows: list[dict], info: dict, args) -> str:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(rows).to_csv(out / "generation.csv", index=False)
-    head = ["threads", "path", "B", "s / model", "models / s", "x vs B=1", "GFLOP/s (calls)", "GFLOP/s (model)",
-            "conv1d peak GFLOP/s", "% of conv1d peak", "sgemm peak GFLOP/s", "% of sgemm peak"]  # fmt: skip
+    head = ["threads", "path", "B", "s / model", "models / s", "x vs B=1 (CPU)", "CPU s / model", "GFLOP/CPU-s (calls)",
+            "GFLOP/CPU-s (model)", "conv1d peak", "% of conv1d peak", "sgemm peak", "% of sgemm peak"]  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r["threads"], r["path"], r["B"], _f(r["s_per_model"], 2), _f(r["models_per_s"], 3),
-                 _f(r["vs_B1"], 2), _f(r["gflops_calls"], 1), _f(r["gflops_model"], 1), _f(r["conv1d_peak"], 1),
+                 _f(r["vs_B1"], 2), _f(r["cpu_s_per_model"], 2), _f(r["gflops_calls"], 1), _f(r["gflops_model"], 1),
+                 _f(r["conv1d_peak"], 1),
                  _f(r["pct_conv1d_peak"], 0), _f(r["sgemm_peak"], 1), _f(r["pct_sgemm_peak"], 0)]  # fmt: skip
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?")

@@ -17,8 +17,10 @@ token layout of ``configs/test_timm.yaml``'s ``test_resnet`` zoo (a random-init 
 - the current recipe with bfloat16 autocast on the CPU (``train.bf16_cpu``).
 
 Token samples per step = diffusion_batch x noise_samples. Every configuration is measured ``--repeats`` times,
-interleaved, ``--steps`` steps each after one warm-up step; the table gives medians of the time per step, and
-"x before" is the ratio of token samples per second to the ``before`` row at the same thread count. Prints the
+interleaved, ``--steps`` steps each after one warm-up step; the table gives medians of the wall and CPU time per
+step (the CPU is shared with other jobs: CPU time, ``time.process_time``, is not charged for the time the process
+waits), and "x before" is the ratio of token samples per CPU-second to the ``before`` row at the same thread
+count. Prints the
 table and writes ``benchmarks/results/training_throughput.{csv,md}``.
 """
 
@@ -124,15 +126,17 @@ def measure(args) -> tuple[list[dict], dict]:
     setups = [(v, Setup(zoo, store, *v[1:])) for v in VARIANTS]
     threads = [int(t) for t in args.threads.split(",")]
     times: dict = {(th, v[0]): [] for th in threads for v, _ in setups}
+    cpu: dict = {(th, v[0]): [] for th in threads for v, _ in setups}
     for r in range(args.repeats):
         for th in threads:
             torch.set_num_threads(th)
             for v, s in setups:
                 s.step(0)  # warm-up
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 for i in range(args.steps):
                     s.step(i + 1)
                 times[(th, v[0])].append((time.perf_counter() - t0) / args.steps)
+                cpu[(th, v[0])].append((time.process_time() - c0) / args.steps)
                 print(f"round {r + 1}: {th} thread(s), {v[0]}: {times[(th, v[0])][-1]:.2f} s/step", file=sys.stderr,
                       flush=True)  # fmt: skip
     rows = []
@@ -140,12 +144,13 @@ def measure(args) -> tuple[list[dict], dict]:
         before = None
         for v, s in setups:
             step_s = statistics.median(times[(th, v[0])])
-            rate = s.samples / step_s
+            cpu_s = statistics.median(cpu[(th, v[0])])
+            rate = s.samples / cpu_s
             before = rate if before is None else before
             rows.append({"threads": th, "variant": v[0], "diffusion_batch": s.tcfg.diffusion_batch,
                          "noise_samples": v[2], "token_samples_per_step": s.samples, "s_per_step": step_s,
-                         "steps_per_s": 1 / step_s, "token_samples_per_s": rate,
-                         "x_before": rate / before})  # fmt: skip
+                         "steps_per_s": 1 / step_s, "token_samples_per_s": s.samples / step_s, "cpu_s_per_step": cpu_s,
+                         "token_samples_per_cpu_s": rate, "x_before": rate / before})  # fmt: skip
     info = {"tokens": store.layout.num_tokens, "token_size": store.layout.token_size, "dim": zoo.generator.dim,
             "batch_size": zoo.train.batch_size}  # fmt: skip
     return rows, info
@@ -160,11 +165,13 @@ def write_tables(rows: list[dict], info: dict, args) -> str:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(rows).to_csv(out / "training_throughput.csv", index=False)
-    head = ["threads", "variant", "token samples / step", "s / step", "steps / s", "token samples / s", "x before"]
+    head = ["threads", "variant", "token samples / step", "s / step", "token samples / s", "CPU s / step",
+            "token samples / CPU-s", "x before"]  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r["threads"], r["variant"], f"{r['token_samples_per_step']:,}", f"{r['s_per_step']:.2f}",
-                 f"{r['steps_per_s']:.2f}", f"{r['token_samples_per_s']:.0f}", f"{r['x_before']:.2f}"]  # fmt: skip
+                 f"{r['token_samples_per_s']:.0f}", f"{r['cpu_s_per_step']:.2f}", f"{r['token_samples_per_cpu_s']:.0f}",
+                 f"{r['x_before']:.2f}"]  # fmt: skip
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?")
     flags = next((ln for ln in open("/proc/cpuinfo") if ln.startswith("flags")), "")
