@@ -3,8 +3,11 @@
     python benchmarks/recipe.py results/digits/tokens/cnn_m --steps 600
     python benchmarks/recipe.py results/test_timm/tokens/test_resnet --config configs/test_timm.yaml \\
         --zoo test_resnet --variants recipe "diffusion_batch 512" --steps 3000 --device cuda
+    python benchmarks/recipe.py results/test_timm/tokens/test_resnet --config configs/test_timm.yaml \
+        --zoo test_resnet --variants 'K4={"train": {"noise_samples": 4, "steps": 300}}' --out /tmp/k4
 
-Each variant overrides the generator/train settings of a base recipe: the default config's CPU recipe, or with
+Each variant (a name below, or ``name={"generator": {...}, "train": {...}}`` inline) overrides the generator/train
+settings of a base recipe: the default config's CPU recipe, or with
 ``--config``/``--zoo`` that zoo's resolved settings. The table gives the final training loss, training time, the
 RMS distance of generated models to the nearest original in the normalised token space, and the validation
 accuracy (best/mean/min) of generated models against the originals' mean. For zoos with BatchNorm two diagnostic
@@ -97,7 +100,7 @@ class Zoo:
         return row
 
 
-def run_variant(zoo: Zoo, token_dir: str, gen: dict, train: dict, models: int, device: str) -> dict:
+def run_variant(zoo: Zoo, token_dir: str, gen: dict, train: dict, models: int, device: str, threads: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         t0 = time.perf_counter()
@@ -106,7 +109,7 @@ def run_variant(zoo: Zoo, token_dir: str, gen: dict, train: dict, models: int, d
         paths = [out / f"model_{i:03d}.safetensors" for i in range(models)]
         t0 = time.perf_counter()
         generate_models(generator_dir=out, token_dir=token_dir, out_paths=paths,
-                        generate_cfg={"sampler": "ddim", "steps": 20}, device=device)  # fmt: skip
+                        generate_cfg={"sampler": "ddim", "steps": 20, "threads": threads}, device=device)  # fmt: skip
         gen_s = (time.perf_counter() - t0) / models
         measured = pd.DataFrame([zoo.measure(p) for p in paths])
         loss = pd.read_csv(out / "train_log.csv")["loss"].tail(50).mean()
@@ -142,11 +145,23 @@ def main() -> None:
     ap.add_argument("--data", default='{"name": "digits", "image_size": 8}', help="data config (JSON)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--gen-threads", type=int, default=1, help="threads of the generation of each variant")
     ap.add_argument("--out", default="benchmarks/results/recipe")
+    ap.add_argument("--from-jsonl", nargs="*", help="only write the table of rows this script printed (JSON lines)")
+    ap.add_argument("--note", action="append", default=[], help="a line under the table (with --from-jsonl)")
     args = ap.parse_args()
+    if args.from_jsonl:
+        rows = [json.loads(ln) for f in args.from_jsonl for ln in Path(f).read_text().splitlines() if ln.strip()]
+        write_table(rows, args.out, args.note)
+        return
+    for v in args.variants:  # "name={json}": a variant given inline, {"generator": {...}, "train": {...}}
+        if v not in VARIANTS and "=" in v:
+            name, spec = v.split("=", 1)
+            spec = json.loads(spec)
+            VARIANTS[v] = (spec.get("generator", {}), spec.get("train", {}))
     unknown = [v for v in args.variants if v not in VARIANTS]
     if unknown:
-        raise SystemExit(f"unknown variants {unknown}; known: {list(VARIANTS)}")
+        raise SystemExit(f"unknown variants {unknown}; known: {list(VARIANTS)} or name={{json}}")
     torch.set_num_threads(args.threads)
     setup_logging(None, level=30)
     base_gen, base_train, data_cfg = base_settings(args)
@@ -155,14 +170,26 @@ def main() -> None:
     for name in args.variants:
         gen, train = VARIANTS[name]
         row = run_variant(zoo, args.token_dir, {**base_gen, **gen}, {**base_train, "steps": args.steps, **train},
-                          args.models, args.device)  # fmt: skip
-        rows.append({"variant": name, "steps": args.steps, **row})
+                          args.models, args.device, args.gen_threads)  # fmt: skip
+        steps = train.get("steps", args.steps)
+        samples = (
+            steps
+            * train.get("diffusion_batch", base_train["diffusion_batch"])
+            * train.get("noise_samples", base_train.get("noise_samples", 1))
+        )
+        rows.append({"variant": name.split("=", 1)[0], "steps": steps, "token samples": samples,
+                     "samples/s": samples / row["train s"], **row})  # fmt: skip
         print(json.dumps(rows[-1]), flush=True)
+    write_table(rows, args.out, [])
+
+
+def write_table(rows: list[dict], out: str, notes: list[str]) -> None:
     table = pd.DataFrame(rows).round(4)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(f"{args.out}.csv", index=False)
-    Path(f"{args.out}.md").write_text(table.to_markdown(index=False) + "\n")
-    print(table.to_markdown(index=False))
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(f"{out}.csv", index=False)
+    md = table.to_markdown(index=False) + "\n" + "".join(f"\n- {n}" for n in notes) + ("\n" if notes else "")
+    Path(f"{out}.md").write_text(md)
+    print(md)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
-"""Pieces shared by every training loop: weight-decay groups, the warm-up + cosine schedule, seeded batches."""
+"""Pieces shared by every training loop: weight-decay groups, the warm-up + cosine schedule, seeded batches, AdamW
+(optionally 8-bit)."""
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterable
 
@@ -56,3 +58,23 @@ def batch_rows(step: int, *, batch_size: int, num_checkpoints: int, seed: int) -
         rows += take
         pos += len(take)
     return rows
+
+
+def build_adamw(
+    params: Iterable[nn.Parameter], *, lr: float, weight_decay: float, eight_bit: bool = False
+) -> torch.optim.Optimizer:
+    """AdamW; with ``eight_bit`` bitsandbytes' 8-bit AdamW (optimizer states in 8 bits, as the official code trains
+    its largest generators) when the package is importable, else torch's AdamW with a warning."""
+    params = list(params)
+    if eight_bit:
+        try:
+            import bitsandbytes as bnb
+
+            if not any(p.is_cuda for p in params):
+                raise ImportError("8-bit AdamW needs the parameters on a GPU")
+            return bnb.optim.AdamW8bit(params, lr=lr, weight_decay=weight_decay)
+        except Exception as exc:  # ImportError, or a bitsandbytes build without this GPU/CPU
+            logging.getLogger(__name__).warning(
+                "8-bit AdamW unavailable (%s: %s): using torch AdamW (32-bit states)", type(exc).__name__, exc
+            )
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)

@@ -292,6 +292,9 @@ class GeneratorConfig(Block):
     headdim: int = option(64, min=1, doc="Mamba2 head width P")
     expand: int = option(2, min=1, doc="Mamba2 inner width = expand * D")
     chunk_size: int = option(64, min=1, doc="Mamba2 SSD chunk length")
+    widen_to: int | None = option(
+        None, min=4, doc="Mamba2: the last layer widens to this width (official ViT-B/ConvNeXt-L: 12288 -> 16384)"
+    )
     scan: Literal[SCAN_BACKENDS] = option(
         "auto", result=False, doc="Mamba2 scan: pure torch, or mamba_ssm's CUDA kernel when present (auto)"
     )
@@ -332,15 +335,24 @@ class GeneratorConfig(Block):
             yield "beta_end", f"must be >= beta_start ({self.beta_start}), got {self.beta_end}"
         if self.backbone == "mamba2" and (self.expand * self.dim) % self.headdim:
             yield "headdim", f"must divide expand * dim = {self.expand * self.dim}, got {self.headdim}"
+        if self.widen_to is not None and self.backbone != "mamba2":
+            yield "widen_to", f"only the mamba2 backbone widens (backbone {self.backbone})"
+        if self.widen_to is not None and (self.expand * self.widen_to) % self.headdim:
+            yield "widen_to", f"expand * widen_to must be a multiple of headdim {self.headdim}, got {self.widen_to}"
         if self.backbone == "transformer" and self.dim % self.transformer_heads:
             yield "transformer_heads", f"must divide dim = {self.dim}, got {self.transformer_heads}"
         if self.position.startswith("sin2d") and self.dim % 4:
             yield "dim", f"the 2D sinusoid needs a multiple of 4, got {self.dim}"
 
+    @property
+    def prototype_dim(self) -> int:
+        """Width of the prototypes (the backbone's output): ``widen_to`` when set, else ``dim``."""
+        return self.widen_to or self.dim
+
     def backbone_kwargs(self) -> dict[str, Any]:
         if self.backbone == "mamba2":
             return {"d_state": self.d_state, "headdim": self.headdim, "expand": self.expand,
-                    "chunk_size": self.chunk_size, "scan": self.scan}  # fmt: skip
+                    "chunk_size": self.chunk_size, "scan": self.scan, "widen_to": self.widen_to}  # fmt: skip
         if self.backbone == "transformer":
             return {"heads": self.transformer_heads}
         return {}
@@ -353,6 +365,9 @@ class TrainConfig(Block):
     steps: int = option(2000, min=1)
     batch_size: int = option(4, min=1, doc="checkpoints per step (paper 16; official scripts 2-8)")
     diffusion_batch: int = option(512, min=1, doc="token samples denoised per step (paper 512-1024)")
+    noise_samples: int = option(
+        1, min=1, doc="timesteps (each with its own noise) per sampled token: noise_samples x diffusion_batch per step"
+    )
     lr: float = option(1e-3, gt=0.0, doc="AdamW peak learning rate (paper 3e-5; 1e-5 for >50M parameters)")
     min_lr_ratio: float = option(0.0, min=0.0, max=1.0, doc="the cosine decays to lr * min_lr_ratio")
     warmup_steps: int = option(100, min=0)
@@ -360,6 +375,8 @@ class TrainConfig(Block):
     grad_clip: float | None = option(1.0, gt=0.0, doc="gradient-norm clipping (null: none)")
     ema_decay: float | None = option(0.999, min=0.0, doc="EMA of the weights (null or 0: none), < 1")
     bf16: bool = option(True, doc="bfloat16 autocast on CUDA")
+    bf16_cpu: bool = option(False, doc="bf16 autocast on a CPU too (faster only with native bf16: AVX512-BF16, AMX)")
+    adamw_8bit: bool = option(False, doc="bitsandbytes' 8-bit AdamW on a GPU when importable (else AdamW, a warning)")
     seed: int = option(0)
     save_every: int = option(500, min=1, result=False, doc="steps between resumable saves")
     log_every: int = option(50, min=1, result=False, doc="steps between log lines")
@@ -385,6 +402,11 @@ class GenerateConfig(Block):
     steps: int | None = option(60, min=1, doc="sampling steps (null: all T)")
     eta: float = option(0.0, min=0.0, doc="DDIM only: 0 deterministic, 1 the DDPM variance")
     chunk_tokens: int = option(256, min=1, doc="tokens denoised at a time (memory is flat in model size)")
+    batch_size: int = option(
+        4, min=1, result=False,
+        doc="models sampled together (one denoiser pass over all their chunks per step); the files do not change",
+    )  # fmt: skip
+    bf16: bool = option(False, doc="bfloat16 sampling: denoiser convs in bf16, backbone under autocast (GPU speed)")
     seed: int = option(0)
     state: int | None = option(None, min=0, doc="permutation state; null: uniformly random per model")
     task: list[int] | None = option(None, doc="task vector of a task-conditioned generator (all models)")

@@ -24,17 +24,24 @@ class RMSNorm(nn.Module):
 
 
 class MambaStack(nn.Module):
-    """Pre-norm residual Mamba2 blocks followed by a final RMSNorm."""
+    """Pre-norm residual Mamba2 blocks followed by a final RMSNorm.
 
-    def __init__(self, *, dim: int, num_layers: int, **mamba_kwargs) -> None:
+    ``widen_to``: the last layer reads width ``dim`` and outputs this larger width (no residual around it), as the
+    official generator for ViT-B/ConvNeXt-L widens 12288 -> 16384; the output (the prototypes) has that width.
+    """
+
+    def __init__(self, *, dim: int, num_layers: int, widen_to: int | None = None, **mamba_kwargs) -> None:
         super().__init__()
+        self.out_dim = widen_to or dim
+        widths = [dim] * (num_layers - 1) + [self.out_dim]
         self.norms = nn.ModuleList(RMSNorm(dim) for _ in range(num_layers))
-        self.layers = nn.ModuleList(Mamba2(d_model=dim, **mamba_kwargs) for _ in range(num_layers))
-        self.final_norm = RMSNorm(dim)
+        self.layers = nn.ModuleList(Mamba2(d_model=w, d_in=dim, **mamba_kwargs) for w in widths)
+        self.final_norm = RMSNorm(self.out_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for norm, layer in zip(self.norms, self.layers):
-            x = x + layer(norm(x))
+            y = layer(norm(x))
+            x = x + y if y.shape[-1] == x.shape[-1] else y
         return self.final_norm(x)
 
 

@@ -110,12 +110,13 @@ class RMSNormGated(nn.Module):
 
 
 class Mamba2(nn.Module):
-    """One Mamba2 mixer, [B, L, D] -> [B, L, D]."""
+    """One Mamba2 mixer, [B, L, d_in] -> [B, L, d_model] (d_in defaults to d_model; a wider d_model widens)."""
 
     def __init__(
         self,
         *,
         d_model: int,
+        d_in: int | None = None,
         d_state: int = 64,
         d_conv: int = 4,
         expand: int = 2,
@@ -138,7 +139,7 @@ class Mamba2(nn.Module):
         self.d_inner, self.nheads, self.headdim = d_inner, nheads, headdim
         self.ngroups, self.d_state, self.chunk_size, self.scan = ngroups, d_state, chunk_size, scan
         conv_dim = d_inner + 2 * ngroups * d_state
-        self.in_proj = nn.Linear(d_model, 2 * d_inner + 2 * ngroups * d_state + nheads, bias=False)
+        self.in_proj = nn.Linear(d_in or d_model, 2 * d_inner + 2 * ngroups * d_state + nheads, bias=False)
         self.conv1d = nn.Conv1d(conv_dim, conv_dim, d_conv, groups=conv_dim, padding=d_conv - 1)
         dt = torch.exp(torch.rand(nheads) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
         dt = dt.clamp(min=1e-4)

@@ -6,7 +6,7 @@ of a batch and gathered per checkpoint; at generation once per model. Tokens are
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import nn
@@ -80,7 +80,7 @@ class RPGModel(nn.Module):
         )
         self.denoiser = ConvDenoiser(
             token_size=token_size,
-            cond_dim=config.dim,
+            cond_dim=config.prototype_dim,
             channels=config.denoiser_channels,
             kernel_size=config.denoiser_kernel,
             time_dim=config.time_dim,
@@ -123,15 +123,20 @@ class RPGModel(nn.Module):
         tasks: torch.Tensor | None = None,
         *,
         diffusion_batch: int,
+        noise_samples: int = 1,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         """The training loss for checkpoints ``tokens`` [B, L, k] (NaN padding) with ``states`` [B].
 
         Prototypes are computed once per distinct (state, task); a random subset of ``diffusion_batch`` tokens
-        (all-padding tokens excluded) is denoised, each at its own timestep.
+        (all-padding tokens excluded) is denoised, each at ``noise_samples`` timesteps with as many noises (its
+        own timestep and noise per sample), so one backbone pass serves ``noise_samples`` x ``diffusion_batch``
+        denoising samples.
         """
         if tokens.ndim != 3 or tuple(tokens.shape[1:]) != (self.num_tokens, self.token_size):
             raise ValueError(f"tokens must be [B, {self.num_tokens}, {self.token_size}], got {tuple(tokens.shape)}")
+        if noise_samples < 1:
+            raise ValueError(f"noise_samples must be >= 1, got {noise_samples}")
         self._check_tasks(tasks, tokens.shape[0])
         uniq_states, uniq_tasks, inverse = unique_conditions(states, tasks)
         protos = self.prototypes(uniq_states, uniq_tasks)
@@ -140,9 +145,12 @@ class RPGModel(nn.Module):
             pick = torch.randperm(b_idx.numel(), generator=generator, device=tokens.device)[:diffusion_batch]
             b_idx, l_idx = b_idx[pick], l_idx[pick]
         cond = protos[inverse[b_idx], l_idx]
+        x0 = tokens[b_idx, l_idx]
+        if noise_samples > 1:
+            cond, x0 = cond.repeat(noise_samples, 1), x0.repeat(noise_samples, 1)
         return denoising_loss(
             lambda x, t: self.denoiser(x, t, cond),
-            tokens[b_idx, l_idx],
+            x0,
             self.schedule,
             generator=generator,
             prediction=self.config.prediction,
@@ -186,28 +194,114 @@ class RPGModel(nn.Module):
         generator: torch.Generator | None = None,
         task: torch.Tensor | None = None,
         chunk_tokens: int = 256,
+        dtype: torch.dtype = torch.float32,
     ) -> Iterator[tuple[int, torch.Tensor]]:
         """Sample one model chunk by chunk: yields (first token index, tokens [n, k] float32 CPU, NaN padding).
 
-        Prototypes are computed once; then ``chunk_tokens`` tokens at a time are denoised, so memory holds one
-        chunk of tokens, never the [L, k] tokens of the whole model. The mode (train/eval) is restored at the end.
+        :meth:`sample_batch` with a batch of one model.
+        """
+        for start, x in self.sample_batch(
+            states=[state], sampler=sampler, generators=[generator], tasks=None if task is None else [task],
+            chunk_tokens=chunk_tokens, dtype=dtype,
+        ):  # fmt: skip
+            yield start, x[0]
+
+    @torch.no_grad()
+    def sample_batch(
+        self,
+        *,
+        states: Sequence[int],
+        sampler,
+        generators: Sequence[torch.Generator | None],
+        tasks: Sequence[torch.Tensor | Sequence[int]] | None = None,
+        chunk_tokens: int = 256,
+        dtype: torch.dtype = torch.float32,
+        micro_batch: int | None = None,
+    ) -> Iterator[tuple[int, torch.Tensor]]:
+        """Sample B models at once, chunk by chunk: yields (first token index, tokens [B, n, k] float32 CPU, NaN
+        at padding).
+
+        Model b has permutation state ``states[b]`` (and task ``tasks[b]``) and draws all its noise from
+        ``generators[b]``, in the order one model alone would, so each model is bit-identical to sampling it in a
+        batch of one (on the CPU; see :mod:`rpg.generator.denoiser`). Prototypes are computed once per distinct
+        (state, task); then ``chunk_tokens`` tokens of every model at a time ([B x chunk_tokens] tokens per
+        denoiser step, in micro-batches of ``micro_batch`` tokens) are denoised, so memory holds one chunk of
+        tokens per model, never the [L, k] tokens of a model. ``dtype``: the denoiser's compute dtype (bfloat16:
+        its convs in bf16 and the backbone under autocast; the sampler's arithmetic stays float32). The mode
+        (train/eval) is restored at the end.
         """
         if chunk_tokens < 1:
             raise ValueError(f"chunk_tokens must be >= 1, got {chunk_tokens}")
+        if len(generators) != len(states) or (tasks is not None and len(tasks) != len(states)):
+            raise ValueError(f"{len(states)} states, {len(generators)} generators and "
+                             f"{None if tasks is None else len(tasks)} tasks: one each per model")  # fmt: skip
         was_training = self.training
         self.eval()
         try:
             device = self.token_lengths.device
-            tasks = None if task is None else torch.as_tensor(task, device=device).reshape(1, -1)
-            protos = self.prototypes(torch.tensor([state], device=device), tasks)[0]
+            protos, which = self._batch_prototypes(states, tasks, dtype)
+            frozen = self.denoiser.frozen()
+            if dtype != torch.float32:
+                frozen = frozen.to(dtype)
+            if micro_batch is None:
+                micro_batch = default_micro_batch(self.denoiser, device)
+            times: dict[int, torch.Tensor] = {}  # t_emb per timestep, shared by all chunks
             for start in range(0, self.num_tokens, chunk_tokens):
-                cond = protos[start : start + chunk_tokens].float()
-                noise = torch.randn(cond.shape[0], self.token_size, generator=generator, device=device)
-                x = sample(self.epsilon_fn(cond), noise, sampler, generator=generator)
-                mask = self.chunk_mask(start, start + cond.shape[0])
+                n = min(chunk_tokens, self.num_tokens - start)
+                # per model, like a batch of one: a Linear's rounding may depend on its number of rows
+                c = torch.cat([frozen.condition(protos[j][start : start + n].float()) for j in which])
+                noise = torch.stack([torch.randn(n, self.token_size, generator=g, device=device) for g in generators])
+
+                eps = self._chunk_epsilon(frozen, c, times=times, micro_batch=micro_batch)
+                x = sample(eps, noise, sampler, generator=list(generators))
+                mask = self.chunk_mask(start, start + n)
                 yield start, x.masked_fill(~mask, float("nan")).cpu()
         finally:
             self.train(was_training)
+
+    def _chunk_epsilon(self, frozen, c: torch.Tensor, *, times: dict[int, torch.Tensor], micro_batch: int):
+        """The sampler's network function for one chunk of B models (x [B, n, k], its prototypes' projections
+        ``c`` [B n, 1, k]); every row shares the step's timestep, whose embedding is cached in ``times``."""
+        k = self.token_size
+
+        def eps(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            step = int(t[0])
+            if step not in times:
+                times[step] = frozen.time(step, device=x.device)
+            flat = x.reshape(-1, k)
+            parts = [frozen(flat[i : i + micro_batch], times[step], c[i : i + micro_batch])
+                     for i in range(0, flat.shape[0], micro_batch)]  # fmt: skip
+            out = torch.cat(parts).float()
+            return self.schedule.epsilon(out, flat, t[:1], self.config.prediction).reshape(x.shape)
+
+        return eps
+
+    def _batch_prototypes(self, states, tasks, dtype: torch.dtype) -> tuple[list[torch.Tensor], list[int]]:
+        """Prototypes [L, D] once per distinct (state, task), each computed alone (as for a batch of one model),
+        and for every model the index of its prototypes."""
+        device = self.token_lengths.device
+        keys, which, protos = {}, [], []
+        for b, state in enumerate(states):
+            task = None if tasks is None or tasks[b] is None else torch.as_tensor(tasks[b], device=device)
+            key = (int(state), None if task is None else tuple(float(v) for v in task.reshape(-1)))
+            if key not in keys:
+                keys[key] = len(protos)
+                # no weight-cast cache: at paper scale the bf16 copies of all weights would add gigabytes
+                with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32, cache_enabled=False):
+                    p = self.prototypes(torch.tensor([int(state)], device=device),
+                                        None if task is None else task.float().reshape(1, -1))[0]  # fmt: skip
+                protos.append(p.float())
+            which.append(keys[key])
+        return protos, which
+
+
+def default_micro_batch(denoiser: ConvDenoiser, device: torch.device) -> int:
+    """Tokens per denoiser call in sampling: all of a step's on a GPU; on a CPU about 4 MB per activation of the
+    widest layer (cache-sized pieces are faster than one large batch), at least 2 tokens."""
+    if device.type != "cpu":
+        return 1 << 30
+    widest = max(conv.out_channels for conv in denoiser.convs)
+    return max(2, (1 << 20) // (widest * denoiser.token_size))
 
 
 def build_generator(config: GeneratorConfig, layout, num_states: int) -> RPGModel:

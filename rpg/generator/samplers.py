@@ -2,17 +2,22 @@
 
 A sampler only knows the noise schedule; the network is passed to :func:`sample` as a function
 ``net(x_t, t) -> eps``. Noise is drawn only where the step has a positive variance, in the same order for both
-samplers, so DDIM with eta=1 over all timesteps reproduces DDPM for the same generator.
+samplers, so DDIM with eta=1 over all timesteps reproduces DDPM for the same generator. With a sequence of
+generators (one per entry of the batch's first dimension), entry i draws its noise from generator i only, so a
+batch of models gets the same noise as each model sampled alone.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 
 from rpg.config.blocks import SAMPLERS
 from rpg.generator.schedule import DiffusionSchedule
+
+# one generator for the whole batch, or one per entry of its first dimension (batched generation: one per model)
+Generators = torch.Generator | Sequence[torch.Generator | None] | None
 
 
 class _Sampler:
@@ -39,14 +44,19 @@ class _Sampler:
         return float(ac[int(t)]), float(ac[prev]) if prev >= 0 else 1.0
 
     @staticmethod
-    def _noise(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    def _noise(x: torch.Tensor, generator: Generators) -> torch.Tensor:
+        """Noise like ``x``; with a sequence of generators, ``x[i]`` gets its noise from ``generator[i]``."""
+        if generator is None or isinstance(generator, torch.Generator):
+            return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        if len(generator) != x.shape[0]:
+            raise ValueError(f"{len(generator)} generators for a batch of {x.shape[0]}")
+        return torch.stack([torch.randn(x.shape[1:], generator=g, device=x.device, dtype=x.dtype) for g in generator])
 
 
 class DDPMSampler(_Sampler):
     """Ancestral sampling with the posterior variance ("fixed_small"); any subset of timesteps."""
 
-    def step(self, eps: torch.Tensor, t: int, x: torch.Tensor, *, generator: torch.Generator | None = None):
+    def step(self, eps: torch.Tensor, t: int, x: torch.Tensor, *, generator: Generators = None):
         a_t, a_prev = self._alphas(t)
         beta = 1.0 - a_t / a_prev  # the effective beta between t and prev (the schedule's beta for all steps)
         x0 = (x - (1 - a_t) ** 0.5 * eps) / a_t**0.5
@@ -64,7 +74,7 @@ class DDIMSampler(_Sampler):
         self.eta = eta
         super().__init__(schedule=schedule)
 
-    def step(self, eps: torch.Tensor, t: int, x: torch.Tensor, *, generator: torch.Generator | None = None):
+    def step(self, eps: torch.Tensor, t: int, x: torch.Tensor, *, generator: Generators = None):
         a_t, a_prev = self._alphas(t)
         x0 = (x - (1 - a_t) ** 0.5 * eps) / a_t**0.5
         var = (1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)
@@ -90,7 +100,7 @@ def sample(
     noise: torch.Tensor,
     sampler: _Sampler,
     *,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
 ) -> torch.Tensor:
     """Run the reverse process from ``noise`` (x_T) to x_0; ``net(x_t, t [N]) -> eps``."""
     x = noise

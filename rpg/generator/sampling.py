@@ -4,14 +4,18 @@ For model i (its index in the zoo's generated set): seed = generate.seed + i; th
 one or drawn uniformly from that seed; tokens are sampled (DDIM/DDPM) in chunks of ``chunk_tokens``, and each chunk
 is detokenized against the token store's layout and reference and streamed into a checkpoint-like safetensors file
 (header first, then every finished piece of every layer), so memory does not grow with the size of the generated
-model.
+model. ``generate.batch_size`` models are sampled together (one denoiser pass over all their chunks per step, one
+open file each); each model's noise comes from its own generator seeded with its seed, so the files are the same
+as when the models are generated one at a time.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +29,7 @@ from rpg.generator.samplers import build_sampler
 from rpg.io import read_json, read_safetensors_metadata
 from rpg.runtime import fault_point, progress, resolve_device, set_threads
 from rpg.tokens.store import REFERENCE_FILE, TokenStore
-from rpg.tokens.stream import LazyTensors, write_streamed_state_dict
+from rpg.tokens.stream import LazyTensors, StreamedStateDict, write_streamed_state_dict
 
 if TYPE_CHECKING:
     from rpg.tokens.layout import Layout
@@ -113,12 +117,16 @@ def generate_models(
             f"this store has [{layout.num_tokens}, {layout.token_size}]", token_dir)  # fmt: skip
     num_states = model.permutation.num_states
     sampler = build_sampler(cfg.sampler, schedule=model.schedule, steps=cfg.steps, eta=cfg.eta)
-    log.info("generating %d models with %s-%d on %s", len(out_paths), cfg.sampler, len(sampler.timesteps), dev)
-    for n, (i, path) in enumerate(progress(list(zip(indices, out_paths)), desc="generate", total=len(out_paths))):
+    dtype = torch.bfloat16 if cfg.bf16 else torch.float32
+    if dev.type == "cuda":  # the denoiser's convs see a handful of shapes: let cuDNN pick the fastest kernels
+        torch.backends.cudnn.benchmark = True
+    log.info("generating %d models with %s-%d on %s, %d at a time%s", len(out_paths), cfg.sampler,
+             len(sampler.timesteps), dev, cfg.batch_size, " (bfloat16)" if cfg.bf16 else "")  # fmt: skip
+    jobs = []
+    for n, (i, path) in enumerate(zip(indices, out_paths)):
         seed = cfg.seed + i
         state = pick_state(num_states, cfg.state, torch.Generator().manual_seed(seed))
         task = tasks[n] if tasks is not None else cfg.task
-        start = time.perf_counter()
         meta = {
             "kind": "generated", "arch": store_meta.get("arch"), "arch_kwargs": store_meta.get("arch_kwargs", {}),
             "num_classes": store_meta.get("num_classes"), "run": None, "seed": seed, "step": None, "index": i,
@@ -126,20 +134,68 @@ def generate_models(
             "generator": str(generator_dir), "state": state, "sampler": cfg.sampler,
             "sampling_steps": len(sampler.timesteps), "sample_seed": seed, "state_dict_keys": layout.names,
         }  # fmt: skip
-        write_generated_model(
-            model,
-            path=path,
-            layout=layout,
-            reference=reference,
-            state=state,
-            sampler=sampler,
-            generator=torch.Generator(dev).manual_seed(seed),
-            task=None if task is None else torch.tensor(task, dtype=torch.float32),
-            chunk_tokens=cfg.chunk_tokens,
-            metadata=meta,
-        )
-        log.info("model %d (state %d) -> %s in %.2f s", i, state, path, time.perf_counter() - start)
-        fault_point("generate", n + 1)
+        jobs.append(GeneratedModel(path=path, state=state, seed=seed, metadata=meta,
+                                   task=None if task is None else torch.tensor(task, dtype=torch.float32)))  # fmt: skip
+    bar = progress(total=len(jobs), desc="generate")
+    done = 0
+    for first in range(0, len(jobs), cfg.batch_size):
+        batch = jobs[first : first + cfg.batch_size]
+        start = time.perf_counter()
+        write_generated_models(model, batch, layout=layout, reference=reference, sampler=sampler, device=dev,
+                               chunk_tokens=cfg.chunk_tokens, dtype=dtype)  # fmt: skip
+        seconds = time.perf_counter() - start
+        for job in batch:
+            log.info("model %d (state %d) -> %s (batch of %d in %.2f s)", job.metadata["index"], job.state, job.path,
+                     len(batch), seconds)  # fmt: skip
+        bar.update(len(batch))
+        for _ in batch:
+            done += 1
+            fault_point("generate", done)
+    bar.close()
+
+
+@dataclass(frozen=True)
+class GeneratedModel:
+    """One model to generate: its output file, permutation state, seed (of its noise), task and file metadata."""
+
+    path: Path
+    state: int
+    seed: int
+    metadata: Mapping[str, Any]
+    task: torch.Tensor | None = None
+
+
+def write_generated_models(
+    model: RPGModel,
+    models: Sequence[GeneratedModel],
+    *,
+    layout: Layout,
+    reference: Mapping[str, torch.Tensor],
+    sampler,
+    device: torch.device | str = "cpu",
+    chunk_tokens: int = 256,
+    dtype: torch.dtype = torch.float32,
+) -> None:
+    """Sample a batch of models together and stream each into its file (see :func:`write_generated_model`).
+
+    Model b draws its noise from ``torch.Generator(device).manual_seed(models[b].seed)``, so each file is the one
+    :func:`write_generated_model` writes for that model alone. All files of the batch are open at once and
+    written chunk by chunk; an error in any model (e.g. non-finite weights) leaves none of the batch's files.
+    """
+    tasks = None if all(m.task is None for m in models) else [m.task for m in models]
+    chunks = model.sample_batch(
+        states=[m.state for m in models], sampler=sampler, tasks=tasks, chunk_tokens=chunk_tokens, dtype=dtype,
+        generators=[torch.Generator(device).manual_seed(m.seed) for m in models],
+    )  # fmt: skip
+    with contextlib.ExitStack() as stack:
+        outs = [stack.enter_context(StreamedStateDict(m.path, layout, reference, m.metadata)) for m in models]
+        for start, x in chunks:
+            mask = model.chunk_mask(start, start + x.shape[1]).cpu()
+            for m, out, tokens in zip(models, outs, x):
+                if not bool(torch.isfinite(tokens[mask]).all()):
+                    raise FloatingPointError(f"the generator produced non-finite weights in tokens {start}.. of "
+                                             f"{m.path}")  # fmt: skip
+                out.write(start, tokens)
 
 
 def write_generated_model(
@@ -154,6 +210,7 @@ def write_generated_model(
     task: torch.Tensor | None = None,
     chunk_tokens: int = 256,
     metadata: Mapping[str, Any] | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> None:
     """Sample one model and stream it into ``path`` (a safetensors state_dict loadable with strict=True).
 
@@ -165,7 +222,7 @@ def write_generated_model(
 
     def checked_chunks():
         for start, x in model.sample_chunks(
-            state=state, sampler=sampler, generator=generator, task=task, chunk_tokens=chunk_tokens
+            state=state, sampler=sampler, generator=generator, task=task, chunk_tokens=chunk_tokens, dtype=dtype
         ):
             if not bool(torch.isfinite(x[model.chunk_mask(start, start + x.shape[0]).cpu()]).all()):
                 raise FloatingPointError(f"the generator produced non-finite weights in tokens {start}.. of {path}")

@@ -31,7 +31,7 @@ from rpg.config import GeneratorConfig, TrainConfig, result_dict
 from rpg.errors import RPGInputError
 from rpg.generator.model import RPGModel, build_generator
 from rpg.io import atomic_path, save_safetensors, write_json, write_table
-from rpg.optim import batch_rows, warmup_cosine
+from rpg.optim import batch_rows, build_adamw, warmup_cosine
 from rpg.runtime import fault_point, progress, resolve_device, set_threads, setup_logging
 from rpg.tokens.store import TokenStore
 
@@ -178,7 +178,7 @@ def train_generator(
     torch.manual_seed(tcfg.seed)
     model = build_generator(gcfg, layout, store.num_states).to(dev)
     ema = EMA(model, tcfg.ema_decay) if tcfg.ema_decay and rank == 0 else None
-    opt = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
+    opt = build_adamw(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay, eight_bit=tcfg.adamw_8bit)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: warmup_cosine(s, lr=1.0, warmup=tcfg.warmup_steps, total=tcfg.steps, min_ratio=tcfg.min_lr_ratio)
     )
@@ -212,7 +212,7 @@ def train_generator(
     net = model
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev] if dev.type == "cuda" else None)
-    amp = dev.type == "cuda" and tcfg.bf16
+    amp = tcfg.bf16 and (dev.type == "cuda" or tcfg.bf16_cpu)
     per_rank_tokens = math.ceil(tcfg.diffusion_batch / world)
     gen = torch.Generator(dev)
     n_params = sum(p.numel() for p in model.parameters())
@@ -246,7 +246,8 @@ def train_generator(
         gen.manual_seed(step_seed(tcfg.seed, step, rank))
         lr = opt.param_groups[0]["lr"]
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
-            loss = net(tokens, states, tasks, diffusion_batch=per_rank_tokens, generator=gen)
+            loss = net(tokens, states, tasks, diffusion_batch=per_rank_tokens, noise_samples=tcfg.noise_samples,
+                       generator=gen)  # fmt: skip
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if tcfg.grad_clip:

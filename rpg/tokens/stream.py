@@ -35,18 +35,17 @@ def denormalize(values: torch.Tensor, spec: LayerSpec) -> torch.Tensor:
     return inverse_transform(y, spec.transform, spec.scale).to(dtype_from_name(spec.dtype))
 
 
-def layer_pieces(
-    chunks: Iterable[tuple[int, torch.Tensor]], layout: Layout
-) -> Iterator[tuple[LayerSpec, torch.Tensor]]:
-    """Split consecutive token chunks into (layer, normalised values) pieces, padding cropped, in order.
+class _PieceSplitter:
+    """Push-style splitting of consecutive token chunks into (layer, normalised values) pieces, padding cropped."""
 
-    ``chunks`` must cover tokens 0..L-1 in order without gaps: (first token index, tokens [n, k]).
-    """
-    k, generated = layout.token_size, layout.generated
-    next_token, li = 0, 0
-    for start, tokens in chunks:
-        if start != next_token:
-            raise ValueError(f"token chunks must be consecutive: expected token {next_token}, got {start}")
+    def __init__(self, layout: Layout) -> None:
+        self.layout = layout
+        self.next_token, self.layer = 0, 0
+
+    def push(self, start: int, tokens: torch.Tensor) -> Iterator[tuple[LayerSpec, torch.Tensor]]:
+        layout, k = self.layout, self.layout.token_size
+        if start != self.next_token:
+            raise ValueError(f"token chunks must be consecutive: expected token {self.next_token}, got {start}")
         if tokens.ndim != 2 or tokens.shape[1] != k or start + tokens.shape[0] > layout.num_tokens:
             raise ValueError(
                 f"chunk at token {start} has shape {list(tokens.shape)}; the layout has [{layout.num_tokens}, {k}]"
@@ -54,17 +53,78 @@ def layer_pieces(
         flat = tokens.reshape(-1)
         t, stop = start, start + tokens.shape[0]
         while t < stop:
-            spec = generated[li]
+            spec = layout.generated[self.layer]
             layer_stop = spec.first_token + spec.num_tokens
             t_end = min(stop, layer_stop)
             first = (t - spec.first_token) * k
             count = min(spec.numel, (t_end - spec.first_token) * k) - first
             yield spec, flat[(t - start) * k : (t - start) * k + count]
             t = t_end
-            li += t == layer_stop
-        next_token = stop
-    if next_token != layout.num_tokens:
-        raise ValueError(f"token chunks stopped at token {next_token} of {layout.num_tokens}")
+            self.layer += t == layer_stop
+        self.next_token = stop
+
+    def finish(self) -> None:
+        if self.next_token != self.layout.num_tokens:
+            raise ValueError(f"token chunks stopped at token {self.next_token} of {self.layout.num_tokens}")
+
+
+def layer_pieces(
+    chunks: Iterable[tuple[int, torch.Tensor]], layout: Layout
+) -> Iterator[tuple[LayerSpec, torch.Tensor]]:
+    """Split consecutive token chunks into (layer, normalised values) pieces, padding cropped, in order.
+
+    ``chunks`` must cover tokens 0..L-1 in order without gaps: (first token index, tokens [n, k]).
+    """
+    splitter = _PieceSplitter(layout)
+    for start, tokens in chunks:
+        yield from splitter.push(start, tokens)
+    splitter.finish()
+
+
+class StreamedStateDict:
+    """Push-style :func:`write_streamed_state_dict`: open with ``with``, ``write(start, tokens)`` every chunk.
+
+    Several can be open at once (batched generation writes one file per model of the batch). The copied entries
+    are written when the block opens; the file appears atomically when it closes after the last token, and any
+    error (or missing tokens) leaves no file.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        layout: Layout,
+        reference: Mapping[str, torch.Tensor],
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.layout, self.reference = layout, reference
+        entries = [(s.name, s.shape, dtype_from_name(s.dtype)) for s in layout.layers]
+        self._out = SafetensorsStreamWriter(path, entries, metadata)
+        self._splitter = _PieceSplitter(layout)
+
+    def __enter__(self) -> StreamedStateDict:
+        self._out.__enter__()
+        try:
+            for spec in self.layout.layers:
+                if not spec.generated:
+                    self._out.write(spec.name, _reference_entry(self.reference, spec))
+        except BaseException as exc:
+            self._out.__exit__(type(exc), exc, exc.__traceback__)
+            raise
+        return self
+
+    def write(self, start: int, tokens: torch.Tensor) -> None:
+        """Tokens ``start:start + n`` ([n, k], normalised, NaN at padding) of the model."""
+        for spec, values in self._splitter.push(start, tokens):
+            self._out.write(spec.name, denormalize(values, spec))
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            try:
+                self._splitter.finish()
+            except ValueError as err:
+                self._out.__exit__(type(err), err, err.__traceback__)
+                raise
+        self._out.__exit__(exc_type, exc, tb)
 
 
 def write_streamed_state_dict(
@@ -80,13 +140,9 @@ def write_streamed_state_dict(
     :class:`LazyTensors` keeps them on disk until written). The file appears atomically when complete; any
     error (bad chunk, non-finite values raised by the producer, ...) leaves no file.
     """
-    entries = [(s.name, s.shape, dtype_from_name(s.dtype)) for s in layout.layers]
-    with SafetensorsStreamWriter(path, entries, metadata) as out:
-        for spec in layout.layers:
-            if not spec.generated:
-                out.write(spec.name, _reference_entry(reference, spec))
-        for spec, values in layer_pieces(chunks, layout):
-            out.write(spec.name, denormalize(values, spec))
+    with StreamedStateDict(path, layout, reference, metadata) as out:
+        for start, tokens in chunks:
+            out.write(start, tokens)
 
 
 def _reference_entry(reference: Mapping[str, torch.Tensor], spec: LayerSpec) -> torch.Tensor:

@@ -1,5 +1,6 @@
 # Stage 4: generation. Model i uses seed generate.seed + i; generate.models_per_job models make one job (a batch
 # directory), so raising generate.num_models adds jobs for the new models only (a partly filled last batch reruns).
+# Inside a job, generate.batch_size models are sampled together (the same files as one at a time).
 
 
 rule generate:
@@ -15,7 +16,7 @@ rule generate:
         "results/{exp}/benchmarks/generate/{zoo}/batch{b}.tsv"
     conda:
         "../../environment.yml"
-    threads: 1
+    threads: lambda w: S(w).generate.threads or 1
     resources:
         mem_mb=lambda wildcards, attempt: 8000 * attempt,
         runtime=lambda wildcards, attempt: 120 * attempt,

@@ -1,0 +1,107 @@
+"""Report of one finished pipeline run of a zoo: wall time per stage (Snakemake's benchmark files) and the accuracy of
+the originals and of the generated models (the evaluation table), as a table.
+
+    python benchmarks/pipeline_run.py /work/scratch-speed --experiment test_timm --zoo test_resnet \\
+        --name test_resnet_cpu --note "snakemake --cores 2 ... (command)"
+
+Stages: every ``results/<exp>/benchmarks/<stage>/<zoo>*.tsv`` (collection runs and generation batches are summed;
+the collection runs of a zoo run in parallel when cores allow, so the zoo's wall time is also given from the first
+job's start to the last job's end, read off the log files). Accuracy: ``results/<exp>/evaluation/<zoo>/table.csv``,
+column ``accuracy`` (or ``score``), rows of kind ``original`` and ``generated``: best / mean / min and count.
+Writes ``benchmarks/results/<name>.{csv,md}`` and prints the Markdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+STAGES = ["collect", "zoo_table", "tokenize", "train", "generate", "evaluate"]
+
+
+def stage_times(results: Path, exp: str, zoo: str) -> list[dict]:
+    import pandas as pd
+
+    rows = []
+    bench = results / exp / "benchmarks"
+    order = {s: i for i, s in enumerate(STAGES)}
+    for stage in sorted({p.name for p in bench.iterdir() if p.is_dir()}, key=lambda s: (order.get(s, 99), s)):
+        files = sorted((bench / stage).glob(f"{zoo}*.tsv")) + sorted((bench / stage / zoo).glob("*.tsv"))
+        if not files:
+            continue
+        seconds = [float(pd.read_csv(f, sep="\t")["s"].iloc[0]) for f in files]
+        rows.append({"stage": stage, "jobs": len(files), "job seconds (sum)": sum(seconds),
+                     "longest job s": max(seconds)})  # fmt: skip
+    return rows
+
+
+def span(results: Path, exp: str, zoo: str) -> float | None:
+    """Seconds from the first job's start to the last job's end (attempt headers and modification times)."""
+    logs = [p for p in (results / exp / "logs").rglob("*") if p.is_file() and zoo in str(p)]
+    logs = [p for p in logs if not p.name.endswith(".attempts.log")]
+    starts = []
+    for p in logs:
+        m = re.search(r"attempt started (\S+)", p.read_text(errors="replace"))
+        if m:
+            starts.append(datetime.datetime.fromisoformat(m.group(1)).timestamp())
+    if not starts:
+        return None
+    return max(p.stat().st_mtime for p in logs) - min(starts)
+
+
+def accuracies(results: Path, exp: str, zoo: str) -> list[dict]:
+    import pandas as pd
+
+    table = pd.read_csv(results / exp / "evaluation" / zoo / "table.csv")
+    col = "accuracy" if "accuracy" in table else "score"
+    rows = []
+    for kind in ("original", "generated"):
+        acc = table.loc[table["kind"] == kind, col].astype(float)
+        rows.append({"models": kind, "count": len(acc), "best": acc.max(), "mean": acc.mean(), "min": acc.min()})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    import pandas as pd
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("workdir", help="the folder holding results/ (Snakemake's --directory)")
+    p.add_argument("--experiment", required=True)
+    p.add_argument("--zoo", required=True)
+    p.add_argument("--name", required=True, help="benchmarks/results/<name>.{csv,md}")
+    p.add_argument("--note", action="append", default=[])
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    args = p.parse_args(argv)
+    results = Path(args.workdir) / "results"
+    stages = stage_times(results, args.experiment, args.zoo)
+    accs = accuracies(results, args.experiment, args.zoo)
+    total = span(results, args.experiment, args.zoo)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    pd.concat([pd.DataFrame(stages).assign(kind="stage"), pd.DataFrame(accs).assign(kind="accuracy")]).to_csv(
+        out / f"{args.name}.csv", index=False
+    )
+    lines = ["| stage | jobs | job seconds (sum) | longest job (min) |", "|---|---|---|---|"]
+    for r in stages:
+        lines.append(f"| {r['stage']} | {r['jobs']} | {r['job seconds (sum)']:.0f} | {r['longest job s'] / 60:.1f} |")
+    lines.append(f"| **zoo, first job start to last job end** | | | **{total / 60:.1f}** |" if total else "")
+    lines += ["", "| models | count | best | mean | min |", "|---|---|---|---|---|"]
+    for r in accs:
+        lines.append(f"| {r['models']} | {r['count']} | {r['best']:.4f} | {r['mean']:.4f} | {r['min']:.4f} |")
+    gen, orig = accs[1], accs[0]
+    verdict = (gen["mean"] >= orig["mean"] - 0.01) and (gen["best"] >= orig["mean"])
+    notes = [
+        f"Bar (generated mean within 1 point of the originals' mean, best at or above it): "
+        f"{'met' if verdict else 'not met'} (mean {gen['mean']:.4f} vs {orig['mean']:.4f}, best {gen['best']:.4f}).",
+        *args.note,
+    ]
+    md = "\n".join(ln for ln in lines) + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
+    (out / f"{args.name}.md").write_text(md)
+    print(md)
+
+
+if __name__ == "__main__":
+    main()
