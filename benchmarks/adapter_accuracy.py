@@ -1,87 +1,58 @@
-"""Test accuracy of an adapter experiment's originals and generated adapters, with the adapter evaluator.
+"""Test accuracy, diversity and novelty of an adapter experiment's originals and generated adapters.
 
     python benchmarks/adapter_accuracy.py --configfile configs/adapters_minilm.yaml      # after the pipeline ran
 
-For every adapter zoo of the config whose checkpoints and generated models exist under ``--results``: accuracy on
-the test split (and val) of every original checkpoint (all runs) and of every generated adapter, evaluated by
-:class:`rpg.adapters.evaluate.AdapterEvaluator` (the same code the evaluation stage uses for adapter zoos), as
-best / mean / min, plus the number of distinct generated adapters (by their test predictions) and the wall time.
-Writes ``benchmarks/results/adapter_accuracy.{json,md}`` and, from the jobs' benchmark files under ``results/``,
+For every adapter zoo of the config whose evaluation exists under ``--results``: the evaluation stage's summary
+(``results/<exp>/evaluation/<zoo>/summary.json``, scored by :class:`rpg.adapters.evaluate.AdapterEvaluator`): test
+accuracy best / mean / min of the generated adapters and of as many originals (the stage's seeded equal-n
+subsample), how many generated adapters are distinct, copies, the distance to the nearest original against the
+originals' spacing, and whether the generated adapters beat the noise frontier. Writes
+``benchmarks/results/adapter_accuracy.{json,md}`` and, from the jobs' benchmark files under ``results/``,
 ``benchmarks/results/adapter_times.md`` (time per stage); ``python docs/make.py`` puts both into docs/adapters.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def score_paths(paths, evaluator) -> list[dict]:
-    from rpg.zoo.checkpoint import load_checkpoint
-    from rpg.zoo.models import build_model
-
-    rows = []
-    for path in paths:
-        state, meta = load_checkpoint(path)
-        model = build_model(meta["arch"], meta["arch_kwargs"])
-        model.load_state_dict(state, strict=True)
-        test = evaluator.evaluate(model, "test")
-        val = evaluator.evaluate(model, "val")
-        rows.append({"path": str(path), "run": meta.get("run"), "test": test.score, "val": val.score,
-                     "predictions": "".join(map(str, test.outputs.argmax(1).tolist()))})  # fmt: skip
-    return rows
-
-
-def stats(values: list[float]) -> dict:
-    return {"n": len(values), "best": max(values), "mean": sum(values) / len(values), "min": min(values)}
-
-
 def main() -> int:
-    import torch
     import yaml
 
-    from rpg.adapters.evaluate import AdapterEvaluator
     from rpg.config import resolve_config
     from rpg.io import write_json
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--configfile", default=str(ROOT / "configs" / "adapters_minilm.yaml"))
     parser.add_argument("--results", default=str(ROOT / "results"))
-    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "adapter_accuracy"))
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
     resolved = resolve_config(yaml.safe_load(Path(args.configfile).read_text()))
     out: dict = {"config": Path(args.configfile).name, "zoos": {}}
     for exp, zoos in resolved.items():
         for zoo, s in zoos.items():
+            path = Path(args.results) / exp / "evaluation" / zoo / "summary.json"
             if s.adapter is None:
                 continue
-            base = Path(args.results) / exp
-            originals = sorted((base / "zoo" / zoo).glob("run*/ckpt_*.safetensors"))
-            generated = sorted((base / "generated" / zoo).glob("batch*/model_*.safetensors"))
-            if not originals or not generated:
-                print(f"{exp}/{zoo}: no checkpoints or generated adapters yet, skipped")
+            if not path.is_file():
+                print(f"{exp}/{zoo}: no evaluation yet ({path}), skipped")
                 continue
-            start = time.perf_counter()
-            evaluator = AdapterEvaluator(data=s.data, device="cpu", batch_size=256)
-            rows = {"original": score_paths(originals, evaluator), "generated": score_paths(generated, evaluator)}
-            entry = {"method": s.adapter.method, "task": s.data.task, "seconds": time.perf_counter() - start}
-            for kind, r in rows.items():
-                entry[kind] = {"test": stats([x["test"] for x in r]), "val": stats([x["val"] for x in r])}
-            entry["generated"]["distinct"] = len({x["predictions"] for x in rows["generated"]})
-            entry["rows"] = rows
-            out["zoos"][f"{exp}/{zoo}"] = entry
-            o, g = entry["original"]["test"], entry["generated"]["test"]
-            print(
-                f"{exp}/{zoo}: test accuracy originals {o['best']:.4f}/{o['mean']:.4f}/{o['min']:.4f}, generated "
-                f"{g['best']:.4f}/{g['mean']:.4f}/{g['min']:.4f} ({entry['generated']['distinct']} distinct)"
-            )
+            summary = json.loads(path.read_text())
+            out["zoos"][f"{exp}/{zoo}"] = {
+                "method": s.adapter.method,
+                "task": s.data.task,
+                **{
+                    k: summary[k]
+                    for k in ("metric", "original", "generated", "generated_diversity", "novelty", "checks")
+                },
+            }
+            print(markdown({"zoos": {f"{exp}/{zoo}": out["zoos"][f"{exp}/{zoo}"]}}).splitlines()[-1])
     write_json(out, Path(args.out).with_suffix(".json"))
     Path(args.out).with_suffix(".md").write_text(markdown(out))
     times = times_table(Path(args.results), list(resolved))
@@ -109,17 +80,23 @@ def times_table(results: Path, experiments: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _bmm(s: dict) -> str:
-    return f"{100 * s['best']:.1f} / {100 * s['mean']:.1f} / {100 * s['min']:.1f} (n={s['n']})"
+def _bmm(block: dict) -> str:
+    s = block["score"]
+    return f"{100 * s['best']:.1f} / {100 * s['mean']:.1f} / {100 * s['min']:.1f}"
 
 
 def markdown(result: dict) -> str:
-    lines = ["| zoo | method | originals test best / mean / min | generated test best / mean / min | "
-             "mean difference | distinct generated |", "|---|---|---|---|---|---|"]  # fmt: skip
+    lines = ["| zoo | method | n | originals: test acc. best / mean / min % | generated: best / mean / min % | "
+             "mean difference (points) | distinct generated | copies | nearest original: generated / originals' "
+             "spacing | beats noise |", "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for name, e in result["zoos"].items():
-        o, g = e["original"]["test"], e["generated"]["test"]
-        cells = [name, e["method"], _bmm(o), _bmm(g), f"{100 * (g['mean'] - o['mean']):+.1f}",
-                 str(e["generated"]["distinct"])]  # fmt: skip
+        o, g, nov = e["original"], e["generated"], e["novelty"]
+        cells = [name, e["method"], f"{g['n']} / {o['n']}", _bmm(o), _bmm(g),
+                 f"{100 * (g['score']['mean'] - o['score']['mean']):+.1f}",
+                 f"{e['generated_diversity']['distinct']} of {e['generated_diversity']['n']}", str(g["copies"]),
+                 f"{nov['generated_nearest_distance']['mean']:.4f} / "
+                 f"{nov['original_nearest_other_distance']['mean']:.4f}",
+                 str(e["checks"]["generated_beats_noise_at_equal_similarity"])]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

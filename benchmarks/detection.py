@@ -15,6 +15,7 @@ wall and CPU seconds from Snakemake's benchmark files).
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -28,7 +29,8 @@ from rpg.stages.collect import run_checkpoints
 from rpg.stages.generate import batch_models
 from rpg.zoo import build_model, load_checkpoint
 
-OUT = Path(__file__).resolve().parent / "results"
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "benchmarks" / "results"
 STAGES = ("collect", "tokenize", "train", "generate", "evaluate")
 
 
@@ -69,6 +71,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(2)
     config = yaml.safe_load(Path(args.configfile).read_text())
+    config_name = Path(args.configfile).resolve()
+    config_name = config_name.relative_to(ROOT) if config_name.is_relative_to(ROOT) else args.configfile
     exp = args.experiment or next(iter(config["experiments"]))
     zoo = args.zoo or next(iter(config["experiments"][exp]["zoos"]))
     settings = zoo_settings(config, exp, zoo)
@@ -82,20 +86,37 @@ def main() -> None:
         rows.append({"kind": kind, "model": f"{path.parent.name}/{path.stem}", **score(evaluator, path, args.split)})
         print(f"{rows[-1]['model']}: mAP {rows[-1]['mAP']:.4f}", flush=True)
     table = pd.DataFrame(rows)
+    n_gen = int((table["kind"] == "generated").sum())
+    originals = table[table["kind"] == "original"]
+    if 0 < n_gen < len(originals):  # equal footing: as many originals as generated models (seeded subsample)
+        equal = originals.sample(n=n_gen, random_state=0).assign(kind=f"original (seeded {n_gen} of {len(originals)})")
+        table_n = pd.concat([table.assign(kind=table["kind"].replace({"original": "original (all)"})), equal])
+    else:
+        table_n = table
     summary = (
-        table.groupby("kind", sort=False)["mAP"].agg(["count", "max", "mean", "min"]).rename(columns={"max": "best"})
+        table_n.groupby("kind", sort=False)["mAP"].agg(["count", "max", "mean", "min"]).rename(columns={"max": "best"})
     )
     summary[["best", "mean", "min"]] = (100 * summary[["best", "mean", "min"]]).round(2)
-    gap = summary.loc["generated", "mean"] - summary.loc["original", "mean"] if "generated" in summary.index else None
+    reference = summary.index[-1] if len(table_n) > len(table) else "original"
+    gap = summary.loc["generated", "mean"] - summary.loc[reference, "mean"] if "generated" in summary.index else None
     OUT.mkdir(exist_ok=True)
     stem = OUT / f"{exp}_{zoo}"
     table.to_csv(f"{stem}.csv", index=False)
     lines = [f"# {exp} / {zoo}: box mAP@[.5:.95] on the {args.split} split (points)", "",
-             f"Written by `python benchmarks/detection.py --configfile {args.configfile}` "
+             f"Written by `python benchmarks/detection.py --configfile {config_name}` "
              f"({len(table)} models scored in {time.time() - start:.0f} s).", "",
              markdown(summary.reset_index()), ""]  # fmt: skip
     if gap is not None:
-        lines += [f"Generated mean - originals' mean: {gap:+.2f} mAP points.", ""]
+        lines += [f"Generated mean - originals' mean (equal n): {gap:+.2f} mAP points.", ""]
+    summary_path = base / "evaluation" / zoo / "summary.json"
+    if summary_path.is_file():  # novelty of the same generated models, from the evaluation stage
+        s = json.loads(summary_path.read_text())
+        div, nov = s["generated_diversity"], s["novelty"]
+        lines += [f"Evaluation stage (`{summary_path.relative_to(Path(args.workdir))}`): {div['distinct']} of "
+                  f"{div['n']} generated detectors distinct; {nov['generated_copies']} copies; distance to the nearest "
+                  f"original {nov['generated_nearest_distance']['mean']:.4f} (mean; originals to their nearest other: "
+                  f"{nov['original_nearest_other_distance']['mean']:.4f}); generated beat the noise frontier at equal "
+                  f"similarity: {s['checks']['generated_beats_noise_at_equal_similarity']}.", ""]  # fmt: skip
     times = stage_times(base / "benchmarks")
     if len(times):
         lines += ["Stage times of the run (Snakemake benchmark files):", "", markdown(times), ""]

@@ -2,7 +2,8 @@
 
 For each seed the default config (``config.yaml``) is run as experiment ``<exp>_s<seed>`` with the experiment key
 ``seed`` set (collection, training, generation and evaluation all reseeded; the data split stays), timed end to end
-with ``snakemake --cores 2``; then the summaries are copied to ``docs/data/default_seeds.json``, from which
+with ``snakemake --cores 2``; then the summaries are copied to ``docs/data/default_seeds.json`` and the first
+seed's accuracy-vs-similarity plots to ``docs/data/default_<zoo>_accuracy_vs_similarity.png``, from which
 ``python docs/make.py`` writes the tables of README.md and docs/results.md.
 
     python benchmarks/seeds.py                 # seeds 0 1 2 (about 3 x the default pipeline's time)
@@ -12,9 +13,11 @@ with ``snakemake --cores 2``; then the summaries are copied to ``docs/data/defau
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -35,6 +38,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--cores", type=int, default=2)
     p.add_argument("--out", default=str(ROOT / "docs" / "data" / "default_seeds.json"))
     p.add_argument("--rerun", action="store_true", help="run again even if the seed is in the data file")
+    p.add_argument("--note", default=None, help="the machine's state during the runs, e.g. other load (kept)")
     args = p.parse_args(argv)
     base = yaml.safe_load(Path(args.config).read_text())
     (exp_name, exp), *rest = base["experiments"].items()
@@ -61,13 +65,22 @@ def main(argv: list[str] | None = None) -> None:
         for zoo, path in summaries.items():
             s = json.loads(path.read_text())
             zoos[zoo] = {k: s[k] for k in KEEP if k in s}
-        data["runs"][str(seed)] = {"wall_seconds": round(wall, 1), "zoos": zoos}
+        cpu = sum(float(list(csv.DictReader(tsv.open(), delimiter="\t"))[-1]["cpu_time"])
+                  for tsv in (ROOT / f"results/{name}/benchmarks").rglob("*.tsv"))  # fmt: skip
+        data["runs"][str(seed)] = {"wall_seconds": round(wall, 1), "cpu_seconds": round(cpu, 1), "zoos": zoos}
         print(f"seed {seed}: {wall / 60:.1f} min", flush=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    first = f"{exp_name}_s{args.seeds[0]}"  # the first seed's accuracy-vs-similarity plots, for README
+    for zoo in exp["zoos"]:
+        plot = ROOT / f"results/{first}/evaluation/{zoo}/accuracy_vs_similarity.png"
+        if plot.is_file():
+            shutil.copyfile(plot, out.parent / f"default_{zoo}_accuracy_vs_similarity.png")
     from rpg.data import build_dataset
 
     data["test_size"] = len(build_dataset(exp["data"], "test"))
     data["machine"] = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
-    out.parent.mkdir(parents=True, exist_ok=True)
+    if args.note:
+        data["load"] = args.note
     out.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
     print(f"wrote {out}; now: python docs/make.py")
 

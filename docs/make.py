@@ -75,6 +75,7 @@ def default_results() -> str:
             f"| {beats} of {len(s)} seeds |"
         )
     walls = [data["runs"][k]["wall_seconds"] for k in seeds]
+    cpus = [data["runs"][k].get("cpu_seconds") for k in seeds]
     lines += [
         "",
         f"- {len(seeds)} seeds of the whole default pipeline (`seed` {', '.join(seeds)}: collection, training, "
@@ -82,7 +83,10 @@ def default_results() -> str:
         f"originals over the same n (a subsample spread over runs); accuracy on the test split "
         f"({data.get('test_size', '?')} images), similarity on the probe split.",
         f"- Wall time of `snakemake --cores 2` per seed: {_mean_sd(walls, lambda v: f'{v / 60:.1f}')} min "
-        f"({data.get('machine', 'this machine')}).",
+        f"({data.get('machine', 'this machine')}"
+        + (f"; {data['load']}" if data.get("load") else "")
+        + "); CPU time of all jobs, summed (Snakemake's benchmark files): "
+        f"{_mean_sd(cpus, lambda v: f'{v / 60:.1f}')} min.",
     ]
     return "\n".join(lines) + "\n"
 

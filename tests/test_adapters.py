@@ -8,31 +8,27 @@ import json
 
 import pytest
 import torch
+from adapter_models import tiny_bert
 
-pytest.importorskip("peft")
-pytest.importorskip("transformers")
-
-from adapter_models import tiny_bert  # noqa: E402
-
-from rpg.adapters.base import SentenceClassifier, build_peft_model, load_base, load_tokenizer  # noqa: E402
-from rpg.adapters.collect import collect_adapter_run, peft_dir_name  # noqa: E402
-from rpg.adapters.evaluate import AdapterEvaluator  # noqa: E402
-from rpg.adapters.inputs import FrozenPrefix, tokenize_texts  # noqa: E402
-from rpg.adapters.model import AdapterModel, live_tensors  # noqa: E402
-from rpg.adapters.peft_io import (  # noqa: E402
+from rpg.adapters.base import SentenceClassifier, build_peft_model, load_base, load_tokenizer
+from rpg.adapters.collect import collect_adapter_run, peft_dir_name
+from rpg.adapters.evaluate import AdapterEvaluator
+from rpg.adapters.inputs import FrozenPrefix, tokenize_texts
+from rpg.adapters.model import AdapterModel, live_tensors
+from rpg.adapters.peft_io import (
     CONFIG_FILE,
     WEIGHTS_FILE,
     checkpoint_to_peft_dir,
     import_peft_adapter,
     read_peft_dir,
 )
-from rpg.adapters.spec import AdapterSpec, resolve_base  # noqa: E402
-from rpg.config import ADAPTER_ARCH, ConfigError, DataConfig, resolve_config  # noqa: E402
-from rpg.data import build_dataset  # noqa: E402
-from rpg.data.text import TASKS  # noqa: E402
-from rpg.errors import RPGInputError  # noqa: E402
-from rpg.zoo.checkpoint import load_checkpoint  # noqa: E402
-from rpg.zoo.models import build_model  # noqa: E402
+from rpg.adapters.spec import AdapterSpec, resolve_base
+from rpg.config import ADAPTER_ARCH, ConfigError, DataConfig, resolve_config
+from rpg.data import build_dataset
+from rpg.data.text import TASKS
+from rpg.errors import RPGInputError
+from rpg.zoo.checkpoint import load_checkpoint
+from rpg.zoo.models import build_model
 
 DATA = {"name": "text", "task": "intent", "text_sizes": [12, 6, 6]}
 COLLECT = {"epochs": 1, "lr": 0.01, "batch_size": 8, "finetune_lr": 0.001, "finetune_epochs": 1,

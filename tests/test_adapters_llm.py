@@ -10,25 +10,21 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from adapter_models import commonsense_files, tiny_llama
 
-pytest.importorskip("peft")
-pytest.importorskip("transformers")
-
-from adapter_models import commonsense_files, tiny_llama  # noqa: E402
-
-from rpg.adapters.base import load_base, load_tokenizer  # noqa: E402
-from rpg.adapters.collect import collect_adapter_run, peft_dir_name  # noqa: E402
-from rpg.adapters.evaluate import AdapterEvaluator  # noqa: E402
-from rpg.adapters.inputs import continuation_logprobs  # noqa: E402
-from rpg.adapters.model import live_tensors  # noqa: E402
-from rpg.adapters.spec import AdapterSpec  # noqa: E402
-from rpg.config import DataConfig, resolve_config  # noqa: E402
-from rpg.data import build_dataset  # noqa: E402
-from rpg.data.commonsense import parse_record  # noqa: E402
-from rpg.errors import RPGInputError  # noqa: E402
-from rpg.stages.checks import check_settings  # noqa: E402
-from rpg.zoo.checkpoint import load_checkpoint  # noqa: E402
-from rpg.zoo.models import build_model  # noqa: E402
+from rpg.adapters.base import load_base, load_tokenizer
+from rpg.adapters.collect import collect_adapter_run, peft_dir_name
+from rpg.adapters.evaluate import AdapterEvaluator
+from rpg.adapters.inputs import continuation_logprobs
+from rpg.adapters.model import live_tensors
+from rpg.adapters.spec import AdapterSpec
+from rpg.config import DataConfig, resolve_config
+from rpg.data import build_dataset
+from rpg.data.commonsense import parse_record
+from rpg.errors import RPGInputError
+from rpg.stages.checks import check_settings
+from rpg.zoo.checkpoint import load_checkpoint
+from rpg.zoo.models import build_model
 
 RECORDS = {
     "boolq": ({"question": "is it red", "passage": "it is red", "answer": True}, 2, 1),

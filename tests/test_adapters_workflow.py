@@ -38,7 +38,6 @@ def test_missing_base_model_is_named_at_start(tmp_path):
 
 @pytest.mark.slow
 def test_tiny_adapter_zoo_end_to_end(tmp_path):
-    pytest.importorskip("peft")
     from adapter_models import tiny_bert
 
     from rpg.adapters.peft_io import read_peft_dir

@@ -24,8 +24,6 @@ from rpg.stages.checks import check_settings
 from rpg.zoo import build_model, load_checkpoint
 from rpg.zoo.collect_detection import collect_detection_run
 
-pytest.importorskip("pycocotools")
-
 SYNTH = {"train_images": 48, "val_images": 12, "test_images": 12, "min_size": 10, "max_size": 16}
 TINY_SYNTH = {"name": "digits_detection", "image_size": 32, "synthetic": SYNTH}
 

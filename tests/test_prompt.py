@@ -60,7 +60,6 @@ def test_rules_with_a_word_encoder():
 
 
 def test_minilm_on_prompts_that_name_digits(capsys):
-    pytest.importorskip("transformers")
     from rpg.adapters.encoder import sentence_encoder
 
     enc = sentence_encoder()
@@ -87,7 +86,6 @@ def test_prompt_config_keys():
 @pytest.mark.slow
 def test_prompted_target_end_to_end(tmp_path):
     """The tiny task zoo, then results/<exp>/prompted/<slug>/summary.json for a prompt given with --config."""
-    pytest.importorskip("transformers")
     from snakemake_helpers import job_counts, snakemake
 
     tiny = ROOT / "tests" / "configs" / "tasks_tiny.yaml"
