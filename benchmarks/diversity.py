@@ -187,6 +187,8 @@ def main(argv: list[str] | None = None) -> None:
             rows.append({"zoo": zoo, "variant": name, **row})
             print(markdown(pd.DataFrame([rows[-1]], columns=COLUMNS)).splitlines()[-1], flush=True)
     df = pd.DataFrame(rows, columns=COLUMNS)
+    config_name = Path(args.config).resolve()
+    config_name = config_name.relative_to(ROOT) if config_name.is_relative_to(ROOT) else args.config
     text = markdown(df)
     print(text)
     out = Path(args.out)
@@ -194,8 +196,9 @@ def main(argv: list[str] | None = None) -> None:
     df.to_csv(out.with_suffix(".csv"), index=False)
     machine = f"{platform.processor() or platform.machine()}, {args.threads} thread(s), torch {torch.__version__}"
     out.with_suffix(".md").write_text(
-        f"{text}\n\n- Config {args.config}, experiment {exp}; {args.models} generated models per variant; test split; "
-        f"originals over equal n.\n- Machine: {machine}.\n"
+        f"{text}\n\n- Config {config_name}, experiment {exp}; {args.models} generated models per variant; test split; "
+        f"originals over equal n.\n- Machine: {machine}; train s: wall seconds of the training, on a CPU shared "
+        f"with other jobs (a rough guide only).\n"
     )
 
 

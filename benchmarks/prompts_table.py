@@ -4,8 +4,9 @@
 
 Each row: the prompt, the task vector it became (bit c = class c) and its positive classes, whether the generator was
 trained on that task, the generated models' balanced accuracy (mean, best) and that of the reference the stage
-trained for the task, and their ratio. Writes ``benchmarks/results/prompts.md``; ``python docs/make.py`` puts it
-into docs/prompts.md.
+trained for the task, their ratio, and the composed-head baseline (the backbone's 10-class head turned into the
+task's 2-way head without training: positive-class logsumexp minus negative-class logsumexp). Writes
+``benchmarks/results/prompts.md``; ``python docs/make.py`` puts it into README.md and docs/prompts.md.
 """
 
 from __future__ import annotations
@@ -29,12 +30,14 @@ def table(results: Path, experiment: str) -> str:
         gen = s["generated_balanced_accuracy"]
         cells = [s["prompt"], f"`{s['task_bits']}` ({', '.join(s['positive_classes'])})", s["task_split"],
                  f"{pct(gen['mean'])} (best {pct(gen['best'])}, n={gen['n']})",
-                 pct(s["reference_balanced_accuracy"]), pct(s["ratio_to_reference"])]  # fmt: skip
+                 pct(s["reference_balanced_accuracy"]), pct(s["ratio_to_reference"]),
+                 pct(s.get("baselines", {}).get("composed_head", {}).get("mean"))]  # fmt: skip
         rows.append("| " + " | ".join(cells) + " |")
     if not rows:
         raise SystemExit(f"no {results / experiment / 'prompted'}/*/summary.json: run the prompted targets first")
     head = ["| prompt | task vector (positives) | task for the generator | generated: balanced accuracy | "
-            "trained reference | generated / reference |", "|---|---|---|---|---|---|"]  # fmt: skip
+            "trained reference | generated / reference | composed head (no training) |",
+            "|---|---|---|---|---|---|---|"]  # fmt: skip
     return "\n".join(head + rows) + "\n"
 
 
