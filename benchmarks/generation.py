@@ -40,6 +40,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
+def _relative(path: str) -> str:
+    """``path`` relative to the repository when it lies inside it (tables name no machine's folders)."""
+    full = Path(path).resolve()
+    return str(full.relative_to(ROOT)) if full.is_relative_to(ROOT) else path
+
+
 def zoo_settings(config: str, zoo: str):
     import yaml
 
@@ -273,7 +279,8 @@ def write_tables(rows: list[dict], info: dict, args) -> str:
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?")
     notes = [
-        f"Generator of `{args.config}` zoo `{args.zoo}` (untrained): {info['arch']} layout, {info['tokens']:,} tokens "
+        f"Generator of `{_relative(args.config)}` zoo `{args.zoo}` (untrained): {info['arch']} layout, "
+        f"{info['tokens']:,} tokens "
         f"of {info['token_size']}, width {info['dim']}, denoiser {info['channels']}; DDIM-{info['steps']}, "
         f"{args.chunk_tokens} tokens per chunk; {info['flops'] / 1e9:.1f} GFLOP per model (analytic).",
         f"Medians of {args.repeats} interleaved rounds; conv1d peak: `nn.Conv1d({info['width']}, {info['width']}, 7)` "

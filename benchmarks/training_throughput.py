@@ -52,6 +52,12 @@ VARIANTS = [
 ]
 
 
+def _relative(path: str) -> str:
+    """``path`` relative to the repository when it lies inside it (tables name no machine's folders)."""
+    full = Path(path).resolve()
+    return str(full.relative_to(ROOT)) if full.is_relative_to(ROOT) else path
+
+
 def token_store(settings, root: Path):
     """4 checkpoints of 2 runs (a random-init model plus small noise) of the zoo's architecture, tokenized."""
     import torch
@@ -177,7 +183,8 @@ def write_tables(rows: list[dict], info: dict, args) -> str:
     flags = next((ln for ln in open("/proc/cpuinfo") if ln.startswith("flags")), "")
     native_bf16 = any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))
     notes = [
-        f"`{args.config}` zoo `{args.zoo}`: {info['tokens']:,} tokens of {info['token_size']}, width {info['dim']}, "
+        f"`{_relative(args.config)}` zoo `{args.zoo}`: {info['tokens']:,} tokens of {info['token_size']}, "
+        f"width {info['dim']}, "
         f"{info['batch_size']} checkpoints (2 permutation states) per step; medians of {args.repeats} interleaved "
         f"rounds of {args.steps} steps.",
         f"Machine: {cpu} ({'with' if native_bf16 else 'without'} native bf16 instructions), torch {torch.__version__}"
