@@ -31,9 +31,9 @@ from rpg.config import ADAPTER_ARCH, CollectConfig, DataConfig
 from rpg.errors import RPGInputError
 from rpg.io import write_table
 from rpg.optim import make_optimizer, set_lr, warmup_cosine
-from rpg.runtime import fault_point, progress, resolve_device, seed_everything
+from rpg.runtime import fault_point, progress
 from rpg.zoo.checkpoint import save_checkpoint
-from rpg.zoo.collect import TABLE_COLUMNS, checkpoint_steps, run_seed
+from rpg.zoo.collect import TABLE_COLUMNS, checkpoint_steps, start_run
 
 log = logging.getLogger(__name__)
 
@@ -72,11 +72,7 @@ def collect_adapter_run(
     cfg = CollectConfig.parse(collect, "collect")
     out_paths = [Path(p) for p in out_paths]
     n_ckpt = len(out_paths)
-    if n_ckpt < 1:
-        raise ValueError("collect_adapter_run needs at least one output path")
-    dev = resolve_device(device)
-    seed = run_seed(cfg.seed, run)
-    seed_everything(seed)
+    dev, seed = start_run(cfg, run=run, n_ckpt=n_ckpt, device=device, job="collect_adapter_run")
     start = time.perf_counter()
     model = build_peft_model(spec, seed=seed).to(dev)
     objective = make_objective(spec, data, device=dev, batch_size=cfg.eval_batch_size)

@@ -99,6 +99,28 @@ def model_kwargs(arch: str, arch_kwargs: Mapping[str, Any] | None, info: Mapping
     return {**{k: info[k] for k in keys}, **(arch_kwargs or {})}
 
 
+def start_run(cfg: CollectConfig, *, run: int, n_ckpt: int, device: str, job: str):
+    """The opening of every collection job: at least one checkpoint to write, the device, the run's seed (every
+    random generator seeded with it). Returns ``(device, seed)``."""
+    if n_ckpt < 1:
+        raise ValueError(f"{job} needs at least one output path")
+    dev = resolve_device(device)
+    seed = run_seed(cfg.seed, run)
+    seed_everything(seed)
+    return dev, seed
+
+
+def initial_model(arch: str, arch_kwargs: Mapping[str, Any] | None, info: Mapping[str, Any], *, init: str, seed: int,
+                  device):  # fmt: skip
+    """The run's model before training, in train mode on ``device``: built with the dataset's defaults
+    (:func:`model_kwargs`), from ``init`` weights unless "random". Returns ``(model, arch_kwargs)``."""
+    arch_kwargs = model_kwargs(arch, arch_kwargs, info)
+    model = build_model(arch, arch_kwargs, seed=seed)
+    if init and init != "random":
+        load_initial_weights(model, init)
+    return model.to(device).train(), arch_kwargs
+
+
 def collect_run(
     *,
     arch: str,
@@ -119,20 +141,11 @@ def collect_run(
     cfg = CollectConfig.parse(collect, "collect")
     data_cfg = data_config(data)
     n_ckpt = len(out_paths)
-    if n_ckpt < 1:
-        raise ValueError("collect_run needs at least one output path")
+    dev, seed = start_run(cfg, run=run, n_ckpt=n_ckpt, device=device, job="collect_run")
     if cfg.checkpoints != n_ckpt:
         log.warning("collect.checkpoints=%d but %d output paths given; saving %d", cfg.checkpoints, n_ckpt, n_ckpt)
-    dev = resolve_device(device)
-    seed = run_seed(cfg.seed, run)
-    seed_everything(seed)
-
     info = dataset_info(data_cfg)
-    arch_kwargs = model_kwargs(arch, arch_kwargs, info)
-    model = build_model(arch, arch_kwargs, seed=seed)
-    if init and init != "random":
-        load_initial_weights(model, init)
-    model.to(dev).train()
+    model, arch_kwargs = initial_model(arch, arch_kwargs, info, init=init, seed=seed, device=dev)
 
     train_set = build_dataset(data_cfg, "train")
     val_set = build_dataset(data_cfg, "val")

@@ -28,10 +28,10 @@ from rpg.data.detection import build_detection_dataset, detection_info, detectio
 from rpg.detector import hflip, score_detector, train_step
 from rpg.io import write_table
 from rpg.optim import make_optimizer, set_lr, warmup_cosine
-from rpg.runtime import fault_point, progress, resolve_device, seed_everything
+from rpg.runtime import fault_point, progress
 from rpg.zoo.checkpoint import save_checkpoint
-from rpg.zoo.collect import TABLE_COLUMNS, checkpoint_steps, finetune_plan, model_kwargs, run_seed
-from rpg.zoo.models import build_model, count_parameters, load_initial_weights
+from rpg.zoo.collect import TABLE_COLUMNS, checkpoint_steps, finetune_plan, initial_model, start_run
+from rpg.zoo.models import count_parameters
 
 log = logging.getLogger(__name__)
 
@@ -52,18 +52,9 @@ def collect_detection_run(
     cfg = CollectConfig.parse(collect, "collect")
     data_cfg = data_config(data)
     n_ckpt = len(out_paths)
-    if n_ckpt < 1:
-        raise ValueError("collect_detection_run needs at least one output path")
-    dev = resolve_device(device)
-    seed = run_seed(cfg.seed, run)
-    seed_everything(seed)
-
+    dev, seed = start_run(cfg, run=run, n_ckpt=n_ckpt, device=device, job="collect_detection_run")
     info = detection_info(data_cfg)
-    arch_kwargs = model_kwargs(arch, arch_kwargs, info)
-    model = build_model(arch, arch_kwargs, seed=seed)
-    if init and init != "random":
-        load_initial_weights(model, init)
-    model.to(dev).train()
+    model, arch_kwargs = initial_model(arch, arch_kwargs, info, init=init, seed=seed, device=dev)
 
     train_set = build_detection_dataset(data_cfg, "train")
     val_set = build_detection_dataset(data_cfg, "val")
