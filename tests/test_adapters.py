@@ -195,6 +195,43 @@ def test_two_models_share_one_base(run_dir):
     assert torch.equal(ev.evaluate(models[0], "test").outputs, outs[0])  # activation swaps the weights back
 
 
+def test_probe_reuses_the_same_models_test_predictions(run_dir, monkeypatch):
+    """The probe split begins with the test sentences: after a model's test call only the held-out ones are scored,
+    and the result matches scoring the whole probe split; another model's (or changed) tensors are never reused."""
+    from rpg.adapters import objectives
+
+    out, _ = run_dir
+    models = []
+    for i in (0, 1):
+        state, meta = load_checkpoint(out / f"ckpt_{i:03d}.safetensors")
+        m = build_model(meta["arch"], meta["arch_kwargs"])
+        m.load_state_dict(state, strict=True)
+        models.append(m)
+    full = AdapterEvaluator(data=DATA, device="cpu", batch_size=5).evaluate(models[0], "probe")  # no test first
+    scored = []
+    real = objectives.classify
+    monkeypatch.setattr(
+        objectives, "classify", lambda model, enc, index, **kw: scored.append(index) or real(model, enc, index, **kw)
+    )
+    ev = AdapterEvaluator(data=DATA, device="cpu", batch_size=5)
+    n_test = len(build_dataset(DATA, "test"))
+    test = ev.evaluate(models[0], "test")
+    scored.clear()
+    probe = ev.evaluate(models[0], "probe")
+    assert scored[0].start == n_test and sum(s.stop - s.start for s in scored) == n_test  # the held-out half only
+    assert torch.equal(probe.outputs[:n_test], test.outputs)
+    assert torch.allclose(probe.outputs, full.outputs, atol=1e-5) and torch.equal(probe.failures, full.failures)
+    scored.clear()
+    other = ev.evaluate(models[1], "probe")  # a different model: its whole probe split
+    assert scored[0].start == 0 and not torch.equal(other.outputs, probe.outputs)
+    ev.evaluate(models[0], "test")
+    with torch.no_grad():
+        next(models[0].parameters()).add_(0.5)  # changed in place: same object, other tensors
+    scored.clear()
+    ev.evaluate(models[0], "probe")
+    assert scored[0].start == 0
+
+
 @pytest.mark.parametrize("method", ["lora", "dora"])
 def test_cached_frozen_layers_give_the_full_forward(bert_dir, method):
     spec = spec_for(bert_dir, method, layers=(2,))

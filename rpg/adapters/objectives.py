@@ -5,7 +5,9 @@
   outputs are the softmax of the options' scores (padded with zeros to the largest number of options).
 
 Both keep their tokenized splits (and cached frozen layers) for the life of the object, so scoring many models of one
-zoo tokenizes each split once.
+zoo tokenizes each split once. Where a split begins with the test split (the probe split: text data appends the
+hardest sentences to the test sentences; commonsense data probes on the test items themselves), ``predict`` takes the
+model's test predictions (``test=``) and scores only the samples after them.
 """
 
 from __future__ import annotations
@@ -56,10 +58,12 @@ class ClassificationObjective:
         self.spec, self.data, self.device, self.batch_size = spec, data, device, int(batch_size)
         self.tokenizer = load_tokenizer(spec.base)
         self._splits: dict[str, Encoded] = {}
+        self._texts: dict[str, tuple[tuple[str, ...], tuple[int, ...]]] = {}
 
     def split(self, model: nn.Module, split: str) -> Encoded:
         if split not in self._splits:
             ds = build_dataset(self.data, split)
+            self._texts[split] = (tuple(ds.texts), tuple(ds.targets.tolist()))
             self._splits[split] = encode_split(
                 model, self.tokenizer, ds.texts, ds.targets.tolist(), first=self.spec.first_layer,
                 max_length=self.spec.max_length, batch_size=self.batch_size, device=self.device,
@@ -75,12 +79,23 @@ class ClassificationObjective:
         logits = classify(model, enc, index, first=self.spec.first_layer)
         return F.cross_entropy(logits.float(), enc.labels[index])
 
+    def _test_prefix(self, model: nn.Module, split: str) -> int:
+        """How many leading samples of ``split`` are the test split's, in order (0: it does not begin with it)."""
+        self.split(model, split), self.split(model, "test")
+        (texts, labels), (test_texts, test_labels) = self._texts[split], self._texts["test"]
+        n = len(test_texts)
+        return n if texts[:n] == test_texts and labels[:n] == test_labels else 0
+
     @torch.no_grad()
-    def predict(self, model: nn.Module, split: str) -> Predictions:
+    def predict(self, model: nn.Module, split: str, *, test: Predictions | None = None) -> Predictions:
+        """Class probabilities of ``split``; ``test``: this model's test predictions, reused where ``split``
+        begins with the test split."""
         enc = self.split(model, split)
-        probs = []
-        for start in range(0, len(enc), self.batch_size):
-            logits = classify(model, enc, slice(start, start + self.batch_size), first=self.spec.first_layer)
+        first = self._test_prefix(model, split) if test is not None and split != "test" else 0
+        probs = [test.outputs[:first]] if first else []
+        for start in range(first, len(enc), self.batch_size):
+            logits = classify(model, enc, slice(start, min(len(enc), start + self.batch_size)),
+                              first=self.spec.first_layer)  # fmt: skip
             probs.append(torch.softmax(logits.float(), dim=1).cpu())
         return Predictions(torch.cat(probs), enc.labels.cpu())
 
@@ -107,8 +122,14 @@ class ChoiceObjective:
         return lm_loss(model, self.tokenizer, pairs, max_length=self.spec.max_length, device=self.device)
 
     @torch.no_grad()
-    def predict(self, model: nn.Module, split: str) -> Predictions:
+    def predict(self, model: nn.Module, split: str, *, test: Predictions | None = None) -> Predictions:
+        """Option probabilities of ``split``; ``test``: this model's test predictions, reused where ``split`` holds
+        the same items as the test split."""
         items = self.split(model, split)
+        if test is not None and split != "test":
+            test_items = self.split(model, "test")
+            if len(items) == len(test_items) and all(items[i] == test_items[i] for i in range(len(items))):
+                return test
         width = max(len(it.options) for it in items)
         rows = []
         starts = range(0, len(items), self.batch_size)
