@@ -33,41 +33,43 @@ from rpg.stages.tokenize import tokenize
 from rpg.stages.train import train
 
 ROOT = Path(__file__).resolve().parent.parent
-# name -> overrides {block: {key: value}}; the zoo's own settings (config file) are the base
-NARROW = [1, 8, 16, 32, 16, 8, 1]  # a quarter of the default denoiser's FLOPs per token
+# name -> overrides {block: {key: value}}; the zoo's own settings (config file) are the base. Every variant names its
+# denoiser and sampler steps, so that a row stays what it says when the config's defaults change.
+STD = [1, 16, 32, 64, 32, 16, 1]  # the denoiser of the first epsilon default
+NARROW = [1, 8, 16, 32, 16, 8, 1]  # a quarter of its FLOPs per token
+
+
+def _variant(prediction: str, steps: int, denoiser: list[int] = STD, sampler_steps: int | None = 20, **extra) -> dict:
+    out = {"generator": {"prediction": prediction, "denoiser_channels": denoiser, **extra.pop("generator", {})},
+           "train": {"steps": steps, **extra.pop("train", {})},
+           "generate": {"sampler": "ddim", "steps": sampler_steps, **extra.pop("generate", {})}}  # fmt: skip
+    return {**out, **extra}
+
+
 VARIANTS: dict[str, dict[str, dict]] = {
-    "x0 1000": {"generator": {"prediction": "sample"}, "train": {"steps": 1000}},
-    "epsilon 1000": {"generator": {"prediction": "epsilon"}, "train": {"steps": 1000}},
-    "epsilon 2000": {"generator": {"prediction": "epsilon"}, "train": {"steps": 2000}},
-    "epsilon 3000": {"generator": {"prediction": "epsilon"}, "train": {"steps": 3000}},
-    "v 1000": {"generator": {"prediction": "v"}, "train": {"steps": 1000}},
-    "v 2000": {"generator": {"prediction": "v"}, "train": {"steps": 2000}},
-    "epsilon 1000 min-SNR": {
-        "generator": {"prediction": "epsilon", "loss_weighting": "min_snr"}, "train": {"steps": 1000},
-    },
-    "v 1000 min-SNR": {"generator": {"prediction": "v", "loss_weighting": "min_snr"}, "train": {"steps": 1000}},
-    "epsilon 2000 min-SNR": {
-        "generator": {"prediction": "epsilon", "loss_weighting": "min_snr"}, "train": {"steps": 2000},
-    },
-    "epsilon 3000 narrow": {
-        "generator": {"prediction": "epsilon", "denoiser_channels": NARROW}, "train": {"steps": 3000},
-    },
-    "v 3000 narrow": {"generator": {"prediction": "v", "denoiser_channels": NARROW}, "train": {"steps": 3000}},
-    "epsilon 3000 narrow min-SNR": {
-        "generator": {"prediction": "epsilon", "loss_weighting": "min_snr", "denoiser_channels": NARROW},
-        "train": {"steps": 3000},
-    },
-    "epsilon 2000 DDPM": {
-        "generator": {"prediction": "epsilon"}, "train": {"steps": 2000},
-        "generate": {"sampler": "ddpm", "steps": None},
-    },
-    "x0 1000 state per checkpoint": {
-        "generator": {"prediction": "sample"}, "train": {"steps": 1000}, "tokens": {"state": "checkpoint"},
-    },
-    "epsilon 2000 wide zoo": {
-        "generator": {"prediction": "epsilon"}, "train": {"steps": 2000},
-        "collect": {"finetune_lr": 0.005, "finetune_epochs": 3},
-    },
+    "x0 1000": _variant("sample", 1000),
+    "epsilon 1000": _variant("epsilon", 1000),
+    "epsilon 2000": _variant("epsilon", 2000),
+    "epsilon 3000": _variant("epsilon", 3000),
+    "v 1000": _variant("v", 1000),
+    "v 2000": _variant("v", 2000),
+    "epsilon 1000 min-SNR": _variant("epsilon", 1000, generator={"loss_weighting": "min_snr"}),
+    "v 1000 min-SNR": _variant("v", 1000, generator={"loss_weighting": "min_snr"}),
+    "epsilon 2000 min-SNR": _variant("epsilon", 2000, generator={"loss_weighting": "min_snr"}),
+    "epsilon 1500 narrow": _variant("epsilon", 1500, NARROW),
+    "epsilon 1500 narrow DDIM-50": _variant("epsilon", 1500, NARROW, 50),
+    "epsilon 1500 narrow DDIM-100": _variant("epsilon", 1500, NARROW, 100),
+    "epsilon 1500 narrow DDIM-50 eta 1": _variant("epsilon", 1500, NARROW, 50, generate={"eta": 1.0}),
+    "epsilon 1500": _variant("epsilon", 1500),
+    "epsilon 3000 narrow": _variant("epsilon", 3000, NARROW),
+    "epsilon 3000 narrow DDIM-50": _variant("epsilon", 3000, NARROW, 50),
+    "epsilon 3000 narrow noise_samples 2": _variant("epsilon", 3000, NARROW, train={"noise_samples": 2}),
+    "epsilon 4500 narrow": _variant("epsilon", 4500, NARROW),
+    "v 3000 narrow": _variant("v", 3000, NARROW),
+    "epsilon 3000 narrow min-SNR": _variant("epsilon", 3000, NARROW, generator={"loss_weighting": "min_snr"}),
+    "epsilon 2000 DDPM": _variant("epsilon", 2000, generate={"sampler": "ddpm", "steps": None}),
+    "x0 1000 state per checkpoint": _variant("sample", 1000, tokens={"state": "checkpoint"}),
+    "epsilon 2000 wide zoo": _variant("epsilon", 2000, collect={"finetune_lr": 0.005, "finetune_epochs": 3}),
 }  # fmt: skip
 COLUMNS = ["zoo", "variant", "distinct", "groups", "pairwise sim.", "pairwise dist.", "other-run sim.",
            "other-run dist.", "nearest dist.", "copies", "acc. best", "acc. mean", "acc. min", "originals mean",
@@ -160,6 +162,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--max-steps", type=int, default=None, help="cap the training steps (a smoke test)")
     p.add_argument("--no-interpolation", action="store_true", help="skip the interpolation/average baselines")
+    p.add_argument(
+        "--only-trained",
+        action="store_true",
+        help="skip (zoo, variant) pairs without a trained generator in --workdir (table from what exists)",
+    )
     p.add_argument("--workdir", default=str(ROOT / "benchmarks" / ".cache" / "diversity"))
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "diversity"))
     args = p.parse_args(argv)
@@ -173,6 +180,8 @@ def main(argv: list[str] | None = None) -> None:
         for name in args.variants:
             work = Path(args.workdir) / exp / zoo / name.replace(" ", "_")
             cache = work / "row.json"
+            if args.only_trained and not cache.is_file() and not (work / "generator" / "model.safetensors").is_file():
+                continue
             if cache.is_file():
                 row = json.loads(cache.read_text())
             else:

@@ -78,6 +78,9 @@ def main(argv: list[str] | None = None) -> None:
     from rpg.data import build_dataset
 
     data["test_size"] = len(build_dataset(exp["data"], "test"))
+    blocks = ("generator", "train", "generate")  # the recipe the runs used
+    data["config"] = {"shared": {k: exp[k] for k in blocks if k in exp},
+                      "zoos": {z: {k: v[k] for k in blocks if k in v} for z, v in exp["zoos"].items()}}  # fmt: skip
     data["machine"] = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     if args.note:
         data["load"] = args.note

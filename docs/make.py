@@ -39,8 +39,8 @@ def _mean_sd(values: list[float | None], fmt: Callable[[float], str]) -> str:
     return f"{fmt(float(np.mean(v)))} ± {fmt(float(np.std(v, ddof=1)))}"
 
 
-def _seeds() -> dict:
-    path = DATA / "default_seeds.json"
+def _seeds(name: str = "default_seeds") -> dict:
+    path = DATA / f"{name}.json"
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
@@ -91,9 +91,9 @@ def default_results() -> str:
     return "\n".join(lines) + "\n"
 
 
-def seed_details() -> str:
-    """docs/results.md: every seed and zoo in full."""
-    data = _seeds()
+def seed_details(name: str = "default_seeds") -> str:
+    """docs/results.md: every seed and zoo in full (``docs/data/<name>.json``, written by benchmarks/seeds.py)."""
+    data = _seeds(name)
     if not data:
         return "_No measured data yet (python benchmarks/seeds.py)._\n"
     lines = [
@@ -122,6 +122,13 @@ def seed_details() -> str:
                 f"({_fmt(s['original_all']['distance']['mean'])}) | {_fmt(g['loro_distance']['mean'])} | "
                 f"{_pct(frontier) if frontier is not None else s['noise_frontier']['status']} | {pd_cell} | {marks} |"
             )
+    if name != "default_seeds":  # a recipe beside the default: say what it was and how long it took
+        walls = ", ".join(f"{data['runs'][k]['wall_seconds'] / 60:.1f}" for k in sorted(data["runs"]))
+        lines.append(f"\n- Wall time of `snakemake --cores 2` per seed: {walls} min ({data.get('load', '')}).")
+        for zoo, block in (data.get("config") or {}).get("zoos", {}).items():
+            lines.append(f"- {zoo}: `{json.dumps(block, sort_keys=True)}`")
+        if (data.get("config") or {}).get("shared"):
+            lines.append(f"- every zoo: `{json.dumps(data['config']['shared'], sort_keys=True)}`")
     return "\n".join(lines) + "\n"
 
 
@@ -144,6 +151,7 @@ def bench(name: str) -> Callable[[], str]:
 RENDERERS: dict[str, Callable[[], str]] = {
     "default-results": default_results,
     "seed-details": seed_details,
+    "seed-details.narrow": lambda: seed_details("narrow_recipe_seeds"),
     **{f"bench.{p.stem}": bench(p.stem) for p in sorted(BENCH.glob("*.md"))},
 }
 

@@ -181,15 +181,17 @@ def test_evaluator_matches_peft_from_pretrained(run_dir):
     assert torch.equal(probs.argmax(1) != ds.targets, test.failures)
 
 
+def load_model(path):
+    state, meta = load_checkpoint(path)
+    model = build_model(meta["arch"], meta["arch_kwargs"])
+    model.load_state_dict(state, strict=True)
+    return model
+
+
 def test_two_models_share_one_base(run_dir):
     out, spec = run_dir
     ev = AdapterEvaluator(data=DATA, device="cpu")
-    models = []
-    for i in (0, 1):
-        state, meta = load_checkpoint(out / f"ckpt_{i:03d}.safetensors")
-        m = build_model(meta["arch"], meta["arch_kwargs"])
-        m.load_state_dict(state, strict=True)
-        models.append(m)
+    models = [load_model(out / f"ckpt_{i:03d}.safetensors") for i in (0, 1)]
     outs = [ev.evaluate(m, "test").outputs for m in models]
     assert not torch.equal(outs[0], outs[1])
     assert torch.equal(ev.evaluate(models[0], "test").outputs, outs[0])  # activation swaps the weights back
@@ -201,12 +203,7 @@ def test_probe_reuses_the_same_models_test_predictions(run_dir, monkeypatch):
     from rpg.adapters import objectives
 
     out, _ = run_dir
-    models = []
-    for i in (0, 1):
-        state, meta = load_checkpoint(out / f"ckpt_{i:03d}.safetensors")
-        m = build_model(meta["arch"], meta["arch_kwargs"])
-        m.load_state_dict(state, strict=True)
-        models.append(m)
+    models = [load_model(out / f"ckpt_{i:03d}.safetensors") for i in (0, 1)]
     full = AdapterEvaluator(data=DATA, device="cpu", batch_size=5).evaluate(models[0], "probe")  # no test first
     scored = []
     real = objectives.classify
