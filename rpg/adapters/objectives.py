@@ -59,6 +59,7 @@ class ClassificationObjective:
         self.tokenizer = load_tokenizer(spec.base)
         self._splits: dict[str, Encoded] = {}
         self._texts: dict[str, tuple[tuple[str, ...], tuple[int, ...]]] = {}
+        self._prefix: dict[str, int] = {}  # split -> how many leading samples are the test split's
 
     def split(self, model: nn.Module, split: str) -> Encoded:
         if split not in self._splits:
@@ -81,10 +82,13 @@ class ClassificationObjective:
 
     def _test_prefix(self, model: nn.Module, split: str) -> int:
         """How many leading samples of ``split`` are the test split's, in order (0: it does not begin with it)."""
-        self.split(model, split), self.split(model, "test")
-        (texts, labels), (test_texts, test_labels) = self._texts[split], self._texts["test"]
-        n = len(test_texts)
-        return n if texts[:n] == test_texts and labels[:n] == test_labels else 0
+        if split not in self._prefix:
+            for name in (split, "test"):
+                self.split(model, name)
+            (texts, labels), (test_texts, test_labels) = self._texts[split], self._texts["test"]
+            n = len(test_texts)
+            self._prefix[split] = n if texts[:n] == test_texts and labels[:n] == test_labels else 0
+        return self._prefix[split]
 
     @torch.no_grad()
     def predict(self, model: nn.Module, split: str, *, test: Predictions | None = None) -> Predictions:
@@ -107,6 +111,7 @@ class ChoiceObjective:
         self.spec, self.data, self.device, self.batch_size = spec, data, device, int(batch_size)
         self.tokenizer = load_tokenizer(spec.base)
         self._splits: dict[str, Sequence] = {}
+        self._same: dict[str, bool] = {}  # split -> whether it holds the test split's items
 
     def split(self, model: nn.Module | None, split: str):
         if split not in self._splits:
@@ -121,15 +126,20 @@ class ChoiceObjective:
         pairs = [items[int(i)].options[items[int(i)].label] for i in index]
         return lm_loss(model, self.tokenizer, pairs, max_length=self.spec.max_length, device=self.device)
 
+    def _same_as_test(self, model: nn.Module | None, split: str) -> bool:
+        """Whether ``split`` holds the test split's items, in order."""
+        if split not in self._same:
+            a, b = self.split(model, split), self.split(model, "test")
+            self._same[split] = len(a) == len(b) and all(a[i] == b[i] for i in range(len(a)))
+        return self._same[split]
+
     @torch.no_grad()
     def predict(self, model: nn.Module, split: str, *, test: Predictions | None = None) -> Predictions:
         """Option probabilities of ``split``; ``test``: this model's test predictions, reused where ``split`` holds
         the same items as the test split."""
         items = self.split(model, split)
-        if test is not None and split != "test":
-            test_items = self.split(model, "test")
-            if len(items) == len(test_items) and all(items[i] == test_items[i] for i in range(len(items))):
-                return test
+        if test is not None and split != "test" and self._same_as_test(model, split):
+            return test
         width = max(len(it.options) for it in items)
         rows = []
         starts = range(0, len(items), self.batch_size)
