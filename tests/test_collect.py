@@ -12,6 +12,7 @@ from rpg.config import CollectConfig, ConfigError
 from rpg.errors import RPGInputError
 from rpg.io import read_safetensors_metadata
 from rpg.zoo import build_model, load_checkpoint
+from rpg.zoo.checkpoint import state_digest
 from rpg.zoo.collect import checkpoint_steps, collect_run, run_seed, write_zoo_table
 
 DATA = {"name": "digits", "image_size": 8}
@@ -129,6 +130,18 @@ def test_failure_leaves_no_partial_files(tmp_path, monkeypatch):
     files = sorted(p.name for p in (tmp_path / "run0").iterdir())
     assert files == ["ckpt_000.safetensors"]  # complete first checkpoint only; no run.csv, no temp files
     load_checkpoint(tmp_path / "run0" / "ckpt_000.safetensors")
+
+
+def test_state_digest_tells_weights_apart():
+    a, b = (
+        build_model("cnn_s", {"num_classes": 10, "in_chans": 1}, seed=0),
+        build_model("cnn_s", {"num_classes": 10, "in_chans": 1}, seed=0),
+    )
+    assert state_digest(a) == state_digest(b)  # same weights, another object
+    with torch.no_grad():
+        next(b.parameters()).view(-1)[0] += 1e-6
+    assert state_digest(a) != state_digest(b)
+    assert state_digest(a) != state_digest(build_model("cnn_s", {"num_classes": 10, "in_chans": 1}, seed=1))
 
 
 def test_config_errors():

@@ -22,7 +22,6 @@ user's function (:func:`evaluate_adapter`, the same evaluator behind a function)
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import Callable, Iterable, Mapping
@@ -37,6 +36,7 @@ from rpg.adapters.objectives import make_objective
 from rpg.config import DataConfig
 from rpg.data import data_config
 from rpg.runtime import resolve_device
+from rpg.zoo.checkpoint import state_digest
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ class AdapterEvaluator:
         if model.device != self.device:
             model.to(self.device)
         runner = model.activate()
-        digest = tensor_digest(model)
+        digest = f"{model.spec.key()}:{state_digest(model)}"
         known = self._last_test[1] if self._last_test and self._last_test[0] == digest and split != "test" else None
         preds = self._objective(model).predict(runner, split, test=known)
         if split == "test":
@@ -106,18 +106,6 @@ class AdapterEvaluator:
 
     def calibration_batches(self, *, seed: int, batch_size: int) -> Iterable:
         return []
-
-
-def tensor_digest(model: nn.Module) -> str:
-    """A digest of the model's spec and tensors (names, shapes, dtypes, values): equal digests, equal models."""
-    h = hashlib.blake2b(digest_size=16)
-    spec = getattr(model, "spec", None)
-    h.update((spec.key() if spec is not None else type(model).__name__).encode())
-    for name, value in model.state_dict().items():
-        t = value.detach().cpu().contiguous()
-        h.update(f"{name}{tuple(t.shape)}{t.dtype}".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
 
 
 _EVALUATORS: dict[tuple[str, str], AdapterEvaluator] = {}
@@ -136,4 +124,4 @@ def evaluate_adapter(model: nn.Module, split: str, *, data: DataConfig | Mapping
     return {"main": out.main, "metrics": out.metrics, "failures": out.failures, "outputs": out.outputs}
 
 
-__all__ = ["AdapterEvaluator", "AdapterOutcome", "evaluate_adapter", "tensor_digest"]
+__all__ = ["AdapterEvaluator", "AdapterOutcome", "evaluate_adapter"]

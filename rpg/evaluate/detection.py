@@ -23,7 +23,6 @@ yields train images for BatchNorm re-estimation. pycocotools is needed (``pip in
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -38,6 +37,7 @@ from rpg.data.detection import DetectionDataset, build_detection_dataset, detect
 from rpg.detector import DetectionScores, score_detector
 from rpg.evaluate.outcome import SPLITS, Outcome
 from rpg.runtime import resolve_device
+from rpg.zoo.checkpoint import state_digest
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ class DetectionEvaluator:
                               workers=self.data.workers)  # fmt: skip
 
     def evaluate(self, model: nn.Module, split: str) -> Outcome:
-        key = f"{id(model)}:{_fingerprint(model)}"  # the same model object with the same weights
+        key = f"{id(model)}:{state_digest(model)}"  # the same model object with the same weights
         if split == "probe" and self._last is not None and self._last[:2] == ("test", key):
             return self._last[2]
         outcome = outcome_from_scores(self.scores(model, split))
@@ -95,12 +95,3 @@ class DetectionEvaluator:
         """Shuffled train batches ``(images [B, C, S, S], targets)``: the first item is the model's input."""
         return detection_loader(self.dataset("train"), batch_size=batch_size, shuffle=True, seed=seed,
                                 workers=self.data.workers)  # fmt: skip
-
-
-def _fingerprint(model: nn.Module) -> str:
-    """A hash of the model's weights and buffers (what a cached outcome depends on)."""
-    h = hashlib.sha256()
-    for name, t in model.state_dict().items():
-        h.update(name.encode())
-        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
