@@ -88,6 +88,9 @@ def test_rms_distances_and_padding():
     assert d.tolist() == pytest.approx([0.0, 0.5, math.sqrt((1 + 4 + 9) / 3)])
     pw = pairwise_rms_distances(refs)
     assert torch.allclose(pw, pw.T) and torch.all(torch.diagonal(pw) == 0)
+    wide = torch.randn(7, 50, generator=torch.Generator().manual_seed(0))  # each pair once, mirrored: row by row
+    rows = torch.stack([rms_distances(w, wide) for w in wide]).fill_diagonal_(0.0)
+    assert torch.equal(pairwise_rms_distances(wide), rows)
     near, idx = masked_min(pw, exclude=torch.eye(3, dtype=torch.bool))
     assert near[0] == pytest.approx(0.5) and int(idx[0]) == 1
 
@@ -322,6 +325,28 @@ def test_classification_evaluator_on_digits():
     assert torch.allclose(test.outputs.sum(1), torch.ones(n))
     assert probe.failures.shape == (6 * n,) and torch.equal(probe.failures[:n], test.failures)  # test comes first
     assert sum(1 for _ in ev.calibration_batches(seed=0, batch_size=100)) == 11
+
+
+def test_classification_probe_reuses_the_same_models_test_outputs():
+    """Right after test, probe runs only the corrupted samples through the model; same result as from scratch."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    seen = []
+    model.register_forward_hook(lambda m, args, out: seen.append(args[0].shape[0]))
+    ev = ClassificationEvaluator(data={"name": "digits"})
+    n = len(ev.dataset("test")[1])
+    test = ev.evaluate(model, "test")
+    seen.clear()
+    probe = ev.evaluate(model, "probe")
+    assert sum(seen) == 5 * n  # the five corrupted copies only
+    fresh = ClassificationEvaluator(data={"name": "digits"}).evaluate(model, "probe")
+    assert torch.equal(probe.failures, fresh.failures) and torch.allclose(probe.outputs, fresh.outputs)
+    assert torch.equal(probe.outputs[:n], test.outputs)
+    with torch.no_grad():  # the same object with other weights is scored in full
+        model[1].bias.add_(1.0)
+    seen.clear()
+    ev.evaluate(model, "probe")
+    assert sum(seen) == 6 * n
 
 
 def test_function_evaluator_and_errors(tmp_path, monkeypatch):

@@ -228,14 +228,13 @@ def _measure(
     failure sets, the normalised parameters and the originals' probe outputs to ``results``."""
     n_orig = len(zoo)
     mask = zoo.layout.token_mask()
+    model = build_model(zoo.arch, zoo.arch_kwargs).to(device)  # one instance; every job loads its whole state
     for job in progress(jobs, desc="evaluate models", total=len(jobs)):
         row = job.row
-        model = build_model(zoo.arch, zoo.arch_kwargs)
         try:
             model.load_state_dict(job.make(), strict=True)
         except RuntimeError as exc:
             raise RPGInputError(f"state_dict does not fit {zoo.arch}: {exc}", row["path"] or row["name"]) from exc
-        model.to(device)
         if job.recalibrate and cfg.bn_recalibrate_batches > 0:
             batches = evaluator.calibration_batches(seed=cfg.seed, batch_size=cfg.batch_size)
             row["bn_recalibrated"] = bl.recalibrate_batchnorm(
@@ -247,8 +246,7 @@ def _measure(
                    failures_test=int(test.failures.sum()), failures_probe=int(probe.failures.sum()))  # fmt: skip
         results.test_failures.append(test.failures)
         results.probe_failures.append(probe.failures)
-        final = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-        del model
+        final = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         is_original = len(results.flats) < n_orig
         outputs = probe.outputs
         keep = is_original and outputs is not None and outputs.numel() * 2 * n_orig <= OUTPUTS_LIMIT_BYTES
@@ -270,7 +268,7 @@ def _measure(
 def _fill_similarity(jobs: Sequence[_Job], zoo: _Originals, results: _Results, copy_radius: float) -> None:
     """Similarity, distances (also leaving out the nearest original's run), copy flags (originals: vs the OTHERS)."""
     n_orig, n = len(zoo), len(jobs)
-    originals = torch.stack([f.float() for f in results.flats[:n_orig]])
+    originals = torch.stack([f.float() for f in results.flats[:n_orig]]).double()  # float64 once, not per row
     dist = torch.full((n, n_orig), float("nan"), dtype=torch.float64)
     dist[:n_orig] = pairwise_rms_distances(originals)
     for r in range(n_orig, n):

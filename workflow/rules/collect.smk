@@ -55,6 +55,7 @@ rule zoo_table:
         "results/{exp}/logs/collect/{zoo}/table.log",
     benchmark:
         "results/{exp}/benchmarks/collect/{zoo}/table.tsv"
+    priority: 10  # the path to the generator (a run's longest job) before baselines and evaluation
     conda:
         "../../environment.yml"
     script:

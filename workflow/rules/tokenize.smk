@@ -11,6 +11,7 @@ rule tokenize:
         "results/{exp}/logs/tokenize/{zoo}.log",
     benchmark:
         "results/{exp}/benchmarks/tokenize/{zoo}.tsv"
+    priority: 10  # see zoo_table
     conda:
         "../../environment.yml"
     resources:

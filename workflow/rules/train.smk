@@ -12,6 +12,7 @@ rule train_generator:
         "results/{exp}/logs/train/{zoo}.log",
     benchmark:
         "results/{exp}/benchmarks/train/{zoo}.tsv"
+    priority: 10  # see zoo_table
     conda:
         "../../environment.yml"
     threads: lambda w: S(w).train.threads
