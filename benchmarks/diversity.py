@@ -37,6 +37,9 @@ ROOT = Path(__file__).resolve().parent.parent
 # denoiser and sampler steps, so that a row stays what it says when the config's defaults change.
 STD = [1, 16, 32, 64, 32, 16, 1]  # the denoiser of the first epsilon default
 NARROW = [1, 8, 16, 32, 16, 8, 1]  # a quarter of its FLOPs per token
+# fewer diffusion timesteps spanning the same noise levels (betas scaled so alpha_bar at T is unchanged)
+T100 = {"num_timesteps": 100, "beta_start": 0.001, "beta_end": 0.2}
+T50 = {"num_timesteps": 50, "beta_start": 0.002, "beta_end": 0.4}
 
 
 def _variant(prediction: str, steps: int, denoiser: list[int] = STD, sampler_steps: int | None = 20, **extra) -> dict:
@@ -66,6 +69,11 @@ VARIANTS: dict[str, dict[str, dict]] = {
     "epsilon 3000 narrow noise_samples 2": _variant("epsilon", 3000, NARROW, train={"noise_samples": 2}),
     "epsilon 4500 narrow": _variant("epsilon", 4500, NARROW),
     "v 3000 narrow": _variant("v", 3000, NARROW),
+    "v 1500 narrow": _variant("v", 1500, NARROW),
+    "epsilon 1500 narrow T100": _variant("epsilon", 1500, NARROW, generator=T100),
+    "epsilon 2000 narrow T100": _variant("epsilon", 2000, NARROW, generator=T100),
+    "epsilon 3000 narrow T100": _variant("epsilon", 3000, NARROW, generator=T100),
+    "epsilon 2000 narrow T50": _variant("epsilon", 2000, NARROW, generator=T50),
     "epsilon 3000 narrow min-SNR": _variant("epsilon", 3000, NARROW, generator={"loss_weighting": "min_snr"}),
     "epsilon 2000 DDPM": _variant("epsilon", 2000, generate={"sampler": "ddpm", "steps": None}),
     "x0 1000 state per checkpoint": _variant("sample", 1000, tokens={"state": "checkpoint"}),

@@ -152,6 +152,7 @@ RENDERERS: dict[str, Callable[[], str]] = {
     "default-results": default_results,
     "seed-details": seed_details,
     "seed-details.narrow": lambda: seed_details("narrow_recipe_seeds"),
+    "seed-details.t100": lambda: seed_details("narrow_t100_recipe_seeds"),
     **{f"bench.{p.stem}": bench(p.stem) for p in sorted(BENCH.glob("*.md"))},
 }
 
