@@ -7,10 +7,6 @@ from snakemake.utils import min_version
 
 min_version("8.0")
 
-# the jobs' OpenMP threads sleep rather than spin while they wait: on a CPU shared with other work, spinning threads
-# made 2-thread training steps 2x slower (docs/throughput.md); a value set in the environment wins
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 
 if "experiments" not in config:
 
