@@ -21,6 +21,8 @@ from rpg.tasks.summary import summary_html
 
 log = logging.getLogger(__name__)
 
+GENERATED_BN = "generated, BN re-estimated"  # evaluate.bn_recalibrate_generated: the same weights, train-data stats
+
 PLOTS = [
     ("accuracy_vs_similarity", "Accuracy vs similarity"),
     ("distances", "Distance to the nearest original"),
@@ -75,6 +77,8 @@ def summary_rows(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
             "clusters": diversity.get("clusters"),
         },  # fmt: skip
     ]
+    if summary.get("generated_bn"):  # the same generated weights, BatchNorm statistics re-estimated on train data
+        rows.append({"group": GENERATED_BN, **summary["generated_bn"]})
     if summary.get("pdiff"):  # the p-diff baseline (rpg.pdiff), beside RPG's generated models
         p = summary["pdiff"]
         rows.append({"group": "p-diff", **p, "distinct": (p.get("diversity") or {}).get("distinct")})
@@ -101,7 +105,9 @@ def _summary_table(summary: Mapping[str, Any]) -> str:
     for r in summary_rows(summary):
         sc, sim = r.get("score") or {}, r.get("similarity") or {}
         d, lo = r.get("distance") or {}, r.get("loro_distance") or {}
-        cls = {"original": "original", "generated": "generated", "p-diff": "pdiff"}.get(r["group"], "baseline")
+        cls = {"original": "original", "generated": "generated", GENERATED_BN: "generated", "p-diff": "pdiff"}.get(
+            r["group"], "baseline"
+        )
         distinct = r.get("distinct")
         cells = [
             html.escape(r["group"]),

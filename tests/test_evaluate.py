@@ -31,6 +31,7 @@ from rpg.evaluate.similarity import (
     wrong_mask,
 )
 from rpg.evaluate.summary import diversity, frontier_levels_needed, frontier_score, group_table, score_stats, summarize
+from rpg.report import GENERATED_BN, summary_rows
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -420,6 +421,7 @@ class _Layout:
 
     def __init__(self, sd, k=16):
         self.k = k
+        self.names = list(sd)
         self.rows = [(n, t.shape, t.mean().item(), t.std().item() + 1e-8) for n, t in sd.items()
                      if t.is_floating_point() and t.numel() > 1]  # fmt: skip
 
@@ -563,6 +565,36 @@ def test_evaluate_zoo_end_to_end_with_standins(tmp_path: Path, monkeypatch):
     assert summary["checks"]["generated_not_copies"] is False  # an exact copy is among them
     assert summary["generated_diversity"]["n"] == 2 and summary["novelty"]["copy_radius"] == 0.02
     assert summary["settings"]["evaluate"]["interp_pairs"] == 2 and summary["split"] == "test"
+
+
+def test_generated_models_with_re_estimated_batchnorm_statistics_are_a_separate_kind(tmp_path, monkeypatch):
+    from rpg.io import load_safetensors, read_table, save_safetensors
+
+    torch.set_num_threads(1)
+    ckpts = _train_zoo(tmp_path, runs=2, per_run=2)
+    gen = []
+    for i, src in enumerate((ckpts[0], ckpts[3])):  # right weights, wrong running statistics
+        sd, _ = load_safetensors(src)
+        sd["bn.running_mean"], sd["bn.running_var"] = sd["bn.running_mean"] + 3.0, sd["bn.running_var"] * 30.0
+        gen.append(tmp_path / f"generated/model_{i:03d}.safetensors")
+        save_safetensors(sd, gen[-1], {"kind": "generated", "arch": "toy", "state": i})
+    cfg = {"noise_levels": [0.05], "noise_models_per_level": 1, "interp_pairs": 0, "bn_recalibrate_batches": 2,
+           "batch_size": 64, "frontier_max_level": 0.1}  # fmt: skip
+    plain = _evaluate(tmp_path, ckpts, gen, cfg, monkeypatch, out="plain")
+    assert "generated_bn" not in plain and "generated_bn" not in plain["num_models"]
+    s = _evaluate(tmp_path, ckpts, gen, {**cfg, "bn_recalibrate_generated": True}, monkeypatch, out="bn")
+    table = read_table(tmp_path / "bn" / "table.parquet")
+    bn, raw = table[table["kind"] == "generated_bn"], table[table["kind"] == "generated"]
+    assert list(bn["name"]) == ["model_000_bn", "model_001_bn"] and list(bn["path"]) == list(raw["path"])
+    assert bn["bn_recalibrated"].all() and not raw["bn_recalibrated"].any()
+    assert s["num_models"]["generated_bn"] == 2 and s["generated_bn"]["n"] == 2
+    # the models as generated stay what is reported and checked; the re-estimated ones recover the originals' level
+    assert s["generated"] == plain["generated"] and s["checks"] == plain["checks"]
+    assert s["generated"]["score"]["mean"] < s["original"]["score"]["mean"] - 0.1
+    assert s["generated_bn"]["score"]["mean"] == pytest.approx(s["original"]["score"]["mean"], abs=0.05)
+    assert "generated_bn" in s["settings"]["bn_recalibrated"]
+    row = next(r for r in summary_rows(s) if r["group"] == GENERATED_BN)
+    assert row["score"] == s["generated_bn"]["score"]
 
 
 def _novelty(tmp_path, monkeypatch, make_generated) -> dict:

@@ -434,6 +434,11 @@ class EvaluateConfig(Block):
     interp_weights: list[float] = option(factory=lambda: [0.25, 0.5, 0.75], items_min=0.0, items_max=1.0)
     interp_pairs: int = option(3, min=0)
     bn_recalibrate_batches: int = option(10, min=0, doc="re-estimate BN statistics of mixed models (0: off)")
+    bn_recalibrate_generated: bool = option(
+        False,
+        doc="also report the generated models with BN statistics re-estimated on bn_recalibrate_batches training "
+        "batches (kind generated_bn), beside the models as generated; never replaces them",
+    )
     copy_noise: float = option(
         0.01, gt=0.0, doc="a model within 2 x this RMS distance of an original (normalised space) is a copy of it"
     )

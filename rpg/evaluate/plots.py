@@ -50,6 +50,7 @@ STYLE = {
     "original": {"marker": "o", "color": "black", "label": "original"},
     "generated": {"marker": "*", "color": "tab:red", "label": "generated"},
     "pdiff": {"marker": "P", "color": "tab:blue", "label": "p-diff"},
+    "generated_bn": {"marker": "*", "color": "tab:orange", "label": "generated, BN re-estimated"},
     "average": {"marker": "D", "color": "tab:brown", "label": "average"},
 }
 
@@ -85,12 +86,12 @@ def plot_accuracy_vs_similarity(
     noise = table[table["kind"] == "noise"].groupby("level")[["max_iou", "score"]].mean().sort_values("max_iou")
     if len(noise) > 1:
         ax.plot(noise["max_iou"], noise["score"], color="tab:green", alpha=0.6, lw=1, label="noise frontier")
-    for kind in ("average", "original", "pdiff", "generated"):
+    for kind in ("average", "original", "pdiff", "generated_bn", "generated"):
         g = table[table["kind"] == kind]
         if not len(g):
             continue
         st = STYLE[kind]
-        size = {"generated": 110, "pdiff": 70}.get(kind, 36)
+        size = {"generated": 110, "generated_bn": 80, "pdiff": 70}.get(kind, 36)
         if kind == "original" and "in_summary" in g:
             rest = g[~g["in_summary"].astype(bool)]
             ax.scatter(rest["max_iou"], rest["score"], marker="o", facecolors="none", edgecolors="black", s=20,

@@ -2,7 +2,9 @@
 
 Everything is on the **test** split (scores) and the **probe** split (similarity). Originals are summarised over
 the same number of models as the generated set (a subsample spread over runs, table column ``in_summary``), each
-best/mean/min with a 95% bootstrap interval; all originals are summarised too (``original_all``).
+best/mean/min with a 95% bootstrap interval; all originals are summarised too (``original_all``). With
+``evaluate.bn_recalibrate_generated`` the same generated weights with re-estimated BatchNorm statistics are
+summarised as ``generated_bn``, beside (never instead of) the models as generated; the checks use the latter.
 
 Checks (True/False, or None with a reason when they cannot be decided):
 
@@ -28,7 +30,8 @@ import pandas as pd
 
 from rpg.config import EvaluateConfig
 
-KINDS = ("original", "generated", "pdiff", "noise", "interpolated", "average")
+OPTIONAL_KINDS = ("pdiff", "generated_bn")  # in num_models only when the zoo has them
+KINDS = ("original", "generated", "pdiff", "generated_bn", "noise", "interpolated", "average")
 RULES = {
     "generated_not_copies": "no generated model within 2 x evaluate.copy_noise (RMS, normalised space) of an original",
     "generated_beats_noise_at_equal_similarity": (
@@ -223,7 +226,7 @@ def summarize(
         "split": "test",
         "similarity_split": "probe",
         "metric": metric,
-        "num_models": {k: int(len(v)) for k, v in by_kind.items() if k != "pdiff" or len(v)},
+        "num_models": {k: int(len(v)) for k, v in by_kind.items() if k not in OPTIONAL_KINDS or len(v)},
         "original": model_block(subsample, **boot),
         "original_all": model_block(orig),
         "generated": model_block(gen, **boot),
@@ -233,6 +236,8 @@ def summarize(
     if len(by_kind["pdiff"]):  # the p-diff baseline (rpg.pdiff), when the zoo has it
         summary["pdiff"] = {**model_block(by_kind["pdiff"], **boot), "diversity": diversity(pairs.get("pdiff", {}),
                                                                                              spacing)}  # fmt: skip
+    if len(by_kind["generated_bn"]):  # the generated weights with re-estimated BatchNorm statistics (not the models
+        summary["generated_bn"] = model_block(by_kind["generated_bn"], **boot)  # as generated: never in the checks)
     baselines: dict[str, Any] = {}
     for kind in ("noise", "interpolated", "average"):
         for group, rows in by_kind[kind].groupby("group", sort=False):
