@@ -5,10 +5,11 @@ the originals and of the generated models (the evaluation table), as a table.
         --name test_resnet_cpu --note "snakemake --cores 2 ... (command)"
 
 Stages: every ``results/<exp>/benchmarks/<stage>/<zoo>*.tsv`` (collection runs and generation batches are summed;
-the collection runs of a zoo run in parallel when cores allow, so the zoo's wall time is also given from the first
-job's start to the last job's end, read off the log files). Accuracy: ``results/<exp>/evaluation/<zoo>/table.csv``,
-column ``accuracy`` (or ``score``), rows of kind ``original`` and ``generated`` (and ``generated_bn`` when the
-evaluation has it): best / mean / min and count.
+the collection runs of a zoo run in parallel when cores allow: the stages' wall time counts them side by side, and
+the zoo's wall time is also given from the first job's start to the last job's end, read off the log files).
+Accuracy: ``results/<exp>/evaluation/<zoo>/table.csv``, column ``accuracy`` (or ``score``), rows of kind
+``original`` and ``generated`` (and ``generated_bn`` when the evaluation has it): best / mean / min and count; the
+diversity, copies and checks from ``summary.json``.
 Writes ``benchmarks/results/<name>.{csv,md}`` and prints the Markdown.
 """
 
@@ -34,8 +35,11 @@ def stage_times(results: Path, exp: str, zoo: str) -> list[dict]:
         if not files:
             continue
         seconds = [float(pd.read_csv(f, sep="\t")["s"].iloc[0]) for f in files]
+        runs = [t for f, t in zip(files, seconds) if stage == "collect" and f.stem.startswith("run")]
         rows.append({"stage": stage, "jobs": len(files), "job seconds (sum)": sum(seconds),
-                     "longest job s": max(seconds)})  # fmt: skip
+                     "longest job s": max(seconds),
+                     # the collection runs side by side (the --cores 2 default), every other job one after another
+                     "wall s": sum(seconds) - sum(runs) + max(runs, default=0.0)})  # fmt: skip
     return rows
 
 
@@ -67,6 +71,23 @@ def accuracies(results: Path, exp: str, zoo: str) -> list[dict]:
     return rows
 
 
+def summary_note(path: Path) -> str:
+    """Diversity, copies, the checks and the equal-n originals' mean, from the evaluation's summary.json."""
+    import json
+
+    s = json.loads(path.read_text())
+    div, checks = s["generated_diversity"], s["checks"]
+    orig, gen = s["original"], s["generated"]
+    return (
+        f"From summary.json: {div['distinct']} of {div['n']} generated models distinct, {gen['copies']} copies; "
+        f"generated_not_copies {checks['generated_not_copies']}, generated_beats_noise_at_equal_similarity "
+        f"{checks['generated_beats_noise_at_equal_similarity']} (generated mean similarity "
+        f"{gen['similarity']['mean']:.3f}, noise frontier there "
+        f"{s['noise_frontier']['score_at_generated_similarity'] or float('nan'):.4f}); equal-n originals "
+        f"(n={orig['n']}) mean {orig['score']['mean']:.4f} against generated {gen['score']['mean']:.4f}."
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     import pandas as pd
 
@@ -90,6 +111,8 @@ def main(argv: list[str] | None = None) -> None:
     lines = ["| stage | jobs | job seconds (sum) | longest job (min) |", "|---|---|---|---|"]
     for r in stages:
         lines.append(f"| {r['stage']} | {r['jobs']} | {r['job seconds (sum)']:.0f} | {r['longest job s'] / 60:.1f} |")
+    wall = sum(r["wall s"] for r in stages)
+    lines.append(f"| **stages, collection runs side by side** | | {wall:.0f} | **{wall / 60:.1f}** |")
     lines.append(f"| **zoo, first job start to last job end** | | | **{total / 60:.1f}** |" if total else "")
     lines += ["", "| models | count | best | mean | min |", "|---|---|---|---|---|"]
     for r in accs:
@@ -106,6 +129,7 @@ def main(argv: list[str] | None = None) -> None:
             "generated_bn: the same generated weights with BatchNorm statistics re-estimated on training "
             "batches (evaluate.bn_recalibrate_generated); the models as generated are the row 'generated'."
         )
+    notes.append(summary_note(results / args.experiment / "evaluation" / args.zoo / "summary.json"))
     notes += args.note
     md = "\n".join(ln for ln in lines) + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
     (out / f"{args.name}.md").write_text(md)
