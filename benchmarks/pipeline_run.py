@@ -78,12 +78,13 @@ def summary_note(path: Path) -> str:
     s = json.loads(path.read_text())
     div, checks = s["generated_diversity"], s["checks"]
     orig, gen = s["original"], s["generated"]
+    frontier = s["noise_frontier"]["score_at_generated_similarity"]
     return (
         f"From summary.json: {div['distinct']} of {div['n']} generated models distinct, {gen['copies']} copies; "
         f"generated_not_copies {checks['generated_not_copies']}, generated_beats_noise_at_equal_similarity "
         f"{checks['generated_beats_noise_at_equal_similarity']} (generated mean similarity "
         f"{gen['similarity']['mean']:.3f}, noise frontier there "
-        f"{s['noise_frontier']['score_at_generated_similarity'] or float('nan'):.4f}); equal-n originals "
+        f"{'not covered' if frontier is None else f'{frontier:.4f}'}); equal-n originals "
         f"(n={orig['n']}) mean {orig['score']['mean']:.4f} against generated {gen['score']['mean']:.4f}."
     )
 

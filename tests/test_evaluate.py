@@ -173,6 +173,8 @@ def test_config_defaults_and_errors():
         EvaluateConfig.parse({"noise_level": [0.1]})
     with pytest.raises(ValueError, match="interp_weights"):
         EvaluateConfig.parse({"interp_weights": [1.5]})
+    with pytest.raises(ValueError, match="bn_recalibrate_generated.*bn_recalibrate_batches > 0"):
+        EvaluateConfig.parse({"bn_recalibrate_generated": True, "bn_recalibrate_batches": 0})
     assert cfg.evaluator == "classification" and cfg.copy_noise == 0.01 and cfg.equal_n is None
 
 

@@ -455,6 +455,8 @@ class EvaluateConfig(Block):
     def problems(self) -> Iterator[tuple[str, str]]:
         if self.evaluator not in EVALUATORS and not ENTRY_POINT.match(self.evaluator):
             yield "evaluator", f"got {self.evaluator!r}; allowed: {', '.join(EVALUATORS)} or package.module:function"
+        if self.bn_recalibrate_generated and self.bn_recalibrate_batches == 0:
+            yield "bn_recalibrate_generated", "needs bn_recalibrate_batches > 0 (the batches it re-estimates on)"
 
 
 @dataclass

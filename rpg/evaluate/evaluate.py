@@ -205,7 +205,7 @@ def _plan(
             name = p.stem if kind == "generated" else f"pdiff_{p.stem}"
             row = _row(kind, name, path=str(p), state=meta.get("state"), source=str(meta.get("sampler", "")))
             jobs.append(_Job(row, lambda p=p: load_checkpoint(p)[0]))
-    if cfg.bn_recalibrate_generated and cfg.bn_recalibrate_batches > 0 and zoo.has_batchnorm:
+    if _recalibrates_generated(cfg, zoo):
         for job in [j for j in jobs if j.row["kind"] == "generated"]:  # the same weights, statistics from data
             row = {**job.row, "kind": "generated_bn", "group": "generated_bn", "name": f"{job.row['name']}_bn"}
             jobs.append(_Job(row, job.make, recalibrate=True))
@@ -435,7 +435,7 @@ def evaluate_zoo(
         "distance": "RMS over non-padding normalised token entries",
         "similarity": "max IoU of failure sets on the probe split (test + seeded corruptions)",
         "functional_distance": "min over originals of the mean total variation between probe output distributions",
-        "bn_recalibrated": _recalibrated_kinds(cfg, zoo),
+        "bn_recalibrated": _recalibrated_kinds(cfg, jobs),
     }
     out = Path(out_dir)
     write_json(pairs, out / "pairs.json")
@@ -444,10 +444,17 @@ def evaluate_zoo(
     return summary
 
 
-def _recalibrated_kinds(cfg: EvaluateConfig, zoo: _Originals) -> str:
+def _recalibrates_generated(cfg: EvaluateConfig, zoo: _Originals) -> bool:
+    """Whether the generated models are scored again with re-estimated BatchNorm statistics (kind generated_bn)."""
+    if cfg.bn_recalibrate_generated and not zoo.has_batchnorm:
+        log.warning("evaluate.bn_recalibrate_generated: %s has no BatchNorm, nothing to re-estimate", zoo.arch)
+    return cfg.bn_recalibrate_generated and cfg.bn_recalibrate_batches > 0 and zoo.has_batchnorm
+
+
+def _recalibrated_kinds(cfg: EvaluateConfig, jobs: Sequence[_Job]) -> str:
     if not cfg.bn_recalibrate_batches:
         return "none"
-    if cfg.bn_recalibrate_generated and zoo.has_batchnorm:
+    if any(j.row["kind"] == "generated_bn" for j in jobs):
         return "interpolated and average models; generated models again as kind generated_bn"
     return "interpolated and average models"
 
