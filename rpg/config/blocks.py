@@ -368,6 +368,11 @@ class TrainConfig(Block):
     noise_samples: int = option(
         1, min=1, doc="timesteps (each with its own noise) per sampled token: noise_samples x diffusion_batch per step"
     )
+    running_stats_weight: float = option(
+        1.0, gt=0.0,
+        doc="BatchNorm running-statistics tokens are drawn into a step's diffusion batch this many times as often "
+        "as other tokens (1: uniform); they are few and a BatchNorm network is sensitive to their error",
+    )  # fmt: skip
     lr: float = option(1e-3, gt=0.0, doc="AdamW peak learning rate (paper 3e-5; 1e-5 for >50M parameters)")
     min_lr_ratio: float = option(0.0, min=0.0, max=1.0, doc="the cosine decays to lr * min_lr_ratio")
     warmup_steps: int = option(100, min=0)

@@ -125,13 +125,15 @@ class RPGModel(nn.Module):
         diffusion_batch: int,
         noise_samples: int = 1,
         generator: torch.Generator | None = None,
+        token_weights: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The training loss for checkpoints ``tokens`` [B, L, k] (NaN padding) with ``states`` [B].
 
         Prototypes are computed once per distinct (state, task); a random subset of ``diffusion_batch`` tokens
         (all-padding tokens excluded) is denoised, each at ``noise_samples`` timesteps with as many noises (its
         own timestep and noise per sample), so one backbone pass serves ``noise_samples`` x ``diffusion_batch``
-        denoising samples.
+        denoising samples. The subset is uniform, or drawn without replacement in proportion to ``token_weights``
+        [L] (a token of weight w is picked about w times as often as one of weight 1).
         """
         if tokens.ndim != 3 or tuple(tokens.shape[1:]) != (self.num_tokens, self.token_size):
             raise ValueError(f"tokens must be [B, {self.num_tokens}, {self.token_size}], got {tuple(tokens.shape)}")
@@ -142,7 +144,11 @@ class RPGModel(nn.Module):
         protos = self.prototypes(uniq_states, uniq_tasks)
         b_idx, l_idx = (~torch.isnan(tokens).all(dim=-1)).nonzero(as_tuple=True)
         if b_idx.numel() > diffusion_batch:
-            pick = torch.randperm(b_idx.numel(), generator=generator, device=tokens.device)[:diffusion_batch]
+            if token_weights is None:
+                pick = torch.randperm(b_idx.numel(), generator=generator, device=tokens.device)[:diffusion_batch]
+            else:
+                w = token_weights.to(tokens.device, torch.float32)[l_idx]
+                pick = torch.multinomial(w, diffusion_batch, replacement=False, generator=generator)
             b_idx, l_idx = b_idx[pick], l_idx[pick]
         cond = protos[inverse[b_idx], l_idx]
         x0 = tokens[b_idx, l_idx]

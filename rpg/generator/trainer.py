@@ -214,6 +214,15 @@ def train_generator(
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev] if dev.type == "cuda" else None)
     amp = tcfg.bf16 and (dev.type == "cuda" or tcfg.bf16_cpu)
     per_rank_tokens = math.ceil(tcfg.diffusion_batch / world)
+    token_weights = None
+    if tcfg.running_stats_weight != 1.0:
+        is_stat = layout.running_stats_tokens()
+        if is_stat.any():
+            token_weights = torch.where(is_stat, tcfg.running_stats_weight, 1.0).to(dev)
+        if rank == 0:
+            log.log(logging.INFO if is_stat.any() else logging.WARNING,
+                    "train.running_stats_weight %g: %d BatchNorm running-statistics tokens of %d", tcfg.running_stats_weight,
+                    int(is_stat.sum()), layout.num_tokens)  # fmt: skip
     gen = torch.Generator(dev)
     n_params = sum(p.numel() for p in model.parameters())
     if rank == 0:
@@ -247,7 +256,7 @@ def train_generator(
         lr = opt.param_groups[0]["lr"]
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
             loss = net(tokens, states, tasks, diffusion_batch=per_rank_tokens, noise_samples=tcfg.noise_samples,
-                       generator=gen)  # fmt: skip
+                       generator=gen, token_weights=token_weights)  # fmt: skip
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if tcfg.grad_clip:

@@ -65,6 +65,9 @@ def select_entries(names: Sequence[str], include: Sequence[str] | None = None, e
     return {n for n in chosen if not any(fnmatch.fnmatchcase(n, p) for p in exclude)}
 
 
+RUNNING_STATS = ("running_mean", "running_var")
+
+
 def transform_for(name: str) -> str:
     """'logvar' for BatchNorm running variances, 'none' otherwise."""
     return "logvar" if name.endswith("running_var") else "none"
@@ -184,6 +187,12 @@ class Layout:
     def token_mask(self) -> torch.Tensor:
         """BoolTensor [L, k]: True where an entry is real, False for NaN padding."""
         return torch.arange(self.token_size)[None, :] < self.token_lengths()[:, None]
+
+    def running_stats_tokens(self) -> torch.Tensor:
+        """BoolTensor [L]: True for the tokens of BatchNorm running statistics (running_mean, running_var)."""
+        counts, _, _ = self._arrays
+        is_stat = np.array([s.name.endswith(RUNNING_STATS) for s in self.generated], dtype=bool)
+        return torch.from_numpy(np.repeat(is_stat, counts))
 
     # --- checks ---------------------------------------------------------------------------
     def check_state_dict(
