@@ -221,8 +221,8 @@ def train_generator(
             token_weights = torch.where(is_stat, tcfg.running_stats_weight, 1.0).to(dev)
         if rank == 0:
             log.log(logging.INFO if is_stat.any() else logging.WARNING,
-                    "train.running_stats_weight %g: %d BatchNorm running-statistics tokens of %d", tcfg.running_stats_weight,
-                    int(is_stat.sum()), layout.num_tokens)  # fmt: skip
+                    "train.running_stats_weight %g: %d BatchNorm running-statistics tokens of %d",
+                    tcfg.running_stats_weight, int(is_stat.sum()), layout.num_tokens)  # fmt: skip
     gen = torch.Generator(dev)
     n_params = sum(p.numel() for p in model.parameters())
     if rank == 0:
