@@ -7,9 +7,9 @@ import logging
 import pytest
 import torch
 
-from rpg.config import GeneratorConfig, TrainConfig
+from rpg.config import GeneratorConfig, TrainConfig, result_dict
 from rpg.generator.backbones import build_backbone
-from rpg.generator.model import RPGModel
+from rpg.generator.model import RPGModel, draw_tokens
 from rpg.generator.samplers import build_sampler
 from rpg.generator.trainer import train_generator
 from rpg.optim import build_adamw
@@ -113,3 +113,40 @@ def test_adamw_8bit_falls_back_with_a_warning(caplog, store, tmp_path, tiny_gen,
     train_generator(token_dir=store.directory, out_dir=tmp_path / "g", generator_cfg=tiny_gen,
                     train_cfg=cfg.to_dict(), device="cpu")  # fmt: skip
     assert (tmp_path / "g" / "model.safetensors").is_file()
+
+
+def test_running_stats_tokens_are_drawn_more_often(store, tmp_path, tiny_gen, tiny_train):
+    """``train.running_stats_weight``: the BatchNorm running-statistics tokens (the fake zoo's bn.running_var) are
+    drawn in proportion to their weight, without replacement and never from all-padding tokens; no weight is the
+    uniform draw of before; the trainer passes the weights on."""
+    layout = store.layout
+    is_stat = layout.running_stats_tokens()
+    var = next(s for s in layout.generated if s.name == "bn.running_var")
+    assert is_stat.nonzero().flatten().tolist() == list(range(var.first_token, var.first_token + var.num_tokens))
+    present = torch.ones(4, layout.num_tokens, dtype=torch.bool)
+    present[1, 0] = False  # an all-padding token
+    weights = torch.where(is_stat, 8.0, 1.0)
+    share = {None: 0, "weighted": 0}
+    for seed in range(300):
+        for key in share:
+            rows, toks = draw_tokens(present, 4, torch.Generator().manual_seed(seed), None if key is None else weights)
+            assert len(set(zip(rows.tolist(), toks.tolist()))) == 4 and not ((rows == 1) & (toks == 0)).any()
+            share[key] += int(is_stat[toks].sum())
+    # expected stat tokens per draw: uniform 4 x 4/31 = 0.52; weight 8 about 2.1
+    assert share[None] / 300 == pytest.approx(4 * 4 / 31, rel=0.25) and share["weighted"] / 300 > 1.7
+    rows, toks = draw_tokens(present, 4, torch.Generator().manual_seed(0))
+    pick = torch.randperm(31, generator=torch.Generator().manual_seed(0))[:4]
+    assert torch.equal(torch.stack([rows, toks]), torch.stack(present.nonzero(as_tuple=True))[:, pick])
+    assert draw_tokens(present, 100, None, weights)[0].numel() == 31  # fewer present than asked: all of them
+    logs = {}
+    for w in (1.0, 8.0):
+        out = tmp_path / f"w{w}"
+        train_generator(token_dir=store.directory, out_dir=out, generator_cfg=tiny_gen,
+                        train_cfg={**tiny_train, "running_stats_weight": w}, device="cpu")  # fmt: skip
+        logs[w] = (out / "train_log.csv").read_text()
+    assert logs[1.0] != logs[8.0]
+    with pytest.raises(ValueError, match="running_stats_weight"):
+        TrainConfig.parse({"running_stats_weight": 0})
+    # at its neutral value the option is not in the rule's params: adding it reran no finished training
+    assert "running_stats_weight" not in result_dict(TrainConfig.parse({}))
+    assert result_dict(TrainConfig.parse({"running_stats_weight": 12}))["running_stats_weight"] == 12

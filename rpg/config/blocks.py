@@ -369,7 +369,7 @@ class TrainConfig(Block):
         1, min=1, doc="timesteps (each with its own noise) per sampled token: noise_samples x diffusion_batch per step"
     )
     running_stats_weight: float = option(
-        1.0, gt=0.0,
+        1.0, gt=0.0, neutral=1.0,
         doc="BatchNorm running-statistics tokens are drawn into a step's diffusion batch this many times as often "
         "as other tokens (1: uniform); they are few and a BatchNorm network is sensitive to their error",
     )  # fmt: skip

@@ -37,6 +37,7 @@ def option(
     factory: Callable[[], Any] | None = None,
     doc: str = "",
     result: bool = True,
+    neutral: Any = dataclasses.MISSING,
     min: float | None = None,  # noqa: A002 (names as in JSON schema)
     max: float | None = None,  # noqa: A002
     gt: float | None = None,
@@ -49,9 +50,11 @@ def option(
 
     ``min``/``max`` are inclusive bounds, ``gt`` an exclusive lower bound; ``items_*`` bound every item of a list.
     ``result=False``: an execution setting that does not change the outputs (no rerun when it changes).
+    ``neutral``: the value at which a result setting does nothing (what the code did before the option existed); it
+    is left out of the params at that value, so that adding the option reruns no finished job.
     ``ref``: a block whose keys a plain mapping field takes (overrides merged before checking); for the schema.
     """
-    meta = {"doc": doc, "result": result, "min": min, "max": max, "gt": gt,
+    meta = {"doc": doc, "result": result, "neutral": neutral, "min": min, "max": max, "gt": gt,
             "items_min": items_min, "items_max": items_max, "items_gt": items_gt, "ref": ref}  # fmt: skip
     if factory is not None:
         return dataclasses.field(default_factory=factory, metadata=meta)
@@ -119,6 +122,8 @@ def result_dict(block: Block) -> dict[str, Any]:
         if not f.metadata.get("result", True):
             continue
         value = getattr(block, f.name)
+        if f.metadata.get("neutral", dataclasses.MISSING) is not dataclasses.MISSING and value == f.metadata["neutral"]:
+            continue
         out[f.name] = result_dict(value) if isinstance(value, Block) else _plain(value)
     return out
 

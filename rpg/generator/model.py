@@ -32,6 +32,22 @@ def unique_conditions(
     return uniq[:, 0], uniq[:, 1:], inverse
 
 
+def draw_tokens(
+    present: torch.Tensor, n: int, generator: torch.Generator | None, token_weights: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(checkpoint, token) indices of a step's diffusion batch: all present tokens (``present`` [B, L], False for
+    all-padding ones) when there are at most ``n``, else ``n`` of them without replacement, uniformly or in
+    proportion to ``token_weights`` [L]."""
+    b_idx, l_idx = present.nonzero(as_tuple=True)
+    if b_idx.numel() <= n:
+        return b_idx, l_idx
+    if token_weights is None:
+        pick = torch.randperm(b_idx.numel(), generator=generator, device=present.device)[:n]
+    else:
+        pick = torch.multinomial(token_weights.to(present.device, torch.float32)[l_idx], n, generator=generator)
+    return b_idx[pick], l_idx[pick]
+
+
 class TaskEncoder(nn.Module):
     """A small MLP from a binary task vector to the recurrent width."""
 
@@ -142,14 +158,7 @@ class RPGModel(nn.Module):
         self._check_tasks(tasks, tokens.shape[0])
         uniq_states, uniq_tasks, inverse = unique_conditions(states, tasks)
         protos = self.prototypes(uniq_states, uniq_tasks)
-        b_idx, l_idx = (~torch.isnan(tokens).all(dim=-1)).nonzero(as_tuple=True)
-        if b_idx.numel() > diffusion_batch:
-            if token_weights is None:
-                pick = torch.randperm(b_idx.numel(), generator=generator, device=tokens.device)[:diffusion_batch]
-            else:
-                w = token_weights.to(tokens.device, torch.float32)[l_idx]
-                pick = torch.multinomial(w, diffusion_batch, replacement=False, generator=generator)
-            b_idx, l_idx = b_idx[pick], l_idx[pick]
+        b_idx, l_idx = draw_tokens(~torch.isnan(tokens).all(dim=-1), diffusion_batch, generator, token_weights)
         cond = protos[inverse[b_idx], l_idx]
         x0 = tokens[b_idx, l_idx]
         if noise_samples > 1:
