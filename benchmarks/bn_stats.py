@@ -11,6 +11,10 @@ originals (evenly spaced over the zoo's checkpoints). Each model's running stati
 
 - ``log-var error``: mean over channels of |log v - log v'| (v stored, v' re-estimated);
 - ``mean error (sd)``: mean over channels of |m - m'| / sqrt(v'), the running mean's error in standard deviations;
+- ``log-var error to nearest original``: the same log-variance error against the stored statistics of the closest
+  original (for an original: the closest other one), i.e. how well the statistics reproduce the zoo's;
+- ``weight distance to nearest original``: min over originals (others, for an original) of the mean over the
+  weight tensors (two or more dimensions) of ||w - w_o|| / ||w_o||, i.e. how new the weights are;
 
 then averaged over the models of a kind, with the test accuracy as stored and with the re-estimated statistics.
 Writes ``benchmarks/results/<name>.{csv,md}`` and prints the Markdown.
@@ -36,6 +40,22 @@ def zoo_settings(config: str, zoo: str):
         if zoo in zoos:
             return exp, zoos[zoo]
     raise SystemExit(f"{config}: no zoo {zoo!r}")
+
+
+def nearest(sd: dict, zoo: list[dict], skip: int | None) -> tuple[float, float]:
+    """(log-variance error to the closest original's statistics, relative weight distance to the closest original),
+    each minimised over the zoo without its member ``skip``."""
+    import torch
+
+    var_keys = [k for k in sd if k.endswith("running_var")]
+    weights = [k for k in sd if k.endswith("weight") and sd[k].ndim >= 2]
+    logvar, dist = [], []
+    for i, o in enumerate(zoo):
+        if i == skip:
+            continue
+        logvar.append(float(torch.stack([(sd[k].log() - o[k].log()).abs().mean() for k in var_keys]).mean()))
+        dist.append(float(torch.stack([(sd[k] - o[k]).norm() / o[k].norm() for k in weights]).mean()))
+    return min(logvar), min(dist)
 
 
 def stat_errors(stored: dict, fresh: dict) -> tuple[float, float]:
@@ -64,27 +84,31 @@ def measure(run: Path, exp: str, zoo: str, settings, label: str) -> list[dict]:
     if not generated or not zoo_files:
         raise SystemExit(f"{results}: no generated models or no zoo of {zoo!r}")
     step = len(zoo_files) / len(generated)
-    originals = [zoo_files[int(i * step)] for i in range(len(generated))]
+    picked = [int(i * step) for i in range(len(generated))]
+    originals = [zoo_files[i] for i in picked]
+    zoo_states = [load_checkpoint(p)[0] for p in zoo_files]
     ev_cfg = settings.evaluate
     evaluator = build_evaluator(ev_cfg.evaluator, data=settings.data, device="cpu", batch_size=ev_cfg.batch_size)
     first, meta = load_checkpoint(originals[0])
     model = build_model(meta["arch"], meta["arch_kwargs"])
     rows = []
-    for kind, paths in (("original", originals), ("generated", generated)):
+    for kind, paths, skips in (("original", originals, picked), ("generated", generated, [None] * len(generated))):
         per_model = []
-        for path in progress(paths, desc=f"{label}: {kind}"):
+        for path, skip in progress(list(zip(paths, skips)), desc=f"{label}: {kind}"):
             stored = load_checkpoint(path)[0]
+            near = nearest(stored, zoo_states, skip)
             model.load_state_dict(stored, strict=True)
             acc = evaluator.evaluate(model, "test").score
             batches = evaluator.calibration_batches(seed=ev_cfg.seed, batch_size=ev_cfg.batch_size)
             recalibrate_batchnorm(model, batches, num_batches=ev_cfg.bn_recalibrate_batches, device="cpu")
             fresh = {k: v.clone() for k, v in model.state_dict().items()}
             acc_fresh = evaluator.evaluate(model, "test").score
-            per_model.append((*stat_errors(stored, fresh), acc, acc_fresh))
-        t = torch.tensor(per_model, dtype=torch.float64)
-        rows.append({"run": label, "models": kind, "count": len(paths), "log-var error": float(t[:, 0].mean()),
-                     "mean error (sd)": float(t[:, 1].mean()), "accuracy": float(t[:, 2].mean()),
-                     "accuracy, statistics re-estimated": float(t[:, 3].mean())})  # fmt: skip
+            per_model.append((*stat_errors(stored, fresh), *near, acc, acc_fresh))
+        t = torch.tensor(per_model, dtype=torch.float64).mean(dim=0).tolist()
+        rows.append({"run": label, "models": kind, "count": len(paths), "log-var error": t[0],
+                     "mean error (sd)": t[1], "log-var error to nearest original": t[2],
+                     "weight distance to nearest original": t[3], "accuracy": t[4],
+                     "accuracy, statistics re-estimated": t[5]})  # fmt: skip
     return rows
 
 
