@@ -40,7 +40,12 @@ def main() -> int:
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "adapter_accuracy"))
     parser.add_argument("--run", action="store_true", help="run the whole preset (--forceall) first, timed")
     parser.add_argument("--cores", type=int, default=2)
+    parser.add_argument("--render", action="store_true", help="only rewrite the table from the stored JSON")
     args = parser.parse_args()
+    if args.render:
+        stored = json.loads(Path(args.out).with_suffix(".json").read_text())
+        Path(args.out).with_suffix(".md").write_text(markdown(stored))
+        return 0
     resolved = resolve_config(yaml.safe_load(Path(args.configfile).read_text()))
     out: dict = {"config": Path(args.configfile).name, "zoos": {}}
     previous = Path(args.out).with_suffix(".json")
@@ -69,7 +74,17 @@ def main() -> int:
                 "task": s.data.task,
                 **{
                     k: summary[k]
-                    for k in ("metric", "original", "generated", "generated_diversity", "novelty", "checks")
+                    for k in (
+                        "metric",
+                        "original",
+                        "generated",
+                        "generated_diversity",
+                        "novelty",
+                        "resolution",
+                        "frontiers",
+                        "checks",
+                    )  # fmt: skip
+                    if k in summary
                 },
             }
             print(markdown({"zoos": {f"{exp}/{zoo}": out["zoos"][f"{exp}/{zoo}"]}}).splitlines()[-1])
@@ -111,19 +126,37 @@ def _bmm(block: dict) -> str:
     return f"{100 * s['best']:.1f} / {100 * s['mean']:.1f} / {100 * s['min']:.1f}"
 
 
+def _claim(e: dict) -> str:
+    """The noise-frontier verdict; similarity without resolution (too few probe failures) decides nothing."""
+    v = e["checks"]["generated_beats_noise_at_equal_similarity"]
+    if isinstance(v, bool) or v is None:  # stored by the point comparison of an earlier version
+        v = {True: "point: yes", False: "point: no", None: "not covered"}[v]
+        if e["checks"].get("resolution_ok") is False:
+            v = f"no resolution ({v})"
+    return v
+
+
 def markdown(result: dict) -> str:
     lines = ["| zoo | method | n | originals: test acc. best / mean / min % | generated: best / mean / min % | "
              "mean difference (points) | distinct generated | copies | nearest original: generated / originals' "
-             "spacing | beats noise |", "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+             "spacing | similarity resolution | beats noise |", "|---" * 11 + "|"]  # fmt: skip
     for name, e in result["zoos"].items():
         o, g, nov = e["original"], e["generated"], e["novelty"]
+        res = e.get("resolution") or {}
+        ok = e["checks"].get("resolution_ok")
+        least = res.get("wrong_per_model_min")
+        fails = "" if least is None else f", {least:.0f} probe failures"
         cells = [name, e["method"], f"{g['n']} / {o['n']}", _bmm(o), _bmm(g),
                  f"{100 * (g['score']['mean'] - o['score']['mean']):+.1f}",
                  f"{e['generated_diversity']['distinct']} of {e['generated_diversity']['n']}", str(g["copies"]),
                  f"{nov['generated_nearest_distance']['mean']:.4f} / "
                  f"{nov['original_nearest_other_distance']['mean']:.4f}",
-                 str(e["checks"]["generated_beats_noise_at_equal_similarity"])]  # fmt: skip
+                 {True: "yes", False: "no", None: "-"}[ok] + fails, _claim(e)]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
+    lines.append("\n- Similarity resolution: whether every model fails at least `evaluate.min_probe_failures` (50) "
+                 "probe sentences; where not, failure-set similarity cannot tell the models apart, and no frontier "
+                 "claim is made (\"no resolution\"). \"point\": a verdict of the earlier point comparison, without "
+                 "an interval.")  # fmt: skip
     return "\n".join(lines) + "\n"
 
 

@@ -78,14 +78,19 @@ def summary_note(path: Path) -> str:
     s = json.loads(path.read_text())
     div, checks = s["generated_diversity"], s["checks"]
     orig, gen = s["original"], s["generated"]
-    frontier = s["noise_frontier"]["score_at_generated_similarity"]
+    claims = []
+    for family, block in (s.get("frontiers") or {}).items():
+        if family in ("noise", "interpolation", "gaussian"):
+            margin, ci = block.get("margin"), block.get("ci95") or [None, None]
+            where = "" if margin is None else f", margin {margin:+.4f} [{ci[0]:+.4f}, {ci[1]:+.4f}]"
+            claims.append(f"{family}: {checks[f'generated_beats_{family}_at_equal_similarity']}{where}")
+    dom = s.get("dominance") or {}
     return (
         f"From summary.json: {div['distinct']} of {div['n']} generated models distinct, {gen['copies']} copies; "
-        f"generated_not_copies {checks['generated_not_copies']}, generated_beats_noise_at_equal_similarity "
-        f"{checks['generated_beats_noise_at_equal_similarity']} (generated mean similarity "
-        f"{gen['similarity']['mean']:.3f}, noise frontier there "
-        f"{'not covered' if frontier is None else f'{frontier:.4f}'}); equal-n originals "
-        f"(n={orig['n']}) mean {orig['score']['mean']:.4f} against generated {gen['score']['mean']:.4f}."
+        f"generated_not_copies {checks['generated_not_copies']}; beats the frontiers at the generated mean similarity "
+        f"{gen['similarity']['mean']:.3f} (95% intervals): {'; '.join(claims) or '-'}; undominated "
+        f"{dom.get('undominated', '-')} of {dom.get('n', '-')}; equal-n originals (n={orig['n']}) mean "
+        f"{orig['score']['mean']:.4f} against generated {gen['score']['mean']:.4f}."
     )
 
 

@@ -8,6 +8,7 @@ seed's accuracy-vs-similarity plots to ``docs/data/default_<zoo>_accuracy_vs_sim
 
     python benchmarks/seeds.py                 # seeds 0 1 2 (about 3 x the default pipeline's time)
     python benchmarks/seeds.py --seeds 0       # one seed
+    python benchmarks/seeds.py --refresh       # only the evaluation and report again (a new evaluation version)
 """
 
 from __future__ import annotations
@@ -28,7 +29,17 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 KEEP = ("split", "metric", "original", "original_all", "generated", "generated_diversity", "novelty", "resolution",
-        "noise_frontier", "checks", "pdiff", "num_models")  # fmt: skip
+        "frontiers", "dominance", "checks", "pdiff", "num_models")  # fmt: skip
+
+
+def machine() -> str:
+    """The processor, core count and Python version (results are bit-identical on one machine, not across CPUs)."""
+    model = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if "model name" in line]
+        model = names[0] if names else model
+    return f"{model} ({platform.machine()}), {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -38,6 +49,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--cores", type=int, default=2)
     p.add_argument("--out", default=str(ROOT / "docs" / "data" / "default_seeds.json"))
     p.add_argument("--rerun", action="store_true", help="run again even if the seed is in the data file")
+    p.add_argument("--refresh", action="store_true",
+                   help="rerun only the evaluation and report of finished seeds (keeps their wall time)")  # fmt: skip
     p.add_argument("--note", default=None, help="the machine's state during the runs, e.g. other load (kept)")
     args = p.parse_args(argv)
     base = yaml.safe_load(Path(args.config).read_text())
@@ -53,7 +66,15 @@ def main(argv: list[str] | None = None) -> None:
             yaml.safe_dump(cfg, f)
         summaries = {zoo: ROOT / f"results/{name}/evaluation/{zoo}/summary.json" for zoo in exp["zoos"]}
         wall = data["runs"].get(str(seed), {}).get("wall_seconds")
-        if args.rerun or wall is None:  # every job runs, so the wall time is the whole pipeline's
+        refresh = None
+        if args.refresh and wall is not None and not args.rerun:  # the evaluation again: the rest is unchanged
+            cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--cores", str(args.cores),
+                   "--configfile", f.name, "--forcerun", "evaluate"]  # fmt: skip
+            print(f"seed {seed}: {' '.join(cmd)}", flush=True)
+            t0 = time.perf_counter()
+            subprocess.run(cmd, cwd=ROOT, check=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            refresh = round(time.perf_counter() - t0, 1)
+        elif args.rerun or wall is None:  # every job runs, so the wall time is the whole pipeline's
             cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--cores", str(args.cores),
                    "--configfile", f.name, "--forceall"]  # fmt: skip
             print(f"seed {seed}: {' '.join(cmd)}", flush=True)
@@ -68,6 +89,8 @@ def main(argv: list[str] | None = None) -> None:
         cpu = sum(float(list(csv.DictReader(tsv.open(), delimiter="\t"))[-1]["cpu_time"])
                   for tsv in (ROOT / f"results/{name}/benchmarks").rglob("*.tsv"))  # fmt: skip
         data["runs"][str(seed)] = {"wall_seconds": round(wall, 1), "cpu_seconds": round(cpu, 1), "zoos": zoos}
+        if refresh is not None:
+            data["runs"][str(seed)]["refresh_seconds"] = refresh
         print(f"seed {seed}: {wall / 60:.1f} min", flush=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     first = f"{exp_name}_s{args.seeds[0]}"  # the first seed's accuracy-vs-similarity plots, for README
@@ -81,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
     blocks = ("generator", "train", "generate")  # the recipe the runs used
     data["config"] = {"shared": {k: exp[k] for k in blocks if k in exp},
                       "zoos": {z: {k: v[k] for k in blocks if k in v} for z, v in exp["zoos"].items()}}  # fmt: skip
-    data["machine"] = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    data["machine"] = machine()
     if args.note:
         data["load"] = args.note
     out.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")

@@ -83,11 +83,11 @@ def summary_rows(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
         p = summary["pdiff"]
         rows.append({"group": "p-diff", **p, "distinct": (p.get("diversity") or {}).get("distinct")})
     rows.append({"group": "original (all)", **(summary.get("original_all") or {})})
-    order = {"noise": 0, "interpolated": 1, "average": 2}
+    order = {"noise": 0, "interpolated": 1, "gaussian": 2, "average": 3}
 
     def key(item):
         group, b = item
-        return (order.get(b.get("kind"), 3), b.get("level") or 0.0, b.get("weight") or 0.0, group)
+        return (order.get(b.get("kind"), 4), b.get("level") or 0.0, b.get("weight") or 0.0, group)
 
     for group, b in sorted(summary.get("baselines", {}).items(), key=key):
         rows.append({"group": group, **b})
@@ -132,23 +132,45 @@ def _summary_table(summary: Mapping[str, Any]) -> str:
 def _mark(value: Any) -> str:
     if value is None:
         return '<span class="na">n/a</span>'
+    if isinstance(value, str):  # a three-valued frontier verdict, or why none could be made
+        cls = {"pass": "pass", "fail": "fail"}.get(value, "na")
+        return f'<span class="{cls}">{html.escape(value.upper() if cls != "na" else value)}</span>'
     return '<span class="pass">PASS</span>' if value else '<span class="fail">FAIL</span>'
+
+
+def _frontier_line(name: str, block: Mapping[str, Any]) -> str:
+    """One frontier: its score at the generated similarity, the margin and its interval (points of the metric)."""
+    at = block.get("score_at_generated_similarity")
+    if at is None:
+        return f"<li>{html.escape(name)} frontier: {html.escape(str(block.get('status', 'n/a')))}</li>"
+    ci = block.get("ci95") or [None, None]
+    interval = "" if ci[0] is None else f" (95% interval {100 * ci[0]:+.2f} .. {100 * ci[1]:+.2f})"
+    return (f"<li>{html.escape(name)} frontier at the generated similarity: {100 * at:.2f}; margin of the generated "
+            f"mean {100 * block['margin']:+.2f} points{interval}</li>")  # fmt: skip
 
 
 def _checks(summary: Mapping[str, Any]) -> str:
     checks = summary.get("checks", {})
     rules = checks.get("rules", {})
     items = []
-    for key in ("generated_not_copies", "generated_beats_noise_at_equal_similarity", "resolution_ok"):
+    keys = ["generated_not_copies", *(k for k in checks if k.startswith("generated_beats_")), "resolution_ok"]
+    for key in keys:
         items.append(f"<li>{_mark(checks.get(key))} <code>{key}</code>: {html.escape(rules.get(key, ''))}</li>")
-    frontier = summary.get("noise_frontier") or {}
-    if frontier.get("score_at_generated_similarity") is not None:
-        items.append(
-            f"<li>noise frontier at the generated similarity: {100 * frontier['score_at_generated_similarity']:.2f}%"
-            "</li>"
-        )
-    elif frontier.get("status"):
-        items.append(f"<li>noise frontier: {html.escape(frontier['status'])}</li>")
+    fronts = summary.get("frontiers") or {}
+    for name in ("noise", "interpolation", "gaussian"):
+        if name in fronts:
+            items.append(_frontier_line(name, fronts[name]))
+    applicable = fronts.get("applicable") or {}
+    if applicable.get("applicable") is False and applicable.get("originals_minus_generated") is not None:
+        items.append(f"<li>frontier claims not applicable: the generated mean lies "
+                     f"{100 * applicable['originals_minus_generated']:.2f} points below the originals' (more than "
+                     f"evaluate.frontier_max_gap = {100 * applicable['max_gap']:.2f})</li>")  # fmt: skip
+    dom = summary.get("dominance") or {}
+    if dom.get("n"):
+        by_kind = ", ".join(f"{k} {v}" for k, v in (dom.get("dominated_by_kind") or {}).items())
+        items.append(f"<li>dominance: {dom['undominated']} of {dom['n']} generated models are dominated by no "
+                     "baseline model (at least as accurate and less similar); generated models dominated by some "
+                     f"model of each kind: {by_kind}</li>")  # fmt: skip
     res = summary.get("resolution") or {}
     if res.get("wrong_per_model_min") is not None:
         items.append(f"<li>resolution: every model fails at least {int(res['wrong_per_model_min'])} probe samples "
@@ -181,6 +203,10 @@ def _zoo_section(exp: str, zoo: str, directory: Path) -> str:
         for stem in ("task_accuracy", "init_finetune", "loss"):
             parts.append(_figure(directory / f"{stem}.png", TASK_CAPTIONS[stem], f"{exp}/{zoo}: {stem}"))
         return "\n".join(parts)
+    diagnosis = summary.get("diagnosis") or {}
+    if diagnosis.get("status") not in (None, "ok"):  # first: the frontier claims say nothing about broken models
+        parts.append(f'<p class="fail">Diagnosis ({html.escape(diagnosis["status"])}): '
+                     f"{html.escape(diagnosis['message'])}</p>")  # fmt: skip
     if settings.get("arch"):
         parts.append(
             f"<p>architecture <code>{html.escape(str(settings['arch']))}</code>, evaluator "

@@ -19,6 +19,7 @@ from rpg.errors import RPGInputError
 from rpg.evaluate import baselines as bl
 from rpg.evaluate.evaluate import TABLE_COLUMNS
 from rpg.evaluate.evaluators import ClassificationEvaluator, Outcome, build_evaluator
+from rpg.evaluate.frontier import decide, dominance, dominated_by, frontier_score, frontiers, levels_needed
 from rpg.evaluate.plots import plot_accuracy_vs_similarity, plot_distances, plot_training_loss, read_train_log
 from rpg.evaluate.similarity import (
     flatten_tokens,
@@ -30,7 +31,7 @@ from rpg.evaluate.similarity import (
     rms_distances,
     wrong_mask,
 )
-from rpg.evaluate.summary import diversity, frontier_levels_needed, frontier_score, group_table, score_stats, summarize
+from rpg.evaluate.summary import diversity, group_table, score_stats, summarize
 from rpg.report import GENERATED_BN, summary_rows
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -235,8 +236,13 @@ def test_summary_is_on_test_over_equal_n_with_intervals():
     c = s["checks"]
     assert c["generated_not_copies"] is True and c["resolution_ok"] is True
     # frontier (0.4 -> 0.70, 0.9 -> 0.93) at similarity 0.5: 0.70 + 0.1/0.5 * 0.23 = 0.746
-    assert s["noise_frontier"]["score_at_generated_similarity"] == pytest.approx(0.746)
-    assert c["generated_beats_noise_at_equal_similarity"] is True
+    noise = s["frontiers"]["noise"]
+    assert noise["score_at_generated_similarity"] == pytest.approx(0.746)
+    assert noise["margin"] == pytest.approx(0.92 - 0.746) and noise["ci95"][0] > 0  # models resampled only
+    assert c["generated_beats_noise_at_equal_similarity"] == "pass"
+    assert c["generated_beats_interpolation_at_equal_similarity"] == "not covered"  # one point, at 0.3
+    assert c["generated_beats_gaussian_at_equal_similarity"] == "no baseline"
+    assert s["dominance"]["n"] == 2 and s["dominance"]["undominated"] == 2
     assert s["num_models"]["noise"] == 4 and s["resolution"]["wrong_per_model_min"] == 60
 
 
@@ -247,11 +253,13 @@ def test_summary_copies_frontier_not_covered_and_missing_generated():
     s = summarize(t)
     assert s["checks"]["generated_not_copies"] is False and s["generated"]["copies"] == 2
     # 0.95 lies above the noise frontier's range (0.4 .. 0.9): not covered, no clamping
-    assert s["checks"]["generated_beats_noise_at_equal_similarity"] is None
-    assert s["noise_frontier"]["status"].startswith("not covered")
+    assert s["checks"]["generated_beats_noise_at_equal_similarity"] == "not covered"
+    assert s["frontiers"]["noise"]["status"].startswith("not covered") and s["frontiers"]["noise"]["margin"] is None
+    # 0.80 at similarity 0.95: the originals' 0.90 at 0.8 dominate nothing (not baselines), the noise at 0.9 does
+    assert s["dominance"]["undominated"] == 0 and s["dominance"]["dominated_by_kind"]["noise"] == 2
     s = summarize(t[~gen])
     assert s["generated"]["score"]["mean"] is None and s["checks"]["generated_not_copies"] is None
-    assert s["checks"]["generated_beats_noise_at_equal_similarity"] is None
+    assert s["checks"]["generated_beats_noise_at_equal_similarity"] == "no generated models"
 
 
 def test_frontier_ties_are_averaged_and_levels_extend_until_covered():
@@ -260,13 +268,106 @@ def test_frontier_ties_are_averaged_and_levels_extend_until_covered():
     assert frontier_score(points, 0.75)[0] == pytest.approx(0.625)
     assert frontier_score(points, 0.2)[0] is None and frontier_score([], 0.5)[0] is None
     rows = [{"kind": "generated", "max_iou": 0.3}, {"kind": "noise", "level": 0.05, "max_iou": 0.6}]
-    assert frontier_levels_needed(rows, [0.05], cap=1.0) == [0.1]  # noise still more similar: go further
-    assert frontier_levels_needed(rows, [0.05], cap=0.08) == []  # unless the cap is reached
+    assert levels_needed(rows, "noise", [0.05], cap=1.0) == [0.1]  # noise still more similar: go further
+    assert levels_needed(rows, "noise", [0.05], cap=0.08) == []  # unless the cap is reached
+    assert levels_needed(rows, "gaussian", [1.0], cap=8.0) == []  # another family's rows do not count
     rows = [{"kind": "generated", "max_iou": 0.99}, {"kind": "noise", "level": 0.01, "max_iou": 0.9}]
-    assert frontier_levels_needed(rows, [0.01], cap=1.0) == [0.005]  # more similar than the smallest level
+    assert levels_needed(rows, "noise", [0.01], cap=1.0) == [0.005]  # more similar than the smallest level
     rows = [{"kind": "generated", "max_iou": 0.5}, {"kind": "noise", "level": 0.01, "max_iou": 0.9},
             {"kind": "noise", "level": 0.1, "max_iou": 0.2}]  # fmt: skip
-    assert frontier_levels_needed(rows, [0.01, 0.1], cap=1.0) == []
+    assert levels_needed(rows, "noise", [0.01, 0.1], cap=1.0) == []
+    # a level whose models sit far nearer the originals than the generated ones: jump (distance grows with level)
+    rows = [{"kind": "generated", "max_iou": 0.5, "nearest_distance": 0.64},
+            {"kind": "gaussian", "level": 1.0, "max_iou": 0.99, "nearest_distance": 0.01}]  # fmt: skip
+    assert levels_needed(rows, "gaussian", [1.0], cap=1e6) == [32.0]  # 0.64 / 0.01 / 2 = 32
+    assert levels_needed(rows, "gaussian", [1.0], cap=10.0) == [8.0]  # never past the cap
+
+
+def test_frontier_is_the_best_curve_where_it_spans_the_similarity():
+    points = [{"curve": "across_run", "similarity": 0.4, "score": 0.90}, {"curve": "across_run", "similarity": 0.8,
+              "score": 0.94}, {"curve": "within_run", "similarity": 0.7, "score": 0.99},
+              {"curve": "within_run", "similarity": 0.95, "score": 0.99}]  # fmt: skip
+    assert frontier_score(points, 0.5)[0] == pytest.approx(0.91)  # only the across-run curve spans 0.5
+    assert frontier_score(points, 0.75)[0] == pytest.approx(0.99)  # both do: the better one
+    assert frontier_score(points, 0.9)[0] == pytest.approx(0.99)
+
+
+def _frontier_table(gen_accuracy: float, n_test: int, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
+    """Noise groups at similarity 0.9 / 0.5 / 0.1 with accuracy 0.95 / 0.85 / 0.45 (5 models each) and 10 generated
+    models at similarity 0.5 with accuracy ``gen_accuracy``; every model's test failures drawn at its accuracy."""
+    rng = np.random.default_rng(seed)
+    rows, fails = [], []
+
+    def add(kind, group, acc, sim, **kw):
+        wrong = np.zeros(n_test, dtype=bool)
+        wrong[rng.choice(n_test, size=round((1 - acc) * n_test), replace=False)] = True
+        row = {c: None for c in TABLE_COLUMNS}
+        row.update(kind=kind, group=group, name=f"{group}_{len(rows)}", score=1 - wrong.mean(), max_iou=sim,
+                   failures_probe=60, in_summary=kind == "original", **kw)  # fmt: skip
+        rows.append(row)
+        fails.append(wrong)
+
+    for _ in range(10):
+        add("original", "original", 0.96, 0.95)
+        add("generated", "generated", gen_accuracy, 0.5)
+    for level, acc, sim in ((0.01, 0.95, 0.9), (0.1, 0.85, 0.5), (1.0, 0.45, 0.1)):
+        for _ in range(5):
+            add("noise", f"noise@{level:g}", acc, sim, level=level)
+    return pd.DataFrame(rows, columns=TABLE_COLUMNS), np.stack(fails)
+
+
+@pytest.mark.parametrize(("accuracy", "verdict"), [(0.90, "pass"), (0.85, "undecided"), (0.80, "fail")])
+def test_frontier_margin_is_decided_by_its_interval(accuracy: float, verdict: str):
+    table, fails = _frontier_table(accuracy, 2000)
+    f = frontiers(table, fails, resamples=500)["noise"]
+    assert f["margin"] == pytest.approx(accuracy - 0.85, abs=1e-3) and f["verdict"] == verdict
+    assert f["covered_share"] == 1.0 and f["ci95"][0] < f["margin"] < f["ci95"][1]
+    s = summarize(table, cfg=EvaluateConfig(bootstrap=500, frontier_max_gap=0.2), test_failures=fails)
+    assert s["checks"]["generated_beats_noise_at_equal_similarity"] == verdict
+    assert s["frontiers"]["generated"]["resampled"] == "models and test samples"
+    assert decide([0.01, 0.02]) == "pass" and decide([-0.02, -0.01]) == "fail" and decide(None) == "undecided"
+
+
+def test_frontier_interval_shrinks_with_more_test_samples():
+    widths = []
+    for n_test in (200, 2000):
+        table, fails = _frontier_table(0.88, n_test)
+        lo, hi = frontiers(table, fails, resamples=500)["noise"]["ci95"]
+        widths.append(hi - lo)
+    assert widths[1] < 0.6 * widths[0]
+    # without the test failures only the models are resampled: identical models per group, a narrower interval
+    table, fails = _frontier_table(0.88, 200)
+    only_models = frontiers(table, None, resamples=500)
+    assert only_models["generated"]["resampled"].startswith("models (")
+    lo, hi = only_models["noise"]["ci95"]
+    assert hi - lo < widths[0]
+
+
+def test_frontier_claims_need_working_models_and_resolution():
+    table, _ = _frontier_table(0.93, 500)
+    far = table.copy()
+    far.loc[far["kind"] == "generated", "score"] -= 0.2  # 0.70 against the originals' 0.96: far off
+    s = summarize(far, cfg=EvaluateConfig(bootstrap=200))
+    assert s["frontiers"]["applicable"]["applicable"] is False
+    assert s["checks"]["generated_beats_noise_at_equal_similarity"] == "not applicable"
+    assert s["frontiers"]["noise"]["margin"] is not None  # still reported
+    coarse = table.copy()
+    coarse["failures_probe"] = 10
+    s = summarize(coarse, cfg=EvaluateConfig(bootstrap=200))
+    assert s["checks"]["resolution_ok"] is False
+    assert s["checks"]["generated_beats_noise_at_equal_similarity"] == "no resolution"
+
+
+def test_dominance_per_generated_model():
+    table, _ = _frontier_table(0.90, 200)
+    gen = table.index[table["kind"] == "generated"]
+    table.loc[gen[0], ["score", "max_iou"]] = [0.80, 0.95]  # the noise at 0.01 is more accurate and less similar
+    by = dominated_by(table)
+    assert by[gen[0]].startswith("noise@0.01") and all(by[i] == "" for i in gen[1:])
+    assert all(b == "" for i, b in enumerate(by) if i not in set(gen))
+    d = dominance(table)
+    assert d == {"n": 10, "undominated": 9, "undominated_share": 0.9,
+                 "dominated_by_kind": {"noise": 1, "interpolated": 0, "gaussian": 0, "average": 0}}  # fmt: skip
 
 
 def test_diversity_counts_distinct_models_and_groups():
@@ -525,7 +626,8 @@ def test_evaluate_zoo_end_to_end_with_standins(tmp_path: Path, monkeypatch):
         gen.append(tmp_path / f"generated/model_{i:03d}.safetensors")
         save_safetensors(sd, gen[-1], {"kind": "generated", "arch": "toy", "state": i})
     cfg = {"noise_levels": [0.01, 0.5], "noise_models_per_level": 2, "interp_weights": [0.0, 0.5], "interp_pairs": 2,
-           "bn_recalibrate_batches": 2, "batch_size": 64, "frontier_max_level": 0.6}  # fmt: skip
+           "bn_recalibrate_batches": 2, "batch_size": 64, "frontier_max_level": 0.6, "gaussian_scales": [1.0, 4.0],
+           "gaussian_models_per_scale": 2, "gaussian_max_scale": 64.0}  # fmt: skip
     summary = _evaluate(tmp_path, ckpts, gen, cfg, monkeypatch)
     out = tmp_path / "evaluation"
     for name in ("table.parquet", "table.csv", "summary.json", "pairs.json", "accuracy_vs_similarity.png",
@@ -539,7 +641,16 @@ def test_evaluate_zoo_end_to_end_with_standins(tmp_path: Path, monkeypatch):
     # with levels below 0.01 added until the frontier reaches the exact copy's similarity
     levels = summary["settings"]["noise_levels"]
     assert levels[:2] == [0.01, 0.5] and min(levels) < 0.01
+    scales = summary["settings"]["gaussian_scales"]
+    assert scales[:2] == [1.0, 4.0] and counts.pop("gaussian") == 2 * len(scales)
     assert counts == {"original": 6, "generated": 2, "noise": 2 * len(levels), "interpolated": 4, "average": 3}
+    gauss = table[table["kind"] == "gaussian"]
+    assert set(gauss["run"]) == {0, 1} and (gauss.groupby("level")["nearest_distance"].mean().diff().dropna() > 0).all()
+    assert set(summary["frontiers"]) >= {"noise", "interpolation", "gaussian", "generated", "applicable"}
+    for key in ("noise", "interpolation", "gaussian"):
+        assert summary["checks"][f"generated_beats_{key}_at_equal_similarity"] in (
+            "pass", "fail", "undecided", "not covered", "not applicable", "no resolution")  # fmt: skip
+    assert table.loc[table["kind"] != "generated", "dominated_by"].eq("").all()
     orig = table[table["kind"] == "original"]
     assert (orig["score"] > 0.6).all()  # chance is 1/3
     assert (orig["nearest_original"] != orig["name"]).all()  # originals compare with OTHER originals
@@ -735,4 +846,40 @@ def test_evaluate_zoo_real_modules(tmp_path: Path, device: str):
     assert summary["original_all"]["score"]["mean"] > 0.5  # 10 classes: chance is 0.1
     assert summary["resolution"]["wrong_per_model_min"] >= 50  # the probe split gives IoU resolution
     assert summary["checks"]["resolution_ok"] is True
+    assert summary["frontiers"]["generated"]["resampled"] == "models and test samples"  # accuracy: per-sample mean
     assert (out / "loss.png").is_file()  # no train log: a placeholder plot
+
+
+def _log(losses, val=None) -> pd.DataFrame:
+    df = pd.DataFrame({"step": np.arange(len(losses)) * 10, "loss": losses})
+    if val is not None:
+        df["val_score"] = val
+    return df
+
+
+def test_diagnosis_tells_what_to_change():
+    from rpg.evaluate.diagnosis import diagnose
+
+    falling = _log(np.linspace(1.0, 0.2, 100))
+    flat = _log(np.r_[np.linspace(1.0, 0.1, 50), np.full(50, 0.1)])
+    assert diagnose(gap=0.01, tolerance=0.05, train_log=falling)["status"] == "ok"
+    d = diagnose(gap=0.4, tolerance=0.05, train_log=falling)
+    assert d["status"] == "not converged" and "train.steps" in d["message"] and d["loss_trend"] < -0.05
+    d = diagnose(gap=0.4, tolerance=0.05, train_log=flat)
+    assert d["status"] == "plateau" and "generator.dim" in d["message"]
+    assert diagnose(gap=0.4, tolerance=0.05, train_log=None)["status"] == "unknown"
+    # a flat loss but a validation score still rising: not converged either
+    rising = _log(np.full(100, 0.1), val=np.r_[np.full(96, np.nan), [0.3, 0.4, 0.5, 0.6]])
+    assert diagnose(gap=0.4, tolerance=0.05, train_log=rising)["status"] == "not converged"
+
+
+def test_under_trained_generator_is_diagnosed_and_gets_no_frontier_verdict():
+    """Generated models 20 points below the originals while the loss still falls: 'not converged', and no frontier
+    check says pass or fail about them."""
+    table, fails = _frontier_table(0.90, 500)
+    table.loc[table["kind"] == "generated", "score"] -= 0.2
+    s = summarize(table, cfg=EvaluateConfig(bootstrap=200), train_log=_log(np.linspace(1.0, 0.3, 200)))
+    assert s["diagnosis"]["status"] == "not converged"
+    verdicts = {s["checks"][f"generated_beats_{f}_at_equal_similarity"] for f in ("noise", "interpolation", "gaussian")}
+    assert verdicts <= {"not applicable", "not covered", "no baseline"}
+    assert s["checks"]["generated_beats_noise_at_equal_similarity"] == "not applicable"

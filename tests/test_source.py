@@ -233,6 +233,7 @@ def _config(root: Path, **zoo) -> dict:
         "train": {"steps": 30, "batch_size": 2, "diffusion_batch": 64, "warmup_steps": 2, "save_every": 10},
         "generate": {"num_models": 2, "models_per_job": 2, "sampler": "ddim", "steps": 5},
         "evaluate": {"noise_levels": [0.01], "noise_models_per_level": 1, "interp_weights": [0.5], "interp_pairs": 1,
+                     "gaussian_scales": [1.0, 64.0], "gaussian_models_per_scale": 1,
                      "bn_recalibrate_batches": 0, "evaluator": "byo_user_eval:accuracy"},
     }}}  # fmt: skip
 

@@ -41,10 +41,14 @@ def test_tiny_end_to_end(tmp_path):
     assert zoo_dirs
     for zoo in zoo_dirs:
         summary = json.loads((res / exp / "evaluation" / zoo / "summary.json").read_text())
-        for key in ("original", "generated", "generated_diversity", "resolution", "novelty", "noise_frontier"):
+        for key in ("original", "generated", "generated_diversity", "resolution", "novelty", "frontiers", "dominance"):
             assert key in summary, key
         assert summary["split"] == "test" and summary["original"]["n"] == summary["generated"]["n"] == 2
-        assert {"generated_not_copies", "generated_beats_noise_at_equal_similarity"} <= set(summary["checks"])
+        assert set(summary["frontiers"]) == {"generated", "noise", "interpolation", "gaussian", "applicable"}
+        for family in ("noise", "interpolation", "gaussian"):  # a verdict, or why none was made
+            verdict = summary["checks"][f"generated_beats_{family}_at_equal_similarity"]
+            assert verdict in ("pass", "fail", "undecided", "not covered", "not applicable", "no resolution"), verdict
+        assert summary["num_models"]["gaussian"] >= 2 and summary["dominance"]["n"] == 2
         # the tiny recipe makes working models: well above chance (0.1) on the test split
         assert summary["original"]["score"]["mean"] > 0.3
         assert summary["generated"]["score"]["mean"] > 0.25, summary["generated"]["score"]

@@ -432,12 +432,25 @@ class EvaluateConfig(Block):
     noise_levels: list[float] = option(
         factory=lambda: [0.01, 0.02, 0.03, 0.04, 0.05], items_gt=0.0, doc="std of noise on normalised tokens"
     )
-    noise_models_per_level: int = option(3, min=1)
+    noise_models_per_level: int = option(5, min=1, doc="noise models per level (the frontier intervals resample them)")
     frontier_max_level: float = option(
         3.2, gt=0.0, doc="noise levels double beyond the last one until the generated models are covered, up to this"
     )
-    interp_weights: list[float] = option(factory=lambda: [0.25, 0.5, 0.75], items_min=0.0, items_max=1.0)
-    interp_pairs: int = option(3, min=0)
+    interp_weights: list[float] = option(
+        factory=lambda: [0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5], items_min=0.0, items_max=1.0,
+        doc="interpolation weights w of (1 - w) a + w b: the interpolation frontier's sweep",
+    )  # fmt: skip
+    interp_pairs: int = option(10, min=0, doc="seeded pairs of originals, half across runs and half within a run")
+    gaussian_scales: list[float] = option(
+        factory=lambda: [1.0, 2.0, 4.0, 8.0], items_gt=0.0,
+        doc="per-run diagonal Gaussian baseline: std scales sampled first (more until generated models are reached)",
+    )  # fmt: skip
+    gaussian_models_per_scale: int = option(5, min=0, doc="Gaussian baseline models per scale, over the runs (0: off)")
+    gaussian_max_scale: float = option(65536.0, gt=0.0, doc="the Gaussian baseline's scales double up to this")
+    frontier_max_gap: float = option(
+        0.05, min=0.0,
+        doc="frontier checks are 'not applicable' when the generated mean score is more than this below the originals'",
+    )  # fmt: skip
     bn_recalibrate_batches: int = option(10, min=0, doc="re-estimate BN statistics of mixed models (0: off)")
     bn_recalibrate_generated: bool = option(
         False,

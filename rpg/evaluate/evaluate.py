@@ -11,15 +11,18 @@ large enough for similarity to have resolution). For every model the table holds
 * novelty: the RMS distance in the normalised token space to the nearest original, and both again leaving out the
   nearest original's run (leave-one-run-out), so that a model near one run's basin is told from a new one;
 * whether it is a copy: within ``2 * evaluate.copy_noise`` of an original (a copy plus noise of std copy_noise is
-  that far from its source).
+  that far from its source);
+* for a generated model, the baseline model that dominates it (at least as accurate and less similar), if any.
 
 Baselines built from the originals: Gaussian noise on the normalised tokens (levels extended until their
-similarity falls below the generated models'), interpolation of seeded pairs and averages (BatchNorm statistics
-re-estimated). With ``evaluate.bn_recalibrate_generated`` the generated models of a BatchNorm zoo are scored a
-second time with their running statistics re-estimated on training batches (kind ``generated_bn``): a separate
-row, so that a gap that lies in the generated statistics rather than the weights shows, while the models as
-generated stay what is reported as "generated". :mod:`rpg.evaluate.summary` turns the table into summary.json
-(equal-n statistics with bootstrap intervals, diversity, novelty, resolution, the noise frontier and the checks).
+similarity falls below the generated models'), interpolation of seeded pairs over a sweep of weights and averages
+(BatchNorm statistics re-estimated), and samples of a diagonal Gaussian fitted per run to the run's checkpoints in
+the normalised space (std scales extended like the noise levels). With ``evaluate.bn_recalibrate_generated`` the
+generated models of a BatchNorm zoo are scored a second time with their running statistics re-estimated on
+training batches (kind ``generated_bn``): a separate row, so that a gap that lies in the generated statistics rather
+than the weights shows, while the models as generated stay what is reported as "generated".
+:mod:`rpg.evaluate.summary` turns the table into summary.json (equal-n statistics with bootstrap intervals,
+diversity, novelty, resolution, the frontiers with their intervals, dominance and the checks).
 """
 
 from __future__ import annotations
@@ -39,9 +42,10 @@ from rpg.config import DataConfig, EvaluateConfig
 from rpg.errors import RPGInputError
 from rpg.evaluate import baselines as bl
 from rpg.evaluate.evaluators import Evaluator, Outcome, build_evaluator
+from rpg.evaluate.frontier import dominated_by, levels_needed
 from rpg.evaluate.plots import plot_accuracy_vs_similarity, plot_distances, plot_training_loss, read_train_log
 from rpg.evaluate.similarity import flatten_tokens, iou_matrix, pairwise_rms_distances, rms_distances, tv_distances
-from rpg.evaluate.summary import frontier_levels_needed, summarize
+from rpg.evaluate.summary import summarize
 from rpg.io import read_safetensors_metadata, write_json, write_table
 from rpg.runtime import fault_point, progress, resolve_device
 from rpg.tokens.store import TokenStore
@@ -54,8 +58,8 @@ log = logging.getLogger(__name__)
 TABLE_COLUMNS = [
     "kind", "group", "name", "source", "pair_type", "level", "weight", "score", "metrics", "failures_test",
     "failures_probe", "max_iou", "max_iou_original", "functional_distance", "nearest_distance", "nearest_original",
-    "nearest_original_index", "nearest_original_run", "loro_max_iou", "loro_distance", "copy", "in_summary",
-    "run", "state", "step", "bn_recalibrated", "path",
+    "nearest_original_index", "nearest_original_run", "loro_max_iou", "loro_distance", "copy", "dominated_by",
+    "in_summary", "run", "state", "step", "bn_recalibrated", "path",
 ]  # fmt: skip
 OUTPUTS_LIMIT_BYTES = 1 << 30  # keep the originals' probe outputs (for functional distances) up to this size
 
@@ -178,6 +182,39 @@ def _noise_jobs(zoo: _Originals, levels: Sequence[float], cfg: EvaluateConfig, f
     return jobs
 
 
+class _RunGaussians:
+    """A diagonal Gaussian per run, fitted to the run's checkpoints in the normalised space (per-parameter mean and
+    std over the run's original flats): the generative baseline of a per-parameter mean and variance."""
+
+    def __init__(self, zoo: _Originals, flats: Sequence[torch.Tensor]) -> None:
+        self.zoo, self.mask = zoo, zoo.layout.token_mask()
+        self.params: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        for r in sorted(set(zoo.runs)):
+            members = torch.stack([flats[i].double() for i, x in enumerate(zoo.runs) if x == r])
+            if len(members) > 1:  # a run of one checkpoint has no spread
+                self.params[r] = (members.mean(0), members.std(0, unbiased=False))
+
+    def sample(self, run: int, scale: float, seed: int) -> dict[str, torch.Tensor]:
+        mean, std = self.params[run]
+        noise = torch.randn(mean.shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+        tokens = torch.full(self.mask.shape, float("nan"), dtype=torch.float32)
+        tokens[self.mask] = (mean + scale * std * noise).float()
+        return detokenize(tokens, self.zoo.layout, self.zoo.reference)
+
+
+def _gaussian_jobs(gauss: _RunGaussians, scales: Sequence[float], cfg: EvaluateConfig, first: int) -> list[_Job]:
+    """Gaussian baselines: ``cfg.gaussian_models_per_scale`` samples per scale, the runs taken in turn."""
+    runs = sorted(gauss.params)
+    jobs = []
+    for si, scale in enumerate(scales, start=first):
+        for j in range(cfg.gaussian_models_per_scale if runs else 0):
+            run, seed = runs[j % len(runs)], cfg.seed * 1_000_033 + si * 1_013 + j
+            row = _row("gaussian", f"gaussian{scale:g}_{j}", group=f"gaussian@{scale:g}", level=scale,
+                       source=f"run{run}", run=run)  # fmt: skip
+            jobs.append(_Job(row, lambda r=run, s=scale, sd=seed: gauss.sample(r, s, sd)))
+    return jobs
+
+
 def _plan(
     zoo: _Originals, generated_paths: Sequence[Path], cfg: EvaluateConfig, pdiff_paths: Sequence[Path] = ()
 ) -> list[_Job]:
@@ -214,7 +251,7 @@ def _plan(
     pairs = bl.select_pairs(zoo.runs, cfg.interp_pairs, cfg.seed) if cfg.interp_weights else []
     for i, j, pair_type in pairs:
         for w in cfg.interp_weights:
-            row = _row("interpolated", f"interp_{i}_{j}@{w:g}", group=f"interpolated@{w:g}", weight=w,
+            row = _row("interpolated", f"interp_{i}_{j}@{w:g}", group=f"interpolated_{pair_type}@{w:g}", weight=w,
                        source=f"{zoo.names[i]}|{zoo.names[j]}", pair_type=pair_type,
                        run=zoo.runs[i] if pair_type == bl.WITHIN_RUN else None)  # fmt: skip
             jobs.append(_Job(row, lambda i=i, j=j, w=w: zoo.interpolate(i, j, w), recalibrate=True))
@@ -399,20 +436,33 @@ def evaluate_zoo(
     results = _Results([], [], [], [], [])
     _measure(jobs, zoo, evaluator, cfg, dev, results)
     copy_radius = 2.0 * cfg.copy_noise
-    _fill_similarity(jobs, zoo, results, copy_radius)
 
-    # the noise frontier must reach below the generated models' similarity: more levels until it does
-    levels = list(cfg.noise_levels)
-    while True:
-        more = frontier_levels_needed([j.row for j in jobs], levels, cfg.frontier_max_level)
-        if not more:
-            break
-        log.info("noise levels %s do not cover the generated models' similarity: adding %s", levels, more)
-        extra = _noise_jobs(zoo, more, cfg, len(levels))
-        _measure(extra, zoo, evaluator, cfg, dev, results)
-        jobs = [*jobs, *extra]
-        levels += more
+    # the noise and Gaussian frontiers must reach below the generated models' similarity: more levels until they do
+    gauss = _RunGaussians(zoo, results.flats[: len(zoo)]) if cfg.gaussian_models_per_scale else None
+    if gauss is not None and not gauss.params:
+        log.warning("no run has two checkpoints or more: no Gaussian baseline")
+    levels, scales = list(cfg.noise_levels), list(cfg.gaussian_scales) if gauss and gauss.params else []
+    extra = _gaussian_jobs(gauss, scales, cfg, 0) if scales else []
+    if not extra:
         _fill_similarity(jobs, zoo, results, copy_radius)
+    while True:
+        if extra:
+            _measure(extra, zoo, evaluator, cfg, dev, results)
+            jobs = [*jobs, *extra]
+            _fill_similarity(jobs, zoo, results, copy_radius)
+        rows = [j.row for j in jobs]
+        more = levels_needed(rows, "noise", levels, cap=cfg.frontier_max_level)
+        more_scales = (
+            levels_needed(rows, "gaussian", scales, cap=cfg.gaussian_max_scale, floor=1 / 64) if scales else []
+        )
+        if not more and not more_scales:
+            break
+        log.info("the frontiers do not cover the generated models' similarity yet: adding noise levels %s, Gaussian "
+                 "scales %s", more, more_scales)  # fmt: skip
+        extra = _noise_jobs(zoo, more, cfg, len(levels)) + (_gaussian_jobs(gauss, more_scales, cfg, len(scales))
+                                                            if more_scales else [])  # fmt: skip
+        levels += more
+        scales += more_scales
 
     n_generated = sum(j.row["kind"] == "generated" for j in jobs)
     equal_n = cfg.equal_n or n_generated or len(zoo)
@@ -421,9 +471,13 @@ def evaluate_zoo(
     for job in jobs:
         job.row["in_summary"] = bool(job.row["in_summary"])
     table = _to_frame([job.row for job in jobs])
+    table["dominated_by"] = dominated_by(table)
     pairs = {kind: generated_pairs(jobs, results, kind) for kind in ("generated", "pdiff")}
     pairs["spacing"] = consecutive_spacing(zoo, results)
-    summary = summarize(table, pairs=pairs, cfg=cfg, metric=evaluator.main_metric or "score")
+    failures = torch.stack(results.test_failures).numpy() if results.test_failures else None
+    train_log = read_train_log(Path(generator_dir) / "train_log.csv") if generator_dir else None
+    summary = summarize(table, pairs=pairs, cfg=cfg, metric=evaluator.main_metric or "score", test_failures=failures,
+                        train_log=train_log)  # fmt: skip
     summary["settings"] = {
         "arch": zoo.arch,
         "arch_kwargs": zoo.arch_kwargs,
@@ -431,6 +485,7 @@ def evaluate_zoo(
         "device": str(dev),
         "evaluate": cfg.to_dict(),
         "noise_levels": levels,
+        "gaussian_scales": scales,
         "noise_space": "normalised tokens (per-layer standardised; BN running_var in log space)",
         "distance": "RMS over non-padding normalised token entries",
         "similarity": "max IoU of failure sets on the probe split (test + seeded corruptions)",
@@ -439,7 +494,7 @@ def evaluate_zoo(
     }
     out = Path(out_dir)
     write_json(pairs, out / "pairs.json")
-    _write_outputs(table, summary, out, title=Path(token_dir).name, generator_dir=generator_dir)
+    _write_outputs(table, summary, out, title=Path(token_dir).name, train_log=train_log)
     _log_summary(summary)
     return summary
 
@@ -459,15 +514,14 @@ def _recalibrated_kinds(cfg: EvaluateConfig, jobs: Sequence[_Job]) -> str:
     return "interpolated and average models"
 
 
-def _write_outputs(table, summary: Mapping[str, Any], out_dir: Path, *, title: str, generator_dir) -> None:
+def _write_outputs(table, summary: Mapping[str, Any], out_dir: Path, *, title: str, train_log) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     write_table(table, out_dir / "table.parquet")
     write_table(table, out_dir / "table.csv")
     write_json(summary, out_dir / "summary.json")
     metric = summary.get("metric", "score")
     plot_accuracy_vs_similarity(table, out_dir / "accuracy_vs_similarity.png", title=f"{title}: {metric} vs similarity",
-                                metric=metric)  # fmt: skip
-    train_log = read_train_log(Path(generator_dir) / "train_log.csv") if generator_dir else None
+                                metric=metric, frontiers=summary.get("frontiers"))  # fmt: skip
     plot_training_loss(train_log, out_dir / "loss.png", title=f"{title}: generator training loss")
     plot_distances(table, out_dir / "distances.png", title=f"{title}: distance to the nearest original",
                    copy_radius=summary.get("novelty", {}).get("copy_radius"))  # fmt: skip
@@ -487,7 +541,7 @@ def _to_frame(rows: list[dict[str, Any]]):
     for col in ("bn_recalibrated", "in_summary"):
         df[col] = df[col].astype(bool)
     for col in ("kind", "group", "name", "source", "pair_type", "metrics", "max_iou_original", "nearest_original",
-                "path"):  # fmt: skip
+                "dominated_by", "path"):  # fmt: skip
         df[col] = df[col].fillna("").astype(str)
     return df
 
@@ -505,3 +559,6 @@ def _log_summary(summary: Mapping[str, Any]) -> None:
     log.info("generated diversity: %s", fmt(summary.get("generated_diversity") or {}))
     checks = {k: v for k, v in summary["checks"].items() if k != "rules"}
     log.info("checks: %s", fmt(checks))
+    diagnosis = summary.get("diagnosis") or {}
+    if diagnosis.get("status") not in (None, "ok"):
+        log.warning("diagnosis (%s): %s", diagnosis["status"], diagnosis["message"])

@@ -22,9 +22,13 @@ CAPTIONS = {
         "between its failure set on the probe split (test plus seeded corruptions) and that of any original "
         "checkpoint (for an original: any OTHER original); y is its score on the test split. Points up and left are "
         "accurate and novel. A generator that copies its training checkpoints sits at the right, next to the "
-        "originals. The noise baselines (growing std, joined by the frontier line) and interpolations show how the "
-        "score falls as a model moves away from the originals; generated models should sit above the frontier. "
-        "Originals of the equal-n subsample are filled, the others hollow; p-diff models are the blue crosses."
+        "originals. Three baseline families show how the score falls as a model moves away from the originals: "
+        "noise of growing std, interpolation of two originals over a sweep of weights (a curve across runs, a dashed "
+        "one within a run) and a per-run diagonal Gaussian with its std scaled up; each family's frontier joins its "
+        "groups' mean points. Generated models should sit above every frontier. The right panel zooms on the band "
+        "where the originals, the generated models and the frontiers near them lie, with 95% intervals of the "
+        "frontier points and of the generated mean (models and test samples resampled). Originals of the equal-n "
+        "subsample are filled, the others hollow; p-diff models are the blue crosses."
     ),
     "loss": (
         "Generator training loss (denoising MSE on non-padding token entries) against step, log scale: raw "
@@ -68,24 +72,26 @@ def _save(fig, path: str | Path) -> Path:
     return path
 
 
-def plot_accuracy_vs_similarity(
-    table: pd.DataFrame, path: str | Path, *, title: str = "", metric: str = "score"
-) -> Path:
-    """Scatter of the test score (y) against the probe similarity (x) for every model kind, with the noise frontier."""
+FAMILY_STYLE = {  # baseline kind: marker, colour map of its levels, frontier line colour, label
+    "noise": ("x", "viridis", "tab:green", "noise"),
+    "interpolated": ("s", "plasma", "tab:purple", "interpolation"),
+    "gaussian": ("^", "cividis", "tab:cyan", "per-run Gaussian"),
+}
+FRONTIER_KIND = {"noise": "noise", "interpolation": "interpolated", "gaussian": "gaussian"}
+
+
+def _scatter_models(ax, table: pd.DataFrame) -> None:
+    """Every model of the table: baselines by family (colour by level), then averages, originals and generated."""
     from matplotlib import colormaps
 
-    fig = _figure()
-    ax = fig.add_subplot()
-    for kind, cmap, marker in (("noise", "viridis", "x"), ("interpolated", "plasma", "s")):
+    for kind, (marker, cmap, _, label) in FAMILY_STYLE.items():
         rows = table[table["kind"] == kind]
         groups = list(dict.fromkeys(rows["group"]))
         colors = colormaps[cmap](np.linspace(0.0, 0.85, max(len(groups), 1)))
-        for color, group in zip(colors, groups):
+        for i, (color, group) in enumerate(zip(colors, groups)):
             g = rows[rows["group"] == group]
-            ax.scatter(g["max_iou"], g["score"], marker=marker, color=color, alpha=0.8, s=28, label=group)
-    noise = table[table["kind"] == "noise"].groupby("level")[["max_iou", "score"]].mean().sort_values("max_iou")
-    if len(noise) > 1:
-        ax.plot(noise["max_iou"], noise["score"], color="tab:green", alpha=0.6, lw=1, label="noise frontier")
+            ax.scatter(g["max_iou"], g["score"], marker=marker, color=color, alpha=0.6, s=22,
+                       label=f"{label} ({len(rows)})" if i == 0 else None)  # fmt: skip
     for kind in ("average", "original", "pdiff", "generated_bn", "generated"):
         g = table[table["kind"] == kind]
         if not len(g):
@@ -94,17 +100,82 @@ def plot_accuracy_vs_similarity(
         size = {"generated": 110, "generated_bn": 80, "pdiff": 70}.get(kind, 36)
         if kind == "original" and "in_summary" in g:
             rest = g[~g["in_summary"].astype(bool)]
-            ax.scatter(rest["max_iou"], rest["score"], marker="o", facecolors="none", edgecolors="black", s=20,
-                       alpha=0.5, label=f"original ({len(rest)})", zorder=2)  # fmt: skip
+            if len(rest):
+                ax.scatter(rest["max_iou"], rest["score"], marker="o", facecolors="none", edgecolors="black", s=20,
+                           alpha=0.5, label=f"original ({len(rest)})", zorder=2)  # fmt: skip
             g = g[g["in_summary"].astype(bool)]
         ax.scatter(g["max_iou"], g["score"], marker=st["marker"], color=st["color"], s=size, zorder=3,
                    label=f"{st['label']} ({len(g)})", edgecolors="white", linewidths=0.5)  # fmt: skip
-    ax.set_xlabel("similarity: max IoU of probe failure sets vs originals")
-    ax.set_ylabel(f"test {metric}")
-    ax.set_title(title or f"{metric} vs similarity (up-left: accurate and novel)")
-    ax.grid(alpha=0.3)
+
+
+def _draw_frontiers(ax, table: pd.DataFrame, frontiers: dict | None, *, intervals: bool) -> None:
+    """Each family's frontier: per curve, its groups' mean points joined (95% intervals of the means as bars)."""
+    for family, kind in FRONTIER_KIND.items():
+        _, _, color, label = FAMILY_STYLE[kind]
+        points = ((frontiers or {}).get(family) or {}).get("points")
+        if points is None:  # no summary: the table's group means
+            rows = table[table["kind"] == kind]
+            key = "weight" if kind == "interpolated" else "level"
+            curve = rows["pair_type"] if kind == "interpolated" else pd.Series("", index=rows.index)
+            means = rows.groupby([curve, rows[key]])[["max_iou", "score"]].mean().reset_index()
+            points = [{"curve": c, "similarity": x, "score": y} for c, x, y in
+                      zip(means.iloc[:, 0], means["max_iou"], means["score"])]  # fmt: skip
+        for i, curve in enumerate(dict.fromkeys(p.get("curve", "") for p in points)):
+            pts = sorted((p for p in points if p.get("curve", "") == curve), key=lambda p: p["similarity"])
+            x, y = [p["similarity"] for p in pts], [p["score"] for p in pts]
+            style = "-" if i == 0 else "--"
+            ax.plot(x, y, style, color=color, lw=1.3, alpha=0.9, label=f"{label} frontier {curve}".rstrip())
+            ci = [p.get("score_ci95") for p in pts]
+            if intervals and all(c and None not in c for c in ci):
+                err = np.array([[yy - c[0], c[1] - yy] for yy, c in zip(y, ci)]).T
+                ax.errorbar(x, y, yerr=np.clip(err, 0, None), fmt="none", ecolor=color, alpha=0.7, capsize=2)
+    gen = (frontiers or {}).get("generated") or {}
+    if intervals and gen.get("score") is not None and gen.get("score_ci95"):
+        lo, hi = gen["score_ci95"]
+        ax.errorbar([gen["similarity"]], [gen["score"]], yerr=[[gen["score"] - lo], [hi - gen["score"]]], fmt="P",
+                    color="darkred", ms=9, capsize=4, zorder=4, label="generated mean (95% interval)")  # fmt: skip
+
+
+def _zoom_limits(table: pd.DataFrame, frontiers: dict | None) -> tuple[tuple[float, float], tuple[float, float]]:
+    """The band where originals, generated models and the frontiers near the generated similarity lie."""
+    focus = table[table["kind"].isin(["original", "generated"])]
+    xs, ys = list(focus["max_iou"].dropna()), list(focus["score"].dropna())
+    gen = table[table["kind"] == "generated"]["max_iou"].dropna()
+    x_lo = (gen.min() if len(gen) else min(xs, default=0.0)) - 0.1
+    for block in (frontiers or {}).values():
+        for p in (block or {}).get("points", []) if isinstance(block, dict) else []:
+            if p["similarity"] >= x_lo:
+                xs.append(p["similarity"])
+                ys.append(p["score"])
+    if not ys:
+        return (0.0, 1.0), (0.0, 1.0)
+    y_lo, y_hi = float(np.min(ys)), float(np.max(ys))
+    pad = max(0.1 * (y_hi - y_lo), 0.002)
+    return (max(0.0, x_lo), min(1.0, float(np.max(xs)) + 0.02)), (y_lo - pad, y_hi + pad)
+
+
+def plot_accuracy_vs_similarity(
+    table: pd.DataFrame, path: str | Path, *, title: str = "", metric: str = "score", frontiers: dict | None = None
+) -> Path:
+    """Test score (y) against probe similarity (x) for every model kind, with every baseline family's frontier: the
+    full range on the left, zoomed on the band of the originals, the generated models and the frontiers near them on
+    the right (95% intervals of the frontier points and of the generated mean, from ``frontiers``: the summary's
+    block of that name)."""
+    fig = _figure(12.8, 5.2)
+    full, zoom = fig.subplots(1, 2)
+    for ax, intervals in ((full, False), (zoom, True)):
+        _scatter_models(ax, table)
+        _draw_frontiers(ax, table, frontiers, intervals=intervals)
+        ax.set_xlabel("similarity: max IoU of probe failure sets vs originals")
+        ax.set_ylabel(f"test {metric}")
+        ax.grid(alpha=0.3)
     if len(table):
-        ax.legend(fontsize=7, loc="best", ncol=2)
+        (x0, x1), (y0, y1) = _zoom_limits(table, frontiers)
+        zoom.set_xlim(x0, x1)
+        zoom.set_ylim(y0, y1)
+        full.legend(fontsize=6, loc="lower right", ncol=2)
+    full.set_title(title or f"{metric} vs similarity (up-left: accurate and novel)", fontsize=10)
+    zoom.set_title("zoomed on the originals, the generated models and the frontiers near them", fontsize=9)
     return _save(fig, path)
 
 

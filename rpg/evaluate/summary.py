@@ -11,43 +11,51 @@ Checks (True/False, or None with a reason when they cannot be decided):
 * ``generated_not_copies``: no generated model lies within the copy radius (``2 * evaluate.copy_noise``, RMS in the
   normalised space) of an original. An exact copy and a copy plus noise of std ``copy_noise`` fail; a model trained
   from a new seed passes.
-* ``generated_beats_noise_at_equal_similarity``: the generated mean score is at least the noise frontier's score at
-  the generated mean similarity. The frontier joins the per-level (mean similarity, mean score) points of the noise
-  baselines (levels with equal similarity averaged) linearly; outside its range the check is None ("not covered"),
-  never clamped.
+* ``generated_beats_noise_at_equal_similarity``, ``generated_beats_interpolation_at_equal_similarity``,
+  ``generated_beats_gaussian_at_equal_similarity``: the margin of the generated mean score over each baseline
+  family's frontier at the generated mean similarity, decided by its 95% bootstrap interval
+  (:mod:`rpg.evaluate.frontier`): ``pass`` (interval above 0), ``fail`` (below), ``undecided``; and where no claim
+  can be made: ``not covered`` (the frontier does not reach the generated similarity; never clamped), ``no
+  baseline``, ``not applicable`` (the generated mean lies more than ``evaluate.frontier_max_gap`` below the
+  originals': a frontier claim about broken models says nothing) or ``no resolution`` (``resolution_ok`` is False:
+  similarity cannot tell models apart). The margins and intervals are in ``frontiers`` either way.
 * ``resolution_ok``: every original and generated model fails at least ``evaluate.min_probe_failures`` times on the
   probe split, so failure-set IoU has resolution.
+
+``dominance``: how many generated models no baseline model dominates (is at least as accurate and less similar).
+``diagnosis``: when the generated models are far below the originals, why and what to change
+(:mod:`rpg.evaluate.diagnosis`).
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from rpg.config import EvaluateConfig
+from rpg.evaluate.diagnosis import diagnose
+from rpg.evaluate.frontier import FAMILIES, dominance, frontiers
+from rpg.evaluate.frontier import json_number as _num
 
 OPTIONAL_KINDS = ("pdiff", "generated_bn")  # in num_models only when the zoo has them
-KINDS = ("original", "generated", "pdiff", "generated_bn", "noise", "interpolated", "average")
+KINDS = ("original", "generated", "pdiff", "generated_bn", "noise", "interpolated", "gaussian", "average")
 RULES = {
     "generated_not_copies": "no generated model within 2 x evaluate.copy_noise (RMS, normalised space) of an original",
-    "generated_beats_noise_at_equal_similarity": (
-        "generated mean test score >= the noise frontier's score at the generated mean probe similarity (per-level "
-        "points, ties averaged, linear; None when the frontier does not cover that similarity)"
-    ),
+    **{
+        f.check: (
+            f"the 95% bootstrap interval of (generated mean test score - the {f.name} frontier's score at the "
+            "generated mean probe similarity; generated models, baseline models and test samples resampled) lies above "
+            "0: pass; "
+            "below 0: fail; else undecided (not applicable when the generated mean is more than "
+            "evaluate.frontier_max_gap below the originals'; no resolution when resolution_ok is False)"
+        )
+        for f in FAMILIES
+    },
     "resolution_ok": "every original and generated model fails >= evaluate.min_probe_failures probe samples",
 }
-
-
-def _num(x: Any) -> float | None:
-    """A JSON-safe float: NaN/inf/None -> None."""
-    if x is None:
-        return None
-    x = float(x)
-    return None if math.isnan(x) or math.isinf(x) else x
 
 
 def _finite(values) -> np.ndarray:
@@ -161,61 +169,15 @@ def _components(adj: np.ndarray) -> int:
     return count
 
 
-def frontier_points(table: pd.DataFrame) -> list[dict[str, Any]]:
-    """Per noise level (mean probe similarity, mean test score, n), sorted by level."""
-    noise = table[table["kind"] == "noise"]
-    points = []
-    for level, rows in noise.groupby("level", sort=True):
-        sim, score = _finite(rows["max_iou"]), _finite(rows["score"])
-        if sim.size and score.size:
-            points.append({"level": float(level), "similarity": float(sim.mean()), "score": float(score.mean()),
-                           "n": int(len(rows))})  # fmt: skip
-    return points
-
-
-def frontier_score(points: Sequence[Mapping[str, Any]], target: float | None) -> tuple[float | None, str]:
-    """The frontier's score at similarity ``target`` and why it is None when it is (not covered / no points)."""
-    if target is None or not np.isfinite(target):
-        return None, "no generated similarity"
-    if not points:
-        return None, "no noise baseline"
-    by_sim: dict[float, list[float]] = {}
-    for p in points:  # ties: levels with the same mean similarity are averaged
-        by_sim.setdefault(round(p["similarity"], 12), []).append(p["score"])
-    sims = np.array(sorted(by_sim))
-    scores = np.array([np.mean(by_sim[s]) for s in sims])
-    if target < sims[0] - 1e-12 or target > sims[-1] + 1e-12:
-        return None, f"not covered: the noise frontier spans similarity {sims[0]:.4f}..{sims[-1]:.4f}"
-    return float(np.interp(target, sims, scores)), "covered"
-
-
-def frontier_levels_needed(rows: Sequence[Mapping[str, Any]], levels: Sequence[float], cap: float) -> list[float]:
-    """One more noise level when the frontier does not reach the generated models' similarities yet: twice the
-    largest level while its noise models are still more similar than the least similar generated model (up to
-    ``cap``), half the smallest while they are less similar than the most similar one (down to 1e-4)."""
-    gen = [r["max_iou"] for r in rows if r["kind"] == "generated" and r["max_iou"] is not None]
-    if not gen or not levels:
-        return []
-    by_level: dict[float, list[float]] = {}
-    for r in rows:
-        if r["kind"] == "noise" and r["max_iou"] is not None:
-            by_level.setdefault(float(r["level"]), []).append(float(r["max_iou"]))
-    if not by_level:
-        return []
-    lo, hi = min(by_level), max(by_level)
-    if np.mean(by_level[hi]) > min(gen) and 2 * hi <= cap:
-        return [2 * hi]
-    if np.mean(by_level[lo]) < max(gen) and lo / 2 >= 1e-4 and lo / 2 not in by_level:
-        return [lo / 2]
-    return []
-
-
 def summarize(
     table: pd.DataFrame, *, pairs: Mapping[str, Any] | None = None, cfg: EvaluateConfig | None = None,
-    metric: str = "score",
+    metric: str = "score", test_failures: np.ndarray | None = None, train_log: pd.DataFrame | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """The summary dict of an evaluation table (module docstring). ``pairs``: pairwise relations of the generated
-    (and p-diff) models and the zoo's consecutive-checkpoint ``spacing`` (:func:`rpg.evaluate.evaluate`)."""
+    (and p-diff) models and the zoo's consecutive-checkpoint ``spacing`` (:func:`rpg.evaluate.evaluate`).
+    ``test_failures``: bool [len(table), N], every model's failures on the test split, row-aligned with ``table``
+    (the frontier intervals then resample the test samples too, where the score is a per-sample mean).
+    ``train_log``: the generator's training log, for the diagnosis of models far below the originals."""
     cfg = cfg or EvaluateConfig()
     pairs = pairs or {}
     by_kind = {k: table[table["kind"] == k] for k in KINDS}
@@ -239,7 +201,7 @@ def summarize(
     if len(by_kind["generated_bn"]):  # the generated weights with re-estimated BatchNorm statistics (not the models
         summary["generated_bn"] = model_block(by_kind["generated_bn"], **boot)  # as generated: never in the checks)
     baselines: dict[str, Any] = {}
-    for kind in ("noise", "interpolated", "average"):
+    for kind in ("noise", "interpolated", "gaussian", "average"):
         for group, rows in by_kind[kind].groupby("group", sort=False):
             baselines[str(group)] = {"kind": kind, "level": _num(rows["level"].iloc[0]),
                                      "weight": _num(rows["weight"].iloc[0]), **model_block(rows)}  # fmt: skip
@@ -261,20 +223,29 @@ def summarize(
         "wrong_per_model_median": _num(np.median(fails)) if fails.size else None,
     }
 
-    gen_sim = summary["generated"]["similarity"]["mean"]
-    points = frontier_points(table)
-    at_gen, reason = frontier_score(points, gen_sim)
-    summary["noise_frontier"] = {"points": points, "score_at_generated_similarity": _num(at_gen), "status": reason}
-    gen_score = summary["generated"]["score"]["mean"]
-    beats = None if at_gen is None or gen_score is None else bool(gen_score >= at_gen - 1e-12)
+    resolution_ok = None if not fails.size else bool(fails.min() >= cfg.min_probe_failures)
+    summary["frontiers"] = frontiers(table, test_failures, resamples=cfg.bootstrap, seed=cfg.seed)
+    gap = None
+    if summary["original"]["score"]["mean"] is not None and summary["generated"]["score"]["mean"] is not None:
+        gap = summary["original"]["score"]["mean"] - summary["generated"]["score"]["mean"]
+    summary["frontiers"]["applicable"] = {"originals_minus_generated": _num(gap), "max_gap": cfg.frontier_max_gap,
+                                          "applicable": gap is not None and gap <= cfg.frontier_max_gap}  # fmt: skip
+    summary["dominance"] = dominance(table)
+    summary["diagnosis"] = diagnose(gap=_num(gap), tolerance=cfg.frontier_max_gap, train_log=train_log)
     not_copies = None if not len(gen) else summary["generated"]["copies"] == 0
-    summary["checks"] = {
-        "generated_not_copies": not_copies,
-        "generated_beats_noise_at_equal_similarity": beats,
-        "resolution_ok": None if not fails.size else bool(fails.min() >= cfg.min_probe_failures),
-        "noise_frontier": reason,
-        "rules": dict(RULES),
-    }
+    checks: dict[str, Any] = {"generated_not_copies": not_copies}
+    for family in FAMILIES:
+        verdict = summary["frontiers"][family.name]["verdict"]
+        if not len(gen):
+            verdict = "no generated models"
+        elif verdict in ("pass", "fail", "undecided") and gap is not None and gap > cfg.frontier_max_gap:
+            verdict = "not applicable"
+        elif verdict in ("pass", "fail", "undecided") and resolution_ok is False:
+            verdict = "no resolution"
+        checks[family.check] = verdict
+    checks["resolution_ok"] = resolution_ok
+    checks["rules"] = dict(RULES)
+    summary["checks"] = checks
     return summary
 
 

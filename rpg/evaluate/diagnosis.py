@@ -1,0 +1,89 @@
+"""What a user should do when the generated models are far below the originals: the evaluation's ``diagnosis``.
+
+The frontier checks compare working models; when the generated mean lies more than ``evaluate.frontier_max_gap``
+below the originals' (equal n, test split) they are "not applicable", and this diagnosis says why the models fail
+and what to change, from the generator's training log:
+
+* ``ok``: the generated mean is within the tolerance of the originals';
+* ``not converged``: the smoothed training loss was still falling over the last fifth of training (by more than
+  :data:`STILL_FALLING`), or the sampled validation score was still rising: train longer;
+* ``plateau``: the loss (and the validation score, where logged) had flattened while the models stay far off: more
+  steps will not help; a larger generator, smaller tokens or another recipe might;
+* ``unknown``: far off, and no training log to tell which.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+STILL_FALLING = 0.05  # relative fall of the smoothed loss over the last fifth of training that counts as falling
+STILL_RISING = 0.01  # rise of the validation score (metric units) over the last validations that counts as rising
+ADVICE = {
+    "ok": "the generated models are within the tolerance of the originals",
+    "not converged": (
+        "the generator had not converged: its {evidence}; train longer (raise train.steps, or set train.steps: auto "
+        "with train.max_steps) and check the validation curve in train_log.csv (docs/tuning.md)"
+    ),
+    "plateau": (
+        "training had flattened ({evidence}) with the generated models far below the originals: more steps will not "
+        "help; try a wider generator (generator.dim), smaller tokens (tokens.token_size), a higher learning rate or "
+        "epsilon prediction (docs/tuning.md)"
+    ),
+    "unknown": "no training log to tell whether the generator had converged (docs/tuning.md)",
+}
+
+
+def loss_trend(train_log: pd.DataFrame | None) -> float | None:
+    """Relative change of the mean loss from the fifth of training before the last to the last fifth (negative:
+    still falling), or None without a usable log."""
+    if train_log is None or "loss" not in train_log or len(train_log) < 10:
+        return None
+    loss = train_log.sort_values("step")["loss"].to_numpy(np.float64)
+    loss = loss[np.isfinite(loss)]
+    if len(loss) < 10:
+        return None
+    fifth = len(loss) // 5
+    before, last = loss[-2 * fifth : -fifth].mean(), loss[-fifth:].mean()
+    return float((last - before) / before) if before > 0 else None
+
+
+def validation_trend(train_log: pd.DataFrame | None) -> float | None:
+    """Change of the sampled models' validation score between the mean of the first half of the last four
+    validations and their second half (positive: still rising), or None when fewer than four were logged."""
+    if train_log is None or "val_score" not in train_log:
+        return None
+    val = train_log.sort_values("step")["val_score"].to_numpy(np.float64)
+    val = val[np.isfinite(val)]
+    if len(val) < 4:
+        return None
+    return float(val[-2:].mean() - val[-4:-2].mean())
+
+
+def diagnose(*, gap: float | None, tolerance: float, train_log: pd.DataFrame | None) -> dict[str, Any]:
+    """The diagnosis block of summary.json (module docstring). ``gap``: originals' mean minus generated mean."""
+    trend, val = loss_trend(train_log), validation_trend(train_log)
+    out: dict[str, Any] = {"gap": gap, "tolerance": tolerance, "loss_trend": trend, "validation_trend": val}
+    if gap is None:
+        return {**out, "status": "unknown", "message": "no generated models to diagnose"}
+    if gap <= tolerance:
+        return {**out, "status": "ok", "message": ADVICE["ok"]}
+    falling = trend is not None and trend < -STILL_FALLING
+    rising = val is not None and val > STILL_RISING
+    if falling or rising:
+        evidence = []
+        if falling:
+            evidence.append(f"training loss was still falling ({100 * trend:+.1f}% over the last fifth of training)")
+        if rising:
+            evidence.append(f"sampled models' validation score was still rising ({100 * val:+.1f} points)")
+        status, message = "not converged", ADVICE["not converged"].format(evidence=" and its ".join(evidence))
+    elif trend is None and val is None:
+        status, message = "unknown", ADVICE["unknown"]
+    else:
+        parts = [f"loss {100 * trend:+.1f}% over the last fifth" if trend is not None else None,
+                 f"validation score {100 * val:+.1f} points" if val is not None else None]  # fmt: skip
+        status, message = "plateau", ADVICE["plateau"].format(evidence=", ".join(p for p in parts if p))
+    head = f"generated mean {100 * gap:.2f} points below the originals' (tolerance {100 * tolerance:.2f}): "
+    return {**out, "status": status, "message": head + message}
