@@ -214,7 +214,7 @@ def find_token_store(path: Path, config: Mapping[str, Any]) -> Path:
         candidates += [rec] if rec.is_absolute() else [rec, *(a / rec for a in Path(os.path.abspath(path)).parents)]
     candidates.append(path.parent.parent / "tokens" / path.name)
     want = config.get("token_content_hash") or ""
-    seen = []
+    seen, other = [], None
     for cand in candidates:
         if cand in seen or not cand.is_dir():
             continue
@@ -226,6 +226,11 @@ def find_token_store(path: Path, config: Mapping[str, Any]) -> Path:
             continue
         if not want or not got or got == want:
             return cand
+        other = other or cand
+    if other is not None:
+        raise RPGInputError(f"the token store {other} holds other tokens than the generator was trained on "
+                            "(content hash differs): pass its own store as tokens=<folder> (rpg sample --tokens)",
+                            path)  # fmt: skip
     looked = recorded or str(path.parent.parent / "tokens" / path.name)
     raise RPGInputError(f"no token store for this generator (looked for {looked}); sampling needs the store it was "
                         "trained on: pass tokens=<folder> (rpg sample --tokens)", path)  # fmt: skip

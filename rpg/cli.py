@@ -149,7 +149,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from rpg.hub import describe
 
     path = Path(args.path)
-    if path.is_dir() and (path / "config.json").is_file() and not (path / "README.md").is_file():
+    if path.is_dir() and (path / "config.json").is_file():
         from rpg.io import read_json
 
         if "generator" in (read_json(path / "config.json") or {}):

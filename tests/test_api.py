@@ -134,7 +134,7 @@ def test_load_model_and_evaluate_model(here):
     assert isinstance(rpg.load_model("results/tiny/zoo/cnn_s/run0/ckpt_000.safetensors"), torch.nn.Module)
 
 
-def test_export_of_a_builtin_model_loads_with_rpg_alone(here, tmp_path):
+def test_export_of_a_builtin_model_loads_with_rpg_alone(here, tmp_path, capsys):
     src = BATCH / "model_001.safetensors"
     out = rpg.export_model(src, tmp_path / "exported")
     assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "model.safetensors"]
@@ -163,7 +163,9 @@ def test_export_of_a_builtin_model_loads_with_rpg_alone(here, tmp_path):
     ):
         assert text in body, text
     # an exported folder keeps what the evaluation knew when it is inspected elsewhere
+    capsys.readouterr()
     assert main(["inspect", str(out)]) == 0
+    assert f"test accuracy {score:.4f}" in capsys.readouterr().out
 
 
 def test_export_of_a_timm_model_loads_with_timm_alone(tmp_path):
@@ -300,6 +302,11 @@ def test_bad_input_names_the_file_and_exits_2(here, tmp_path, capsys, token_dir)
     (alone / "config.json").write_text(json.dumps({**cfg, "token_dir": "gone/tokens"}))
     assert main(["sample", str(alone), "-n", "1", "-o", str(tmp_path / "s")]) == 2
     one_line_error(capsys, str(alone), "no token store", "--tokens")
+    # ... or whose recorded store now holds other tokens
+    stale = {**cfg, "token_dir": str(here / "results/tiny/tokens/cnn_s"), "token_content_hash": "0" * 64}
+    (alone / "config.json").write_text(json.dumps(stale))
+    with pytest.raises(RPGInputError, match="holds other tokens"):
+        rpg.load_generator(alone)
     # ... or given the token store of another zoo
     assert main(["sample", str(GEN), "-n", "1", "-o", "s", "--tokens", str(token_dir)]) == 2
     one_line_error(capsys, str(token_dir), "trained on")
