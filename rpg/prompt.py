@@ -16,7 +16,8 @@ similarity to X and keeps those nearer X than Y.
 ``benchmarks/prompt_rules.py`` measures both on prompts with known answers; docs/prompts.md shows the result and
 why ``describe`` is the default, and where a small sentence encoder fails (properties of numbers: even, prime, ...).
 
-CLI: ``python -m rpg.prompt "tell the even digits from the odd ones"`` prints the vector and the runners-up.
+CLI: ``rpg prompt "tell the even digits from the odd ones"`` (or ``python -m rpg.prompt ...``) prints the vector and
+the runners-up.
 """
 
 from __future__ import annotations
@@ -162,9 +163,10 @@ def _largest_gap(scores: torch.Tensor) -> list[int]:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m rpg.prompt PROMPT [--classes ...] [--rule describe|gap] [--encoder PATH]``: print the vector."""
-    parser = argparse.ArgumentParser(prog="python -m rpg.prompt", description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None, *, prog: str = "python -m rpg.prompt") -> int:
+    """``rpg prompt PROMPT [--classes ...] [--rule describe|gap] [--encoder PATH]`` (also ``python -m rpg.prompt``):
+    print the vector."""
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     parser.add_argument("prompt")
     parser.add_argument("--classes", nargs="+", default=list(DIGIT_NAMES), help="class names (default: digits)")
     parser.add_argument("--rule", choices=RULES, default="describe")

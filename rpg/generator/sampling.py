@@ -82,6 +82,11 @@ def load_generator(
     return model.to(device).eval(), cfg
 
 
+def model_name(index: int) -> str:
+    """File name of generated model ``index``: ``model_<iii>.safetensors``."""
+    return f"model_{index:03d}.safetensors"
+
+
 def generate_models(
     *,
     generator_dir: str | Path,
@@ -101,20 +106,46 @@ def generate_models(
     cfg = GenerateConfig.parse(generate_cfg, "generate")
     set_threads(cfg.threads)
     dev = resolve_device(device)
+    store = TokenStore(token_dir)
+    model, _ = load_generator(generator_dir, device=dev, weights=cfg.weights)
+    check_store(model, store, generator_dir)
+    write_models(model, store, generator_dir=generator_dir, out_paths=out_paths, cfg=cfg, device=dev,
+                 indices=indices, tasks=tasks)  # fmt: skip
+
+
+def check_store(model: RPGModel, store: TokenStore, generator_dir: str | Path) -> None:
+    """RPGInputError naming the store unless the generator was trained on tokens of its layout."""
+    layout = store.layout
+    if (model.num_tokens, model.token_size) != (layout.num_tokens, layout.token_size):
+        raise RPGInputError(
+            f"generator {generator_dir} was trained on [{model.num_tokens}, {model.token_size}] tokens, "
+            f"this store has [{layout.num_tokens}, {layout.token_size}]", store.directory)  # fmt: skip
+
+
+def write_models(
+    model: RPGModel,
+    store: TokenStore,
+    *,
+    generator_dir: str | Path,
+    out_paths: Sequence[str | Path],
+    cfg: GenerateConfig,
+    device: torch.device,
+    indices: Sequence[int] | None = None,
+    tasks: Sequence[Sequence[int]] | None = None,
+) -> None:
+    """Sample models with a loaded generator (on ``device``) into ``out_paths``, ``cfg.batch_size`` at a time, with
+    a progress bar: model i (``indices``, default 0, 1, ...) uses seed ``cfg.seed + i`` and the permutation state
+    ``cfg.state`` or one drawn from that seed. What :func:`generate_models`, the pipeline's generate stage and
+    ``rpg sample`` (:mod:`rpg.api`) all run."""
+    dev = device
     out_paths = [Path(p) for p in out_paths]
     indices = list(range(len(out_paths))) if indices is None else [int(i) for i in indices]
     if len(indices) != len(out_paths):
         raise ValueError(f"{len(indices)} model indices for {len(out_paths)} output paths")
     if tasks is not None and len(tasks) != len(out_paths):
         raise ValueError(f"{len(tasks)} task vectors for {len(out_paths)} models")
-    store = TokenStore(token_dir)
     layout, store_meta = store.layout, store.meta
     reference = LazyTensors(store.directory / REFERENCE_FILE)  # copied entries, read one at a time
-    model, gen_cfg = load_generator(generator_dir, device=dev, weights=cfg.weights)
-    if (model.num_tokens, model.token_size) != (layout.num_tokens, layout.token_size):
-        raise RPGInputError(
-            f"generator {generator_dir} was trained on [{model.num_tokens}, {model.token_size}] tokens, "
-            f"this store has [{layout.num_tokens}, {layout.token_size}]", token_dir)  # fmt: skip
     num_states = model.permutation.num_states
     sampler = build_sampler(cfg.sampler, schedule=model.schedule, steps=cfg.steps, eta=cfg.eta)
     dtype = torch.bfloat16 if cfg.bf16 else torch.float32

@@ -5,16 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from rpg.api import load_generator
 from rpg.config import ZooSettings
 from rpg.errors import RPGInputError
-from rpg.generator.sampling import generate_models
+from rpg.generator.sampling import model_name
 
 MODEL_PATTERN = "model_*.safetensors"
 
-
-def model_name(index: int) -> str:
-    """File name of generated model ``index``: ``model_<iii>.safetensors``."""
-    return f"model_{index:03d}.safetensors"
+__all__ = ["MODEL_PATTERN", "batch_models", "generate", "model_name"]
 
 
 def generate(
@@ -26,11 +24,9 @@ def generate(
     indices: Sequence[int],
 ) -> None:
     """Sample the models ``indices`` of the zoo's generated set (model i: seed ``generate.seed + i``) into
-    ``out_dir/model_<iii>.safetensors``."""
-    out_dir = Path(out_dir)
-    generate_models(generator_dir=generator_dir, token_dir=tokens_dir, indices=list(indices),
-                    out_paths=[out_dir / model_name(i) for i in indices], generate_cfg=settings.generate,
-                    device=settings.device)  # fmt: skip
+    ``out_dir/model_<iii>.safetensors``: the public API's :meth:`rpg.api.Generator.sample`, as ``rpg sample``."""
+    generator = load_generator(Path(generator_dir), tokens=tokens_dir, settings=settings)
+    generator.sample(indices=list(indices), out_dir=out_dir)
 
 
 def batch_models(batch_dirs: Sequence[str | Path]) -> list[Path]:
