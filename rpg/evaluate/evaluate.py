@@ -215,6 +215,18 @@ def _gaussian_jobs(gauss: _RunGaussians, scales: Sequence[float], cfg: EvaluateC
     return jobs
 
 
+def _interp_jobs(zoo: _Originals, weights: Sequence[float], cfg: EvaluateConfig) -> list[_Job]:
+    """Interpolations of the seeded pairs (half across runs, half within a run) at ``weights``."""
+    jobs = []
+    for i, j, pair_type in bl.select_pairs(zoo.runs, cfg.interp_pairs, cfg.seed) if weights else []:
+        for w in weights:
+            row = _row("interpolated", f"interp_{i}_{j}@{w:g}", group=f"interpolated_{pair_type}@{w:g}", weight=w,
+                       source=f"{zoo.names[i]}|{zoo.names[j]}", pair_type=pair_type,
+                       run=zoo.runs[i] if pair_type == bl.WITHIN_RUN else None)  # fmt: skip
+            jobs.append(_Job(row, lambda i=i, j=j, w=w: zoo.interpolate(i, j, w), recalibrate=True))
+    return jobs
+
+
 def _plan(
     zoo: _Originals, generated_paths: Sequence[Path], cfg: EvaluateConfig, pdiff_paths: Sequence[Path] = ()
 ) -> list[_Job]:
@@ -248,14 +260,7 @@ def _plan(
             jobs.append(_Job(row, job.make, recalibrate=True))
     jobs += _noise_jobs(zoo, cfg.noise_levels, cfg, 0)
 
-    pairs = bl.select_pairs(zoo.runs, cfg.interp_pairs, cfg.seed) if cfg.interp_weights else []
-    for i, j, pair_type in pairs:
-        for w in cfg.interp_weights:
-            row = _row("interpolated", f"interp_{i}_{j}@{w:g}", group=f"interpolated_{pair_type}@{w:g}", weight=w,
-                       source=f"{zoo.names[i]}|{zoo.names[j]}", pair_type=pair_type,
-                       run=zoo.runs[i] if pair_type == bl.WITHIN_RUN else None)  # fmt: skip
-            jobs.append(_Job(row, lambda i=i, j=j, w=w: zoo.interpolate(i, j, w), recalibrate=True))
-
+    jobs += _interp_jobs(zoo, cfg.interp_weights, cfg)
     jobs.append(_Job(_row("average", "mean_all", source="all"), lambda: zoo.average(range(len(zoo))), recalibrate=True))
     if len(set(zoo.runs)) > 1:
         for r in sorted(set(zoo.runs)):
@@ -442,6 +447,7 @@ def evaluate_zoo(
     if gauss is not None and not gauss.params:
         log.warning("no run has two checkpoints or more: no Gaussian baseline")
     levels, scales = list(cfg.noise_levels), list(cfg.gaussian_scales) if gauss and gauss.params else []
+    weights = list(cfg.interp_weights)
     extra = _gaussian_jobs(gauss, scales, cfg, 0) if scales else []
     if not extra:
         _fill_similarity(jobs, zoo, results, copy_radius)
@@ -451,18 +457,20 @@ def evaluate_zoo(
             jobs = [*jobs, *extra]
             _fill_similarity(jobs, zoo, results, copy_radius)
         rows = [j.row for j in jobs]
-        more = levels_needed(rows, "noise", levels, cap=cfg.frontier_max_level)
-        more_scales = (
-            levels_needed(rows, "gaussian", scales, cap=cfg.gaussian_max_scale, floor=1 / 64) if scales else []
-        )
-        if not more and not more_scales:
+        more = {
+            "noise": levels_needed(rows, "noise", levels, cap=cfg.frontier_max_level),
+            "gaussian": levels_needed(rows, "gaussian", scales, cap=cfg.gaussian_max_scale, floor=1 / 64),
+            "interpolated": levels_needed(rows, "interpolated", weights, key="weight", cap=0.5, floor=0.005),
+        }  # interpolation only ever halves its smallest weight: towards the originals
+        if not any(more.values()):
             break
-        log.info("the frontiers do not cover the generated models' similarity yet: adding noise levels %s, Gaussian "
-                 "scales %s", more, more_scales)  # fmt: skip
-        extra = _noise_jobs(zoo, more, cfg, len(levels)) + (_gaussian_jobs(gauss, more_scales, cfg, len(scales))
-                                                            if more_scales else [])  # fmt: skip
-        levels += more
-        scales += more_scales
+        log.info("the frontiers do not cover the generated models' similarity yet: adding %s",
+                 {k: v for k, v in more.items() if v})  # fmt: skip
+        extra = (_noise_jobs(zoo, more["noise"], cfg, len(levels)) + _interp_jobs(zoo, more["interpolated"], cfg)
+                 + (_gaussian_jobs(gauss, more["gaussian"], cfg, len(scales)) if more["gaussian"] else []))  # fmt: skip
+        levels += more["noise"]
+        scales += more["gaussian"]
+        weights += more["interpolated"]
 
     n_generated = sum(j.row["kind"] == "generated" for j in jobs)
     equal_n = cfg.equal_n or n_generated or len(zoo)
@@ -486,6 +494,7 @@ def evaluate_zoo(
         "evaluate": cfg.to_dict(),
         "noise_levels": levels,
         "gaussian_scales": scales,
+        "interp_weights": weights,
         "noise_space": "normalised tokens (per-layer standardised; BN running_var in log space)",
         "distance": "RMS over non-padding normalised token entries",
         "similarity": "max IoU of failure sets on the probe split (test + seeded corruptions)",

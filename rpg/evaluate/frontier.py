@@ -111,10 +111,12 @@ def frontier_score(pts: Sequence[Mapping[str, Any]], target: float | None) -> tu
 
 
 def levels_needed(
-    rows: Sequence[Mapping[str, Any]], kind: str, levels: Sequence[float], *, cap: float, floor: float = 1e-4
-) -> list[float]:
-    """One more level of a baseline whose knob moves models away from the originals (noise std, Gaussian scale)
-    while its frontier does not reach the generated models' similarities: twice the largest level while its models
+    rows: Sequence[Mapping[str, Any]], kind: str, levels: Sequence[float], *, cap: float, floor: float = 1e-4,
+    key: str = "level",
+) -> list[float]:  # fmt: skip
+    """One more level of a baseline whose knob (row column ``key``) moves models away from the originals (noise std,
+    Gaussian scale, interpolation weight) while its frontier does not reach the generated models' similarities:
+    twice the largest level while its models
     are still more similar than the least similar generated model (up to ``cap``; further at once when the largest
     level's models are much nearer the originals than the farthest generated model: distances grow in proportion
     to the level), half the smallest while they are less similar than the most similar one (down to ``floor``)."""
@@ -124,7 +126,7 @@ def levels_needed(
     by_level: dict[float, list[Mapping[str, Any]]] = {}
     for r in rows:
         if r["kind"] == kind and r["max_iou"] is not None:
-            by_level.setdefault(float(r["level"]), []).append(r)
+            by_level.setdefault(float(r[key]), []).append(r)
     if not by_level:
         return []
     lo, hi = min(by_level), max(by_level)
