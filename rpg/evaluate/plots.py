@@ -27,7 +27,9 @@ CAPTIONS = {
         "one within a run) and a per-run diagonal Gaussian with its std scaled up; each family's frontier joins its "
         "groups' mean points. Generated models should sit above every frontier. The right panel zooms on the band "
         "where the originals, the generated models and the frontiers near them lie, with 95% intervals of the "
-        "frontier points and of the generated mean (models and test samples resampled). Originals of the equal-n "
+        "frontier points (bands) and of the generated mean (bar), models and test samples resampled; the checks use "
+        "the interval of the margin itself, paired over the same resampled test samples and narrower than these "
+        "bands (summary.json, frontiers). Originals of the equal-n "
         "subsample are filled, the others hollow; p-diff models are the blue crosses."
     ),
     "loss": (
@@ -109,7 +111,7 @@ def _scatter_models(ax, table: pd.DataFrame) -> None:
 
 
 def _draw_frontiers(ax, table: pd.DataFrame, frontiers: dict | None, *, intervals: bool) -> None:
-    """Each family's frontier: per curve, its groups' mean points joined (95% intervals of the means as bars)."""
+    """Each family's frontier: per curve, its groups' mean points joined (95% intervals of the means as a band)."""
     for family, kind in FRONTIER_KIND.items():
         _, _, color, label = FAMILY_STYLE[kind]
         points = ((frontiers or {}).get(family) or {}).get("points")
@@ -126,9 +128,8 @@ def _draw_frontiers(ax, table: pd.DataFrame, frontiers: dict | None, *, interval
             style = "-" if i == 0 else "--"
             ax.plot(x, y, style, color=color, lw=1.3, alpha=0.9, label=f"{label} frontier {curve}".rstrip())
             ci = [p.get("score_ci95") for p in pts]
-            if intervals and all(c and None not in c for c in ci):
-                err = np.array([[yy - c[0], c[1] - yy] for yy, c in zip(y, ci)]).T
-                ax.errorbar(x, y, yerr=np.clip(err, 0, None), fmt="none", ecolor=color, alpha=0.7, capsize=2)
+            if intervals and all(c and None not in c for c in ci):  # the 95% band of the frontier's points
+                ax.fill_between(x, [c[0] for c in ci], [c[1] for c in ci], color=color, alpha=0.1, linewidth=0)
     gen = (frontiers or {}).get("generated") or {}
     if intervals and gen.get("score") is not None and gen.get("score_ci95"):
         lo, hi = gen["score_ci95"]
@@ -140,6 +141,7 @@ def _zoom_limits(table: pd.DataFrame, frontiers: dict | None) -> tuple[tuple[flo
     """The band where originals, generated models and the frontiers near the generated similarity lie."""
     focus = table[table["kind"].isin(["original", "generated"])]
     xs, ys = list(focus["max_iou"].dropna()), list(focus["score"].dropna())
+    ys += [v for v in ((frontiers or {}).get("generated") or {}).get("score_ci95") or [] if v is not None]
     gen = table[table["kind"] == "generated"]["max_iou"].dropna()
     x_lo = (gen.min() if len(gen) else min(xs, default=0.0)) - 0.1
     for block in (frontiers or {}).values():
