@@ -302,7 +302,7 @@ def train_generator(
     bar = progress(total=total, desc="train generator", initial=start, disable=rank != 0)
     t0, window_t, window_step = time.perf_counter(), time.perf_counter(), start
     stop_reason = stopper.reason if validate and tcfg.auto_steps else None
-    last_step = start
+    last_step, val_postfix = start, {}
     for step in range(start if stop_reason is None else total, total):
         if stop_after is not None and step - start >= stop_after:
             bar.close()
@@ -340,33 +340,35 @@ def train_generator(
             for key, value in zip(("step", "loss", "lr", "time"), (step + 1, loss_value, lr, round(elapsed, 3))):
                 history[key].append(value)
             bar.update(1)
-            postfix = {"loss": f"{loss_value:.4f}"}
+            postfix = {"loss": f"{loss_value:.4f}", **val_postfix}
             if (step + 1) % tcfg.log_every == 0 or step + 1 == total:
                 rate = (step + 1 - window_step) / max(now - window_t, 1e-9)
                 log.info("step %d/%d loss %.5f lr %.3g  %.2f steps/s", step + 1, total, loss_value, lr, rate)
                 window_t, window_step = now, step + 1
-        stop = False
+        stop = kept = False
         if validate and ((step + 1) % tcfg.validate_every == 0 or step + 1 == total):
             if rank == 0:
                 out = run_validation(step + 1)
                 for key in VAL_COLUMNS:
                     history[key].append(out[key])
-                if out["new_best"] and tcfg.auto_steps:
+                if out["new_best"] and tcfg.auto_steps:  # kept, and saved with the state right away
                     best = {"model": _cpu_clone(model.state_dict()),
                             "ema": _cpu_clone(ema.state) if ema is not None else {}}  # fmt: skip
+                    kept = True
                 stop = out["stop"] is not None
                 stop_reason = out["stop"]
-                postfix["val"] = f"{out['val_score']:.4f}/{out['val_target']:.4f}"
+                val_postfix = {"val": f"{out['val_score']:.4f}/{out['val_target']:.4f}"}
+                postfix.update(val_postfix)
             if world > 1:
-                flag = [stop]
+                flag = [stop, kept]
                 dist.broadcast_object_list(flag, src=0)
-                stop = bool(flag[0])
+                stop, kept = bool(flag[0]), bool(flag[1])
         elif validate and rank == 0:
             for key in VAL_COLUMNS:
                 history[key].append(math.nan)
         if rank == 0:
             bar.set_postfix(postfix, refresh=False)
-        if stop or (step + 1) % tcfg.save_every == 0 or step + 1 == total:
+        if stop or kept or (step + 1) % tcfg.save_every == 0 or step + 1 == total:
             save(step + 1)
         fault_point("train", step + 1)
         if stop:
