@@ -72,10 +72,10 @@ def test_generator_preset_then_overrides():
         ),
         (minimal(generate={"sampler": "euler"}), "experiments.e.zoos.z.generate.sampler", "ddim"),
         # the train and generator blocks are typed like the others (strings, fractions, words are refused)
-        (with_block("train", steps="20"), "experiments.e.train.steps", "must be an integer, got '20'"),
-        (with_block("train", steps=20.5), "experiments.e.train.steps", "must be an integer, got 20.5"),
+        (with_block("train", steps="20"), "experiments.e.train.steps", "must be an integer or one of 'auto', got '20'"),
+        (with_block("train", steps=20.5), "experiments.e.train.steps", "must be an integer or one of 'auto', got 20.5"),
         (with_block("train", steps="many"), "experiments.e.train.steps", "must be an integer"),
-        (with_block("train", lr="fast"), "experiments.e.train.lr", "must be a number, got 'fast'"),
+        (with_block("train", lr="fast"), "experiments.e.train.lr", "must be a number or one of 'auto', got 'fast'"),
         (with_block("train", ema_decay=1.5), "experiments.e.train.ema_decay", "< 1"),
         (with_block("generator", dim="32"), "experiments.e.generator.dim", "must be an integer, got '32'"),
         (with_block("generator", backbone="gru"), "experiments.e.generator.backbone", "mamba2, lstm, transformer"),
@@ -138,7 +138,8 @@ def test_shipped_schema_is_generated_from_the_blocks():
     assert json.loads(SCHEMA_FILE.read_text()) == generate_schema(), "run: python -m rpg.config.schema"
     schema = generate_schema()
     train = schema["$defs"]["TrainConfig"]["properties"]
-    assert train["steps"] == {"type": "integer", "minimum": 1, "default": 2000}
+    assert train["steps"]["anyOf"] == [{"type": "integer", "minimum": 1}, {"enum": ["auto"]}]
+    assert train["steps"]["default"] == 2000
     assert train["threads"]["x-rerun"] is False  # execution settings are marked
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(with_block("train", steps="20"), schema)

@@ -268,7 +268,11 @@ class AdapterConfig(Block):
 class TokensConfig(Block):
     doc = "Tokenization: per-layer normalisation, tokens of `token_size` that never cross a layer, shards."
 
-    token_size: int = option(64, min=1, doc="entries per token (paper: 256 tiny CNNs, 8192 default, 16384 >50M)")
+    token_size: int | Literal["auto"] = option(
+        64, min=1,
+        doc="entries per token (paper: 256 tiny CNNs, 8192 default, 16384 >50M); auto: chosen from the zoo's layer "
+        "sizes by rpg.config.recipe (written to the token store's metadata with the reason)",
+    )  # fmt: skip
     shard_size: int = option(256, min=1, doc="checkpoints per shard file")
     state: Literal["run", "checkpoint"] = option("run", doc="one permutation state per training run or per checkpoint")
     dtype: Literal["float64", "float32"] = option("float64", doc="float64 round-trips float32 weights bit-exactly")
@@ -362,9 +366,38 @@ class GeneratorConfig(Block):
 class TrainConfig(Block):
     doc = "Training of the generator. batch_size and diffusion_batch are global (split across DDP processes)."
 
-    steps: int = option(2000, min=1)
+    steps: int | Literal["auto"] = option(
+        2000, min=1,
+        doc="training steps; auto: stop by validation (needs validate_every and max_steps) and keep the generator of "
+        "the best validation",
+    )  # fmt: skip
+    max_steps: int | None = option(
+        None, min=1, doc="steps: auto: the most steps trained (the lr schedule spans them); ignored with integer steps"
+    )
+    validate_every: int | None = option(
+        None, min=1, neutral=None,
+        doc="every this many steps (and at the last), sample validate_models models from the current (EMA) weights "
+        "with a fast DDIM sampler and score them on the val split: train_log.csv gets val_score, val_distinct, "
+        "val_nearest_distance and val_target (null: no validation)",
+    )  # fmt: skip
+    validate_models: int = option(4, min=1, doc="models sampled per validation")
+    validate_steps: int = option(10, min=1, doc="DDIM steps of the validation sampler")
+    validate_seed: int = option(0, doc="model i of every validation draws its noise from seed validate_seed + i")
+    val_tolerance: float = option(
+        0.01, min=0.0, doc="steps: auto: a validation reaches the originals when its score is at most this far below "
+        "their val score (metric units; 0.01 = 1 point of accuracy)",
+    )  # fmt: skip
+    patience: int = option(
+        3, min=1, doc="steps: auto: stop after this many consecutive validations that reach the originals, or this "
+        "many without a new best (a plateau)",
+    )  # fmt: skip
+    val_min_delta: float = option(
+        0.002, min=0.0, doc="steps: auto: a new best must beat the best validation score by more than this"
+    )
     batch_size: int = option(4, min=1, doc="checkpoints per step (paper 16; official scripts 2-8)")
-    diffusion_batch: int = option(512, min=1, doc="token samples denoised per step (paper 512-1024)")
+    diffusion_batch: int | Literal["auto"] = option(
+        512, min=1, doc="token samples denoised per step (paper 512-1024); auto: from the token count (config.recipe)"
+    )
     noise_samples: int = option(
         1, min=1, doc="timesteps (each with its own noise) per sampled token: noise_samples x diffusion_batch per step"
     )
@@ -373,9 +406,15 @@ class TrainConfig(Block):
         doc="BatchNorm running-statistics tokens are drawn into a step's diffusion batch this many times as often "
         "as other tokens (1: uniform); they are few and a BatchNorm network is sensitive to their error",
     )  # fmt: skip
-    lr: float = option(1e-3, gt=0.0, doc="AdamW peak learning rate (paper 3e-5; 1e-5 for >50M parameters)")
+    lr: float | Literal["auto"] = option(
+        1e-3, gt=0.0,
+        doc="AdamW peak learning rate (paper 3e-5; 1e-5 for >50M parameters); auto: from the generator's width and the "
+        "zoo's size (rpg.config.recipe)",
+    )  # fmt: skip
     min_lr_ratio: float = option(0.0, min=0.0, max=1.0, doc="the cosine decays to lr * min_lr_ratio")
-    warmup_steps: int = option(100, min=0)
+    warmup_steps: int | Literal["auto"] = option(
+        100, min=0, doc="linear warm-up of the lr; auto: from the step budget (rpg.config.recipe)"
+    )
     weight_decay: float = option(0.0, min=0.0)
     grad_clip: float | None = option(1.0, gt=0.0, doc="gradient-norm clipping (null: none)")
     ema_decay: float | None = option(0.999, min=0.0, doc="EMA of the weights (null or 0: none), < 1")
@@ -390,9 +429,39 @@ class TrainConfig(Block):
     threads: int = option(1, min=1, result=False, doc="CPU threads of the training job")
     preload_max_mb: int = option(2048, min=0, result=False, doc="load the token store into memory below this size")
 
+    VALIDATION_KEYS = ("validate_models", "validate_steps", "validate_seed")
+    AUTO_STOP_KEYS = ("max_steps", "val_tolerance", "patience", "val_min_delta")
+
     def problems(self) -> Iterator[tuple[str, str]]:
         if self.ema_decay is not None and self.ema_decay >= 1:
             yield "ema_decay", f"must be < 1, got {self.ema_decay}"
+        if self.steps == "auto":
+            if self.validate_every is None:
+                yield "validate_every", "steps: auto stops by validation: set train.validate_every (e.g. 250)"
+            if self.max_steps is None:
+                yield "max_steps", "steps: auto needs train.max_steps, the most steps it may train"
+            elif self.validate_every is not None and self.validate_every > self.max_steps:
+                yield "validate_every", f"must be <= max_steps ({self.max_steps}), got {self.validate_every}"
+
+    @property
+    def auto_steps(self) -> bool:
+        """True when training stops by validation (``steps: auto``)."""
+        return self.steps == "auto"
+
+    @property
+    def total_steps(self) -> int:
+        """The step budget: ``steps``, or ``max_steps`` under ``steps: auto`` (what the lr schedule spans)."""
+        return int(self.max_steps if self.steps == "auto" else self.steps)
+
+    def inactive_keys(self) -> set[str]:
+        """Keys that do nothing with the other values (left out of the params): the validation settings without
+        validation, the stopping rule's without ``steps: auto``."""
+        out = set()
+        if self.validate_every is None:
+            out.update(self.VALIDATION_KEYS)
+        if self.steps != "auto":
+            out.update(self.AUTO_STOP_KEYS)
+        return out
 
 
 @dataclass

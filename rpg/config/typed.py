@@ -76,6 +76,11 @@ class Block:
         """(key, problem) pairs for rules that involve several fields; none by default."""
         return iter(())
 
+    def inactive_keys(self) -> set[str]:
+        """Result settings that do nothing given the block's other values (e.g. validation settings while
+        validation is off): :func:`result_dict` leaves them out, so adding or changing them reruns nothing."""
+        return set()
+
     @classmethod
     def parse(cls: type[B], data: Mapping[str, Any] | B | None = None, path: str = "") -> B:
         """The block from a plain mapping (or the block itself), every value checked; raises ConfigError."""
@@ -118,8 +123,9 @@ class Block:
 def result_dict(block: Block) -> dict[str, Any]:
     """The fields of ``block`` that change a result (nested blocks recursively): what goes into a rule's params."""
     out = {}
+    inactive = block.inactive_keys()
     for f in dataclasses.fields(block):  # type: ignore[arg-type]
-        if not f.metadata.get("result", True):
+        if not f.metadata.get("result", True) or f.name in inactive:
             continue
         value = getattr(block, f.name)
         if f.metadata.get("neutral", dataclasses.MISSING) is not dataclasses.MISSING and value == f.metadata["neutral"]:

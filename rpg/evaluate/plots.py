@@ -206,7 +206,8 @@ def read_train_log(path: str | Path) -> pd.DataFrame | None:
 
 
 def plot_training_loss(train_log: pd.DataFrame | None, path: str | Path, *, title: str = "") -> Path:
-    """Raw and smoothed loss (log y) against step, learning rate on a second axis."""
+    """Raw and smoothed loss (log y) against step; on a second axis the sampled models' validation score and the
+    originals' (train.validate_every), or else the learning rate."""
     fig = _figure()
     ax = fig.add_subplot()
     if train_log is None or len(train_log) == 0:
@@ -223,7 +224,15 @@ def plot_training_loss(train_log: pd.DataFrame | None, path: str | Path, *, titl
     ax.set_ylabel("denoising loss")
     ax.grid(alpha=0.3, which="both")
     handles, labels = ax.get_legend_handles_labels()
-    if "lr" in df.columns:
+    val = df[["step", "val_score", "val_target"]].dropna() if {"val_score", "val_target"} <= set(df.columns) else None
+    if val is not None and len(val):
+        ax2 = ax.twinx()
+        ax2.plot(val["step"], val["val_score"], color="tab:red", marker="o", markersize=3, label="sampled models (val)")
+        ax2.axhline(float(val["val_target"].iloc[-1]), color="tab:red", linestyle=":", label="originals (val)")
+        ax2.set_ylabel("validation score")
+        h2, l2 = ax2.get_legend_handles_labels()
+        handles, labels = handles + h2, labels + l2
+    elif "lr" in df.columns:
         ax2 = ax.twinx()
         ax2.plot(step, df["lr"].to_numpy(dtype=np.float64), color="tab:gray", linestyle="--", label="lr")
         ax2.set_ylabel("learning rate")

@@ -6,13 +6,24 @@ bf16 autocast on CUDA, EMA of the weights). All randomness of a step comes from 
 (seed, step, rank), and the training state is saved every ``save_every`` steps to ``out_dir/resume/state.pt``,
 so a killed run continued later gives the same loss curve as an uninterrupted one.
 
+Validation (``train.validate_every``, :mod:`rpg.generator.validation`): every so many steps a few models are
+sampled from the current (EMA) weights and scored on the val split; train_log.csv gets their score, the originals'
+(the target), the distinct count and the nearest distance to the originals (NaN on the other rows). It runs on a
+copy of the generator under a forked RNG and draws its noise from its own generators, so the trained weights are
+those of the same run without validation. With ``train.steps: auto`` the validations decide when to stop
+(:class:`~rpg.generator.validation.AutoStop`), and the generator written is the one of the best validation.
+``auto`` recipe values (lr, warmup, diffusion batch) are chosen at the start by :mod:`rpg.config.recipe`.
+
 Outputs: ``model.safetensors`` (weights under their names, EMA weights under ``ema.``, the token layout under
-``layout.``), ``config.json`` and ``train_log.csv`` (step, loss, lr, time).
+``layout.``), ``config.json`` (with a ``training`` block: steps run, the step kept, why training stopped, the
+validation's share of the time; and ``recipe``: the values chosen for ``auto`` settings, with the reasons) and
+``train_log.csv`` (step, loss, lr, time, and the validation columns when validation is on).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import logging
 import math
@@ -27,7 +38,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from rpg.config import GeneratorConfig, TrainConfig, result_dict
+from rpg.config import GeneratorConfig, TrainConfig, recipe, result_dict
 from rpg.errors import RPGInputError
 from rpg.generator.model import RPGModel, build_generator
 from rpg.io import atomic_path, save_safetensors, write_json, write_table
@@ -147,17 +158,26 @@ def train_generator(
     device: str = "auto",
     resume: bool = True,
     stop_after: int | None = None,
+    validation: Mapping[str, Any] | None = None,
+    validator: Any = None,
 ) -> None:
     """Train a generator on the token store ``token_dir``; write model/config/log into ``out_dir``.
 
     The resumable state (``out_dir/resume/state.pt``) is kept while training and removed once the outputs are
     written. ``stop_after`` (tests) stops after that many steps of this call, as if the process was killed.
+    With ``train.validate_every``: ``validation`` = {"data": data block, "evaluator": evaluate.evaluator,
+    "batch_size": evaluation batch size} builds the validator (:class:`~rpg.generator.validation.SampleValidator`);
+    ``validator`` gives one instead (a callable generator -> dict of the validation columns, with a ``target``).
     """
     gcfg = GeneratorConfig.parse(generator_cfg, "generator")
     tcfg = TrainConfig.parse(train_cfg, "train")
     out_dir = Path(out_dir)
+    if tcfg.validate_every is not None and validation is None and validator is None:
+        raise ValueError("train.validate_every needs the data and the evaluator to score sampled models on "
+                         "(validation=...)")  # fmt: skip
     if tcfg.nproc > 1 and not (dist.is_available() and dist.is_initialized()):
-        _launch_ddp(token_dir=token_dir, out_dir=out_dir, gcfg=gcfg, tcfg=tcfg, device=device, resume=resume)
+        _launch_ddp(token_dir=token_dir, out_dir=out_dir, gcfg=gcfg, tcfg=tcfg, device=device, resume=resume,
+                    validation=validation)  # fmt: skip
         return
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     dev = resolve_device(device)
@@ -175,19 +195,34 @@ def train_generator(
     data = _Checkpoints(
         store, preload_max_mb=tcfg.preload_max_mb, task_bits=gcfg.task_bits if gcfg.task_condition else None
     )
-    torch.manual_seed(tcfg.seed)
-    model = build_generator(gcfg, layout, store.num_states).to(dev)
-    ema = EMA(model, tcfg.ema_decay) if tcfg.ema_decay and rank == 0 else None
-    opt = build_adamw(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay, eight_bit=tcfg.adamw_8bit)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: warmup_cosine(s, lr=1.0, warmup=tcfg.warmup_steps, total=tcfg.steps, min_ratio=tcfg.min_lr_ratio)
-    )
     fingerprint = json.dumps(
         {"generator": result_dict(gcfg), "train": result_dict(tcfg), "world": world,
          "tokens": [layout.num_tokens, layout.token_size, len(store), store.num_states, store.content_hash]},
         sort_keys=True,
     )  # fmt: skip
+    tcfg, chosen = recipe.resolve_train(
+        tcfg, tokens=layout.num_tokens, parameters=layout.num_parameters, width=gcfg.dim
+    )
+    if rank == 0:
+        for key, choice in chosen.items():
+            log.info("train.%s auto: %s (%s)", key, choice["value"], choice["reason"])
+    total = tcfg.total_steps
+    torch.manual_seed(tcfg.seed)
+    model = build_generator(gcfg, layout, store.num_states).to(dev)
+    ema = EMA(model, tcfg.ema_decay) if tcfg.ema_decay and rank == 0 else None
+    opt = build_adamw(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay, eight_bit=tcfg.adamw_8bit)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: warmup_cosine(s, lr=1.0, warmup=tcfg.warmup_steps, total=total, min_ratio=tcfg.min_lr_ratio)
+    )
+    validate = tcfg.validate_every is not None
     history: dict[str, list] = {"step": [], "loss": [], "lr": [], "time": []}
+    if validate:
+        from rpg.generator.validation import VAL_COLUMNS, AutoStop
+
+        history.update({c: [] for c in VAL_COLUMNS})
+        stopper = AutoStop(target=None, tolerance=tcfg.val_tolerance, patience=tcfg.patience,
+                           min_delta=tcfg.val_min_delta)  # fmt: skip
+    best: dict[str, dict[str, torch.Tensor]] | None = None  # steps: auto: weights of the best validation (CPU)
     start, elapsed = 0, 0.0
     state_path = out_dir / STATE_FILE
     state = _load_state(state_path, fingerprint) if resume and rank == 0 else None
@@ -207,6 +242,9 @@ def train_generator(
             torch.cuda.set_rng_state(state["rng"]["cuda"], dev)
         history = {k: list(v) for k, v in state["history"].items()}
         start, elapsed = int(state["step"]), float(state["elapsed"])
+        if validate:
+            stopper.load_state_dict(state["validation"])
+            best = state.get("best") or None
         log.info("resuming from %s at step %d", state_path, start)
 
     net = model
@@ -230,20 +268,42 @@ def train_generator(
             "training %s generator (%d parameters) on %d checkpoints, %d tokens of %d, %d state(s), %s x%d",
             gcfg.backbone, n_params, len(data), layout.num_tokens, layout.token_size, store.num_states, dev, world,
         )  # fmt: skip
+    if validate and rank == 0 and validator is None:
+        validator = _build_validator(store, tcfg, validation, dev)
+    sampling_copy: RPGModel | None = None  # the generator validation samples from (EMA weights when EMA is on)
+
+    def run_validation(step: int) -> dict[str, Any]:
+        nonlocal sampling_copy
+        if sampling_copy is None:
+            sampling_copy = copy.deepcopy(model)
+        sampling_copy.load_state_dict(ema.state if ema is not None else model.state_dict())
+        with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+            out = validator(sampling_copy)
+        stopper.target = out["val_target"]
+        new_best, reason = stopper.update(step, out["val_score"])
+        out["new_best"], out["stop"] = new_best, reason if tcfg.auto_steps else None
+        log.info("validation at step %d: val score %.4f (originals %.4f), %d/%d distinct, nearest distance %.4f, "
+                 "%.1f s%s%s", step, out["val_score"], out["val_target"], out["val_distinct"], len(out["scores"]),
+                 out["val_nearest_distance"], out["val_time"], "  new best" if new_best else "",
+                 f"  -> stop ({reason})" if out["stop"] else "")  # fmt: skip
+        return out
 
     def save(step: int) -> None:
         if rank == 0:
+            extra = {"validation": stopper.state_dict(), "best": best or {}} if validate else {}
             _save_state(state_path, {
                 "fingerprint": fingerprint, "step": step, "elapsed": elapsed, "history": history,
                 "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                "ema": ema.state if ema is not None else {}, "rng": _rng_state(dev),
+                "ema": ema.state if ema is not None else {}, "rng": _rng_state(dev), **extra,
             })  # fmt: skip
         if world > 1:
             dist.barrier()
 
-    bar = progress(total=tcfg.steps, desc="train generator", initial=start, disable=rank != 0)
+    bar = progress(total=total, desc="train generator", initial=start, disable=rank != 0)
     t0, window_t, window_step = time.perf_counter(), time.perf_counter(), start
-    for step in range(start, tcfg.steps):
+    stop_reason = stopper.reason if validate and tcfg.auto_steps else None
+    last_step, val_postfix = start, {}
+    for step in range(start if stop_reason is None else total, total):
         if stop_after is not None and step - start >= stop_after:
             bar.close()
             log.warning("stopping after %d steps (stop_after), as if killed", stop_after)
@@ -275,37 +335,108 @@ def train_generator(
         now = time.perf_counter()
         elapsed += now - t0
         t0 = now
+        last_step = step + 1
         if rank == 0:
-            for key, value in zip(history, (step + 1, loss_value, lr, round(elapsed, 3))):
+            for key, value in zip(("step", "loss", "lr", "time"), (step + 1, loss_value, lr, round(elapsed, 3))):
                 history[key].append(value)
             bar.update(1)
-            bar.set_postfix(loss=f"{loss_value:.4f}", refresh=False)
-            if (step + 1) % tcfg.log_every == 0 or step + 1 == tcfg.steps:
+            postfix = {"loss": f"{loss_value:.4f}", **val_postfix}
+            if (step + 1) % tcfg.log_every == 0 or step + 1 == total:
                 rate = (step + 1 - window_step) / max(now - window_t, 1e-9)
-                log.info("step %d/%d loss %.5f lr %.3g  %.2f steps/s", step + 1, tcfg.steps, loss_value, lr, rate)
+                log.info("step %d/%d loss %.5f lr %.3g  %.2f steps/s", step + 1, total, loss_value, lr, rate)
                 window_t, window_step = now, step + 1
-        if (step + 1) % tcfg.save_every == 0 or step + 1 == tcfg.steps:
+        stop = kept = False
+        if validate and ((step + 1) % tcfg.validate_every == 0 or step + 1 == total):
+            if rank == 0:
+                out = run_validation(step + 1)
+                for key in VAL_COLUMNS:
+                    history[key].append(out[key])
+                if out["new_best"] and tcfg.auto_steps:  # kept, and saved with the state right away
+                    best = {"model": _cpu_clone(model.state_dict()),
+                            "ema": _cpu_clone(ema.state) if ema is not None else {}}  # fmt: skip
+                    kept = True
+                stop = out["stop"] is not None
+                stop_reason = out["stop"]
+                val_postfix = {"val": f"{out['val_score']:.4f}/{out['val_target']:.4f}"}
+                postfix.update(val_postfix)
+            if world > 1:
+                flag = [stop, kept]
+                dist.broadcast_object_list(flag, src=0)
+                stop, kept = bool(flag[0]), bool(flag[1])
+        elif validate and rank == 0:
+            for key in VAL_COLUMNS:
+                history[key].append(math.nan)
+        if rank == 0:
+            bar.set_postfix(postfix, refresh=False)
+        if stop or kept or (step + 1) % tcfg.save_every == 0 or step + 1 == total:
             save(step + 1)
         fault_point("train", step + 1)
+        if stop:
+            break
     bar.close()
     if rank == 0:
-        _write_outputs(out_dir, model=model, ema=ema, gcfg=gcfg, tcfg=tcfg, store=store, history=history)
+        if validate and tcfg.auto_steps and stop_reason is None:
+            stop_reason = "max_steps"
+        training = _training_block(history, tcfg=tcfg, stopper=stopper if validate else None, last_step=last_step,
+                                   reason=stop_reason, seconds=elapsed + time.perf_counter() - t0)  # fmt: skip
+        if best:  # steps: auto: the generator of the best validation
+            model.load_state_dict(best["model"])
+            if ema is not None:
+                ema.state = {k: v.to(dev) for k, v in best["ema"].items()}
+        _write_outputs(out_dir, model=model, ema=ema, gcfg=gcfg, tcfg=tcfg, store=store, history=history,
+                       training=training, recipe_choices=chosen)  # fmt: skip
         state_path.unlink(missing_ok=True)  # finished: a later run on other inputs must not resume from it
         log.info("removed the resumable state %s (training finished)", state_path)
     if world > 1:
         dist.barrier()
 
 
-def _write_outputs(out_dir: Path, *, model: RPGModel, ema: EMA | None, gcfg, tcfg, store, history) -> None:
+def _cpu_clone(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
+
+
+def _build_validator(store: TokenStore, tcfg: TrainConfig, validation: Mapping[str, Any], dev: torch.device):
+    """The zoo's :class:`~rpg.generator.validation.SampleValidator` from ``validation`` (train_generator)."""
+    from rpg.evaluate.evaluators import build_evaluator
+    from rpg.generator.validation import SampleValidator
+
+    evaluator = build_evaluator(validation.get("evaluator", "classification"), data=validation["data"], device=dev,
+                                batch_size=int(validation.get("batch_size", 512)))  # fmt: skip
+    return SampleValidator(store=store, evaluator=evaluator, num_models=tcfg.validate_models,
+                           sampling_steps=tcfg.validate_steps, seed=tcfg.validate_seed, device=dev)  # fmt: skip
+
+
+def _training_block(history, *, tcfg: TrainConfig, stopper, last_step: int, reason: str | None,
+                    seconds: float) -> dict[str, Any]:  # fmt: skip
+    """config.json's ``training``: steps run and kept, why training stopped, the validation's cost and its best."""
+    out: dict[str, Any] = {"steps_run": last_step, "kept_step": last_step, "stopped": reason or "steps"}
+    if stopper is not None:
+        val_time = [t for t in history["val_time"] if isinstance(t, float) and math.isfinite(t)]
+        out.update(
+            validations=len(stopper.scores), seconds=round(seconds, 3), validation_seconds=round(sum(val_time), 3),
+            validation_share=round(sum(val_time) / seconds, 4) if seconds > 0 else None,
+            target=stopper.target, best_step=stopper.best_step, best_val_score=stopper.best_score,
+        )  # fmt: skip
+        if tcfg.auto_steps and stopper.best_step is not None:
+            out["kept_step"] = stopper.best_step
+    return out
+
+
+def _write_outputs(
+    out_dir: Path, *, model: RPGModel, ema: EMA | None, gcfg, tcfg, store, history,
+    training: Mapping[str, Any] | None = None, recipe_choices: Mapping[str, Any] | None = None,
+) -> None:  # fmt: skip
     import pandas as pd
 
+    recipe_all = {**store.meta.get("recipe", {}), **(recipe_choices or {})}  # tokens' and training's auto values
     layout = store.layout
     tensors = {k: v for k, v in model.state_dict().items()}
     if ema is not None:
         tensors.update({f"ema.{k}": v for k, v in ema.state.items()})
     tensors["layout.positions"] = layout.positions()
     tensors["layout.token_mask"] = layout.token_mask()
-    meta = {"kind": "generator", "generate_with": "ema" if ema is not None else "model", "steps": tcfg.steps}
+    kept = training["kept_step"] if training else tcfg.steps
+    meta = {"kind": "generator", "generate_with": "ema" if ema is not None else "model", "steps": kept}
     save_safetensors(tensors, out_dir / MODEL_FILE, meta)
     write_json(
         {
@@ -319,6 +450,8 @@ def _write_outputs(out_dir: Path, *, model: RPGModel, ema: EMA | None, gcfg, tcf
             "tokens_meta": {k: store.meta.get(k) for k in ("arch", "arch_kwargs", "num_classes", "state")},
             "generate_with": meta["generate_with"],
             "final_loss": history["loss"][-1] if history["loss"] else None,
+            **({"training": dict(training)} if training else {}),
+            **({"recipe": recipe_all} if recipe_all else {}),
         },
         out_dir / CONFIG_FILE,
     )
@@ -326,10 +459,15 @@ def _write_outputs(out_dir: Path, *, model: RPGModel, ema: EMA | None, gcfg, tcf
     log.info("wrote %s (final loss %.5f)", out_dir / MODEL_FILE, history["loss"][-1])
 
 
-def _launch_ddp(*, token_dir, out_dir: Path, gcfg: GeneratorConfig, tcfg: TrainConfig, device: str, resume: bool):
+def _launch_ddp(*, token_dir, out_dir: Path, gcfg: GeneratorConfig, tcfg: TrainConfig, device: str, resume: bool,
+                validation: Mapping[str, Any] | None = None):  # fmt: skip
     """Run this module under torchrun with ``tcfg.nproc`` processes (gloo on CPU, nccl on CUDA)."""
     config_path = out_dir / "resume" / "launch.json"
-    write_json({"generator": gcfg.to_dict(), "train": tcfg.to_dict()}, config_path)
+    plain_validation = None
+    if validation is not None:
+        data = validation["data"]
+        plain_validation = {**validation, "data": data.to_dict() if hasattr(data, "to_dict") else dict(data)}
+    write_json({"generator": gcfg.to_dict(), "train": tcfg.to_dict(), "validation": plain_validation}, config_path)
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(tcfg.nproc),
         "-m", "rpg.generator.trainer", "--token-dir", str(token_dir), "--out-dir", str(out_dir),
@@ -362,6 +500,7 @@ def main(argv: list[str] | None = None) -> None:
         train_generator(
             token_dir=args.token_dir, out_dir=args.out_dir, generator_cfg=cfg.get("generator", {}),
             train_cfg=cfg.get("train", {}), device=args.device, resume=not args.no_resume,
+            validation=cfg.get("validation"),
         )  # fmt: skip
     finally:
         if world > 1:

@@ -51,7 +51,10 @@ def stage_params(settings: ZooSettings, stage: str) -> dict[str, Any]:
     if stage == "tokenize":
         return {"tokens": result_dict(s.tokens)}
     if stage == "train_generator":
-        return {"generator": result_dict(s.generator), "train": result_dict(s.train)}
+        out = {"generator": result_dict(s.generator), "train": result_dict(s.train)}
+        if s.train.validate_every is not None:  # validation scores sampled models: the data and the evaluator count
+            out.update(data=_data(s), evaluator=s.evaluate.evaluator)
+        return out
     if stage in ("generate", "generate_tasks"):
         return {"generate": result_dict(s.generate)}
     if stage == "evaluate":

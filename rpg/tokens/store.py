@@ -27,10 +27,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from rpg.config import recipe
 from rpg.errors import RPGInputError
 from rpg.io import META_KEY, atomic_path, load_safetensors, read_safetensors_metadata, read_table, save_safetensors
 from rpg.runtime import fault_point, progress
-from rpg.tokens.layout import Layout, LayoutBuilder
+from rpg.tokens.layout import Layout, LayoutBuilder, is_generated, select_entries
 from rpg.tokens.tokenizer import detokenize, tokenize
 from rpg.zoo.models import build_model
 
@@ -55,7 +56,7 @@ def write_token_store(
     checkpoint_paths: Iterable[str | Path],
     out_dir: str | Path,
     *,
-    token_size: int,
+    token_size: int | str,
     shard_size: int,
     state: str = "run",
     dtype: str = "float64",
@@ -67,7 +68,9 @@ def write_token_store(
     ``state``: "run" gives each training run one permutation state (its rank among the
     zoo's run ids), "checkpoint" gives each checkpoint its own. ``include``/``exclude``: glob patterns of the
     entries to generate (partial generation, :mod:`rpg.tokens.layout`); the others are copied from the first
-    checkpoint (the reference). Bad input raises RPGInputError naming the file; files this call wrote are then
+    checkpoint (the reference). ``token_size="auto"``: chosen from the first checkpoint's generated entries by
+    :func:`rpg.config.recipe.token_size` (the choice and its reason go into the store's metadata, ``recipe``). Bad
+    input raises RPGInputError naming the file; files this call wrote are then
     removed again.
     """
     paths = [Path(p) for p in checkpoint_paths]
@@ -84,11 +87,19 @@ def write_token_store(
     builder: LayoutBuilder | None = None
     reference: dict[str, torch.Tensor] = {}
     first_meta: dict[str, Any] = {}
+    chosen: dict[str, Any] = {}  # recipe values chosen for "auto" settings
     records: list[dict[str, Any]] = []
     for i, path in enumerate(progress(paths, desc="token statistics", total=len(paths))):
         tensors, meta = load_safetensors(path)
         if i == 0:
             first_meta = meta
+            if token_size == recipe.AUTO:
+                order = _entry_order(tensors, meta, path)
+                selected = select_entries(order, include, exclude)
+                sizes = [tensors[n].numel() for n in order if n in selected and is_generated(tensors[n])]
+                token_size, reason = recipe.token_size(sizes)
+                chosen["token_size"] = {"value": token_size, "reason": reason}
+                log.info("tokens.token_size auto: %d (%s)", token_size, reason)
             builder = LayoutBuilder(token_size=token_size, order=_entry_order(tensors, meta, path), include=include,
                                     exclude=exclude)  # fmt: skip
         else:
@@ -120,6 +131,8 @@ def write_token_store(
         "num_copied": len(reference),
         "state_dict_keys": layout.names,
     }
+    if chosen:
+        store_meta["recipe"] = chosen
     log.info(
         "tokenizing %d checkpoints: %d generated layers, %d parameters -> %d tokens of %d, %d shard(s)",
         len(paths),

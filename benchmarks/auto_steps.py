@@ -1,0 +1,282 @@
+"""``train.steps: auto`` on zoos we did not tune for: each zoo's steps chosen, time and result, in one table.
+
+Runs the pipeline with ``train.steps: auto`` (validation by sampling every ``--validate-every`` steps, at most
+``--max-steps``) and no other change to the zoos' recipes, on:
+
+* the default zoos of ``config.yaml`` (cnn_m, vit; p-diff off),
+* the zoos of ``configs/test_timm.yaml`` (test_resnet, test_convnext, test_vit),
+* two bring-your-own zoos made here, outside the collection stage: a timm MLP-Mixer and a plain MLP (an entry point
+  this script writes into the work directory), each trained on digits for 2 runs x 10 checkpoints, saved as folders
+  of .safetensors files and imported through ``source: {path: ...}`` (README, "Bring your own zoo"), with
+  config.yaml's generator and training recipe.
+
+``--recipe-auto`` also sets ``tokens.token_size``, ``train.lr``, ``train.warmup_steps`` and ``train.diffusion_batch``
+to ``auto`` (rpg/config/recipe.py). The table (zoo, steps run and kept, why training stopped, training and total
+time, originals' vs generated test mean, distinct models, copies) goes to ``benchmarks/results/auto_steps.md``
+and its rows to ``auto_steps.json`` beside it.
+
+    python benchmarks/auto_steps.py                          # all 7 zoos (hours on 2 CPU cores)
+    python benchmarks/auto_steps.py --zoos cnn_m vit mlp     # some of them
+    python benchmarks/auto_steps.py --smoke                  # the plain-MLP zoo with tiny settings (minutes)
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import json
+import os
+import platform
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+
+DIGITS_ZOOS = ("cnn_m", "vit")
+TIMM_ZOOS = ("test_resnet", "test_convnext", "test_vit")
+BYO_ZOOS = ("mixer", "mlp")
+ALL_ZOOS = DIGITS_ZOOS + TIMM_ZOOS + BYO_ZOOS
+
+BYO_MODULE = '''
+"""Architectures of the bring-your-own zoos of benchmarks/auto_steps.py (written there, imported by the pipeline)."""
+from torch import nn
+
+
+def make_mlp(hidden=64, in_features=64, num_classes=10):
+    return nn.Sequential(nn.Flatten(), nn.Linear(in_features, hidden), nn.ReLU(), nn.Linear(hidden, hidden),
+                         nn.ReLU(), nn.Linear(hidden, num_classes))
+'''
+BYO_ARCHS = {
+    # a timm MLP-Mixer of about 56k parameters on 8x8 digits (patches of 2: 16 tokens)
+    "mixer": (
+        "mixer_s16_224",
+        {"img_size": 8, "patch_size": 2, "in_chans": 1, "num_classes": 10, "embed_dim": 48, "num_blocks": 3},
+    ),
+    "mlp": ("byo_auto_steps:make_mlp", {"hidden": 64}),
+}
+SMOKE_EVALUATE = {"noise_levels": [0.01, 0.05], "noise_models_per_level": 1, "interp_weights": [0.5],
+                  "interp_pairs": 1, "gaussian_scales": [1.0, 64.0], "gaussian_models_per_scale": 1,
+                  "bn_recalibrate_batches": 1}  # fmt: skip
+
+
+def machine() -> str:
+    """The processor, core count and Python version."""
+    model = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if "model name" in line]
+        model = names[0] if names else model
+    return f"{model} ({platform.machine()}), {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def auto_train(train: dict, args) -> dict:
+    out = {**train, "steps": "auto", "max_steps": args.max_steps, "validate_every": args.validate_every}
+    if args.recipe_auto:
+        out.update(lr="auto", warmup_steps="auto", diffusion_batch="auto")
+    return out
+
+
+def shipped_experiment(config: Path, zoos: list[str], args) -> tuple[str, dict]:
+    """The one experiment of a shipped config with ``steps: auto`` (zoo-level step counts dropped)."""
+    (name, exp), *_ = yaml.safe_load(config.read_text())["experiments"].items()
+    exp = copy.deepcopy(exp)
+    exp["zoos"] = {z: exp["zoos"][z] for z in zoos}
+    for zoo in exp["zoos"].values():
+        zoo.get("train", {}).pop("steps", None)
+        zoo.pop("pdiff", None)
+        if args.recipe_auto:
+            zoo.pop("tokens", None)
+            for key in ("lr", "diffusion_batch", "warmup_steps"):
+                zoo.get("train", {}).pop(key, None)
+    exp["train"] = auto_train(exp.get("train", {}), args)
+    if args.recipe_auto:
+        exp["tokens"] = {**exp.get("tokens", {}), "token_size": "auto"}
+    return f"auto_{name}", exp
+
+
+def train_byo_zoo(kind: str, root: Path, *, runs: int = 2, checkpoints: int = 10, epochs: int = 30) -> Path:
+    """A zoo made outside the collection stage: ``runs`` runs of ``epochs`` epochs of AdamW on the digits train
+    split, then ``checkpoints`` checkpoints a tenth of an epoch apart at a small constant lr; one folder per run."""
+    import torch
+
+    from rpg.config import DataConfig
+    from rpg.data import build_dataset, make_loader
+    from rpg.io import save_safetensors
+    from rpg.zoo.models import build_model
+
+    out = root / f"byo_{kind}"
+    if (out / f"run{runs - 1}" / f"ckpt_{checkpoints - 1:03d}.safetensors").is_file():
+        return out
+    arch, kwargs = BYO_ARCHS[kind]
+    data = DataConfig.parse({"name": "digits"})
+    train = build_dataset(data, "train")
+    for run in range(runs):
+        torch.manual_seed(1000 + run)
+        model = build_model(arch, kwargs)
+        opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=5e-4)
+        loader = make_loader(train, batch_size=64, shuffle=True, seed=run, workers=0)
+        for _ in range(epochs):
+            for x, y in loader:
+                opt.zero_grad()
+                torch.nn.functional.cross_entropy(model(x), y).backward()
+                opt.step()
+        for group in opt.param_groups:
+            group["lr"] = 3e-4
+        batches = iter(make_loader(train, batch_size=64, shuffle=True, seed=100 + run, workers=0))
+        per_checkpoint = max(1, len(loader) // 10)
+        for c in range(checkpoints):
+            for _ in range(per_checkpoint):
+                try:
+                    x, y = next(batches)
+                except StopIteration:
+                    batches = iter(make_loader(train, batch_size=64, shuffle=True, seed=200 + c, workers=0))
+                    x, y = next(batches)
+                opt.zero_grad()
+                torch.nn.functional.cross_entropy(model(x), y).backward()
+                opt.step()
+            state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+            save_safetensors(state, out / f"run{run}" / f"ckpt_{c:03d}.safetensors", {"run": run, "step": c})
+    return out
+
+
+def byo_experiment(zoos: list[str], work: Path, args) -> tuple[str, dict]:
+    """The bring-your-own zoos with config.yaml's recipe (no tuning for them) and ``steps: auto``."""
+    (_, base), *_ = yaml.safe_load((ROOT / "config.yaml").read_text())["experiments"].items()
+    exp = {k: copy.deepcopy(v) for k, v in base.items() if k != "zoos"}
+    exp["zoos"] = {}
+    for kind in zoos:
+        arch, kwargs = BYO_ARCHS[kind]
+        folder = train_byo_zoo(kind, work, checkpoints=args.byo_checkpoints, epochs=args.byo_epochs)
+        exp["zoos"][kind] = {"arch": arch, "arch_kwargs": kwargs, "source": {"path": str(folder)}}
+    exp["train"] = auto_train(exp.get("train", {}), args)
+    if args.recipe_auto:
+        exp["tokens"] = {**exp.get("tokens", {}), "token_size": "auto"}
+    return "auto_byo", exp
+
+
+def smoke(exp: dict) -> dict:
+    """Tiny settings: few generated models, a cheap evaluation."""
+    exp = copy.deepcopy(exp)
+    exp["generate"] = {**exp.get("generate", {}), "num_models": 2, "models_per_job": 2, "steps": 5}
+    exp["evaluate"] = {**exp.get("evaluate", {}), **SMOKE_EVALUATE}
+    return exp
+
+
+def run_pipeline(experiments: dict, work: Path, cores: int) -> float:
+    config = work / "auto_steps.yaml"
+    config.write_text(yaml.safe_dump({"experiments": experiments}, sort_keys=False))
+    targets = [f"results/{e}/evaluation/{z}/summary.json" for e, exp in experiments.items() for z in exp["zoos"]]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(work), str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--cores", str(cores), "--configfile",
+           str(config), "--directory", str(work), *targets]  # fmt: skip
+    print(" ".join(cmd), flush=True)
+    start = time.perf_counter()
+    subprocess.run(cmd, cwd=work, env=env, check=True)
+    return time.perf_counter() - start
+
+
+def seconds(tsv: Path) -> float | None:
+    """The wall seconds of a Snakemake benchmark file."""
+    if not tsv.is_file():
+        return None
+    with tsv.open() as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    return float(rows[-1]["s"]) if rows else None
+
+
+def row(work: Path, exp: str, zoo: str) -> dict:
+    res = work / "results" / exp
+    gen = json.loads((res / "generator" / zoo / "config.json").read_text())
+    summary = json.loads((res / "evaluation" / zoo / "summary.json").read_text())
+    training = gen.get("training", {})
+    diversity = summary.get("generated_diversity", {})
+    return {
+        "zoo": zoo, "experiment": exp, "tokens": f"{gen['num_tokens']} x {gen['token_size']}",
+        "steps_run": training.get("steps_run"), "kept_step": training.get("kept_step"),
+        "stopped": training.get("stopped"), "validation_share": training.get("validation_share"),
+        "train_s": seconds(res / "benchmarks" / "train" / f"{zoo}.tsv"),
+        "original_mean": summary["original"]["score"]["mean"], "generated_mean": summary["generated"]["score"]["mean"],
+        "distinct": diversity.get("distinct"), "n": diversity.get("n"), "copies": summary["generated"].get("copies"),
+        "diagnosis": (summary.get("diagnosis") or {}).get("status"), "recipe": gen.get("recipe", {}),
+    }  # fmt: skip
+
+
+def table(rows: list[dict], *, command: str, wall: float, note: str) -> str:
+    lines = [
+        "# `train.steps: auto` on the shipped zoos and two bring-your-own zoos",
+        "",
+        f"Written by `{command}` ({time.strftime('%Y-%m-%d')}, {machine()}; {wall / 60:.1f} min wall in all){note}.",
+        "Test split, equal n; `steps` = steps run / step kept; `val share` = validation's share of the training time.",
+        "",
+        "| zoo | tokens | steps | stopped | val share | train min | originals | generated | gap (points) | distinct "
+        "| copies | diagnosis |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        gap = 100 * (r["original_mean"] - r["generated_mean"])
+        share = "" if r["validation_share"] is None else f"{100 * r['validation_share']:.1f} %"
+        train = "" if r["train_s"] is None else f"{r['train_s'] / 60:.1f}"
+        scores = f"{100 * r['original_mean']:.2f} | {100 * r['generated_mean']:.2f} | {gap:+.2f}"
+        lines.append(
+            f"| {r['zoo']} | {r['tokens']} | {r['steps_run']} / {r['kept_step']} | {r['stopped']} | {share} | {train} "
+            f"| {scores} | {r['distinct']}/{r['n']} | {r['copies']} | {r['diagnosis']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--zoos", nargs="+", default=list(ALL_ZOOS), choices=ALL_ZOOS)
+    p.add_argument("--work", default=str(ROOT / "benchmarks" / ".cache" / "auto_steps"), help="pipeline directory")
+    p.add_argument("--max-steps", type=int, default=6000)
+    p.add_argument("--validate-every", type=int, default=250)
+    p.add_argument("--recipe-auto", action="store_true", help="token size, lr, warm-up, diffusion batch: auto")
+    p.add_argument("--byo-checkpoints", type=int, default=10, help="checkpoints per run of the BYO zoos")
+    p.add_argument("--byo-epochs", type=int, default=30)
+    p.add_argument("--cores", type=int, default=2)
+    p.add_argument("--smoke", action="store_true",
+                   help="tiny settings (max 300 steps, validation every 100, 2 models, a cheap evaluation); "
+                        "only the plain-MLP zoo unless --zoos is given")  # fmt: skip
+    p.add_argument("--out", default=None, help="default benchmarks/results/auto_steps.md (smoke: in --work)")
+    args = p.parse_args(argv)
+    if args.smoke:
+        if argv is None and "--zoos" not in sys.argv:
+            args.zoos = ["mlp"]
+        args.max_steps, args.validate_every, args.byo_epochs = 300, 100, 5
+    work = Path(args.work).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "byo_auto_steps.py").write_text(textwrap.dedent(BYO_MODULE).lstrip())
+    sys.path.insert(0, str(work))
+    experiments = {}
+    groups = ((ROOT / "config.yaml", DIGITS_ZOOS), (ROOT / "configs" / "test_timm.yaml", TIMM_ZOOS))
+    for config, names in groups:
+        chosen = [z for z in names if z in args.zoos]
+        if chosen:
+            name, exp = shipped_experiment(config, chosen, args)
+            experiments[name] = exp
+    byo = [z for z in BYO_ZOOS if z in args.zoos]
+    if byo:
+        name, exp = byo_experiment(byo, work, args)
+        experiments[name] = exp
+    if args.smoke:
+        experiments = {name: smoke(exp) for name, exp in experiments.items()}
+    wall = run_pipeline(experiments, work, args.cores)
+    rows = [row(work, e, z) for e, exp in experiments.items() for z in exp["zoos"]]
+    command = "python benchmarks/auto_steps.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    note = " (smoke settings: not a result)" if args.smoke else ""
+    out = Path(args.out or (work / "auto_steps_smoke.md" if args.smoke else ROOT / "benchmarks" / "results" /
+                            "auto_steps.md"))  # fmt: skip
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(table(rows, command=command.strip(), wall=wall, note=note))
+    out.with_suffix(".json").write_text(json.dumps(rows, indent=1) + "\n")
+    print(out.read_text())
+
+
+if __name__ == "__main__":
+    main()

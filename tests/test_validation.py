@@ -1,0 +1,314 @@
+"""Validation by sampling during training, the stopping rule of ``train.steps: auto`` and the recipe rules."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from rpg.config import ConfigError, TrainConfig, recipe, result_dict
+from rpg.config.pipeline import resolve_config
+from rpg.evaluate.outcome import Outcome
+from rpg.generator.trainer import train_generator
+from rpg.generator.validation import VAL_COLUMNS, AutoStop, SampleValidator, validation_states
+from rpg.io import load_safetensors, read_json
+from rpg.stages.params import stage_params
+from rpg.tokens.store import TokenStore, write_token_store
+
+# --- the stopping rule ------------------------------------------------------------------------------------------
+
+
+def run_rule(scores, *, target=0.9, tolerance=0.01, patience=2, min_delta=0.002, every=100):
+    """Feed scripted validation scores (one every ``every`` steps) until the rule stops: (stop step, reason, kept)."""
+    rule = AutoStop(target=target, tolerance=tolerance, patience=patience, min_delta=min_delta)
+    for i, score in enumerate(scores):
+        _, reason = rule.update((i + 1) * every, score)
+        if reason:
+            return (i + 1) * every, reason, rule.best_step
+    return None, None, rule.best_step
+
+
+def test_stopping_rule_on_scripted_scores():
+    # reaches the originals (0.9 within 0.01) at 300 and 400: stops at the second; keeps the best (400)
+    assert run_rule([0.5, 0.7, 0.895, 0.91, 0.5]) == (400, "reached", 400)
+    # a dip in between restarts the count
+    assert run_rule([0.5, 0.91, 0.6, 0.92, 0.93]) == (500, "reached", 500)
+    # within the tolerance but below an earlier best: a plateau, and the best is kept, not the last
+    assert run_rule([0.5, 0.95, 0.6, 0.92, 0.93]) == (400, "plateau", 200)
+    # flat far below: no new best by more than min_delta for 3 validations
+    assert run_rule([0.5, 0.6, 0.6015, 0.59, 0.58, 0.7], patience=3) == (500, "plateau", 300)
+    # still rising: never stops (max_steps decides), the best is the last
+    assert run_rule([0.1, 0.2, 0.3, 0.4]) == (None, None, 400)
+    # a broken validation (NaN) is no best and no reach
+    assert run_rule([0.5, math.nan, 0.7], patience=3) == (None, None, 300)
+    # state round trip (what the resumable state holds)
+    rule = AutoStop(target=0.9, tolerance=0.01, patience=2, min_delta=0.0)
+    rule.update(10, 0.5)
+    again = AutoStop(target=None, tolerance=0.01, patience=2, min_delta=0.0)
+    again.load_state_dict(rule.state_dict())
+    assert again.update(20, 0.95) == rule.update(20, 0.95) and again.state_dict() == rule.state_dict()
+
+
+def test_validation_states_spread_over_runs():
+    assert validation_states(4, 2) == [0, 0, 1, 1]
+    assert validation_states(4, 100) == [0, 25, 50, 75]
+    assert validation_states(3, 1) == [0, 0, 0]
+
+
+# --- configuration ----------------------------------------------------------------------------------------------
+
+
+def test_auto_steps_config_errors_and_params():
+    with pytest.raises(ConfigError, match="validate_every"):
+        TrainConfig.parse({"steps": "auto", "max_steps": 100})
+    with pytest.raises(ConfigError, match="max_steps"):
+        TrainConfig.parse({"steps": "auto", "validate_every": 10})
+    with pytest.raises(ConfigError, match="must be <= max_steps"):
+        TrainConfig.parse({"steps": "auto", "validate_every": 200, "max_steps": 100})
+    with pytest.raises(ConfigError, match="'auto'"):
+        TrainConfig.parse({"steps": "forever"})
+    with pytest.raises(ConfigError, match="validate_every"):
+        TrainConfig.parse({"validate_every": 0})
+    cfg = TrainConfig.parse({"steps": "auto", "max_steps": 100, "validate_every": 10})
+    assert cfg.auto_steps and cfg.total_steps == 100
+    # nothing new reaches the params of a run without validation (adding the options reruns no training)
+    plain = result_dict(TrainConfig.parse({"validate_models": 8, "patience": 5, "max_steps": 7}))
+    assert plain == result_dict(TrainConfig.parse({}))
+    on = result_dict(TrainConfig.parse({"validate_every": 50}))
+    assert on["validate_every"] == 50 and on["validate_models"] == 4 and "patience" not in on
+    # with validation, the training stage's params include the data and the evaluator it scores with
+    config = {"experiments": {"e": {"data": {"name": "digits"}, "zoos": {"z": {"arch": "cnn_s"}},
+                                    "train": {"validate_every": 50}}}}  # fmt: skip
+    params = stage_params(resolve_config(config)["e"]["z"], "train_generator")
+    assert params["evaluator"] == "classification" and params["data"]["name"] == "digits"
+    del config["experiments"]["e"]["train"]
+    assert set(stage_params(resolve_config(config)["e"]["z"], "train_generator")) == {"generator", "train"}
+
+
+# --- the recipe rules -------------------------------------------------------------------------------------------
+
+
+def test_recipe_rules_reproduce_the_shipped_choices():
+    from rpg.zoo.models import build_model
+
+    def sizes(model):
+        return [v.numel() for v in model.state_dict().values() if v.is_floating_point() and v.numel() > 1]
+
+    cnn_m = sizes(build_model("cnn_m", {}))
+    vit_kwargs = dict(img_size=8, patch_size=2, embed_dim=32, depth=2, num_heads=2, global_pool="avg",
+                      class_token=False, num_classes=10)  # fmt: skip
+    vit = sizes(build_model("vit_tiny_patch16_224", vit_kwargs))
+    assert recipe.token_size(cnn_m)[0] == 64 and recipe.num_tokens(cnn_m, 64) == 183  # config.yaml
+    assert recipe.token_size(vit)[0] == 128  # config.yaml's vit override
+    assert recipe.token_size([200_000, 100_000, 75_738])[0] == 256  # test_timm scale
+    assert recipe.token_size([11_700_000])[0] == 8192  # ResNet-18 scale: the paper's default
+    assert recipe.token_size([86_600_000])[0] == 16384  # beyond: the largest
+    assert recipe.diffusion_batch(183)[0] == 128 and recipe.diffusion_batch(1513)[0] == 384
+    assert recipe.diffusion_batch(100_000)[0] == 1024
+    assert recipe.lr(128, 11_000)[0] == 3e-3 and recipe.lr(4096, 11_700_000)[0] == 3e-5
+    assert recipe.lr(8192, 86_600_000)[0] == 1e-5 and 3e-5 < recipe.lr(1024, 1_000_000)[0] < 3e-3
+    assert recipe.warmup_steps(3000)[0] == 50 and recipe.warmup_steps(100)[0] == 20
+    cfg = TrainConfig.parse({"steps": "auto", "max_steps": 6000, "validate_every": 100, "lr": "auto",
+                             "warmup_steps": "auto", "diffusion_batch": "auto"})  # fmt: skip
+    resolved, chosen = recipe.resolve_train(cfg, tokens=183, parameters=11_000, width=128)
+    assert (resolved.lr, resolved.warmup_steps, resolved.diffusion_batch) == (3e-3, 100, 128)
+    assert set(chosen) == {"lr", "warmup_steps", "diffusion_batch"} and all(c["reason"] for c in chosen.values())
+    assert recipe.resolve_train(TrainConfig.parse({}), tokens=1, parameters=1, width=1)[1] == {}
+
+
+def test_token_size_auto_in_the_store(tmp_path, token_dir):
+    store = TokenStore(token_dir)
+    paths = [store.directory.parent / "zoo" / p.split("/zoo/", 1)[1] for p in store.index["checkpoint"]]
+    write_token_store(paths, tmp_path / "auto", token_size="auto", shard_size=4)
+    auto = TokenStore(tmp_path / "auto")
+    assert auto.layout.token_size == 64 and auto.meta["recipe"]["token_size"]["value"] == 64
+    assert "parameters" in auto.meta["recipe"]["token_size"]["reason"]
+
+
+# --- validation inside training, on the fake zoo -----------------------------------------------------------------
+
+
+class _BN(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(8))
+        self.register_buffer("running_var", torch.ones(8))
+        self.register_buffer("num_batches_tracked", torch.tensor(0))
+
+
+class FakeNet(nn.Module):
+    """The fake zoo's architecture (conftest: fc, bn.weight, bn.running_var, head)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc, self.bn, self.head = nn.Linear(5, 8), _BN(), nn.Linear(8, 3, bias=False)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.fc(x)) * self.bn.weight / self.bn.running_var.sqrt())
+
+
+class FakeEvaluator:
+    """Accuracy on 64 fixed inputs against the labels of the fake zoo's first checkpoint."""
+
+    name, main_metric = "fake", "accuracy"
+
+    def __init__(self, store: TokenStore) -> None:
+        self.x = torch.randn(64, 5, generator=torch.Generator().manual_seed(0))
+        ref = FakeNet()
+        ref.load_state_dict(store.checkpoint_state_dict(0))
+        with torch.no_grad():
+            self.labels = ref(self.x).argmax(1)
+        self.calls = 0
+
+    def evaluate(self, model, split):
+        assert split == "val"
+        self.calls += 1
+        with torch.no_grad():
+            wrong = model(self.x).argmax(1) != self.labels
+        return Outcome(main="accuracy", metrics={"accuracy": 1 - float(wrong.float().mean())}, failures=wrong)
+
+
+def fake_validator(token_dir, **kw):
+    store = TokenStore(token_dir)
+    return SampleValidator(store=store, evaluator=FakeEvaluator(store), make_model=FakeNet, **kw)
+
+
+def test_validation_logs_beside_the_loss_and_leaves_training_unchanged(tmp_path, token_dir, tiny_gen, tiny_train):
+    off, on = tmp_path / "off", tmp_path / "on"
+    train_generator(token_dir=token_dir, out_dir=off, generator_cfg=tiny_gen, train_cfg=tiny_train, device="cpu")
+    validator = fake_validator(token_dir, num_models=3, sampling_steps=3)
+    train_generator(token_dir=token_dir, out_dir=on, generator_cfg=tiny_gen, device="cpu", validator=validator,
+                    train_cfg={**tiny_train, "validate_every": 4})  # fmt: skip
+    a, b = load_safetensors(off / "model.safetensors")[0], load_safetensors(on / "model.safetensors")[0]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # bit-identical weights
+    log_off, log_on = pd.read_csv(off / "train_log.csv"), pd.read_csv(on / "train_log.csv")
+    assert list(log_off.columns) == ["step", "loss", "lr", "time"]  # without validation: today's log
+    assert list(log_on.columns) == ["step", "loss", "lr", "time", *VAL_COLUMNS]
+    assert log_on["loss"].tolist() == log_off["loss"].tolist()
+    validated = log_on[log_on["val_score"].notna()]
+    assert validated["step"].tolist() == [4, 6]  # every 4 steps and at the last
+    assert validated["val_score"].between(0, 1).all() and validated["val_distinct"].between(0, 3).all()
+    assert (validated["val_nearest_distance"] > 0).all() and validated["val_target"].between(0, 1).all()
+    assert log_on[log_on["val_score"].isna()]["val_distinct"].isna().all()
+    training = read_json(on / "config.json")["training"]
+    assert training["stopped"] == "steps" and training["kept_step"] == 6 and training["validations"] == 2
+    assert 0 < training["validation_share"] < 1
+    assert read_json(off / "config.json")["training"] == {"steps_run": 6, "kept_step": 6, "stopped": "steps"}
+    # the same validation twice gives the same numbers (own seeded noise, no global RNG)
+    again = fake_validator(token_dir, num_models=3, sampling_steps=3)
+    train_generator(token_dir=token_dir, out_dir=tmp_path / "again", generator_cfg=tiny_gen, device="cpu",
+                    validator=again, train_cfg={**tiny_train, "validate_every": 4})  # fmt: skip
+    log_again = pd.read_csv(tmp_path / "again" / "train_log.csv")
+    assert log_again["val_score"].equals(log_on["val_score"])
+    with pytest.raises(ValueError, match="validation"):
+        train_generator(token_dir=token_dir, out_dir=tmp_path / "x", generator_cfg=tiny_gen, device="cpu",
+                        train_cfg={**tiny_train, "validate_every": 4})  # fmt: skip
+
+
+class ScriptedValidator:
+    """Returns scripted validation scores (target 0.9), one per call."""
+
+    def __init__(self, scores) -> None:
+        self.scores, self.calls = list(scores), 0
+
+    def __call__(self, generator):
+        score = self.scores[self.calls]
+        self.calls += 1
+        return {"val_score": score, "val_target": 0.9, "val_distinct": 4, "val_nearest_distance": 1.0,
+                "val_time": 0.01, "scores": [score] * 4}  # fmt: skip
+
+
+AUTO = {"steps": "auto", "max_steps": 12, "validate_every": 2, "patience": 2, "val_tolerance": 0.01}
+SCRIPT = [0.3, 0.6, 0.88, 0.95, 0.93, 0.1]  # within 0.01 of 0.9 at steps 8 and 10: stop at 10, keep 8 (the best)
+
+
+def test_auto_steps_stops_and_keeps_the_best(tmp_path, token_dir, tiny_gen, tiny_train):
+    out = tmp_path / "auto"
+    train_generator(token_dir=token_dir, out_dir=out, generator_cfg=tiny_gen, device="cpu",
+                    train_cfg={**tiny_train, **AUTO}, validator=ScriptedValidator(SCRIPT))  # fmt: skip
+    log = pd.read_csv(out / "train_log.csv")
+    assert log["step"].max() == 10 and log["val_score"].dropna().tolist() == SCRIPT[:5]
+    cfg = read_json(out / "config.json")
+    assert cfg["training"]["stopped"] == "reached" and cfg["training"]["kept_step"] == 8
+    assert cfg["training"]["best_val_score"] == 0.95 and cfg["training"]["steps_run"] == 10
+    kept, meta = load_safetensors(out / "model.safetensors")
+    assert int(meta["steps"]) == 8
+    # the kept weights are those of step 8 of the same schedule (a run over max_steps, killed after 8 steps)
+    ref = tmp_path / "ref"
+    train_generator(token_dir=token_dir, out_dir=ref, generator_cfg=tiny_gen, device="cpu", stop_after=8,
+                    train_cfg={**tiny_train, **AUTO}, validator=ScriptedValidator([0.1, 0.2, 0.3, 0.4]))  # fmt: skip
+    state = torch.load(ref / "resume" / "state.pt", weights_only=True)
+    assert state["step"] == 8
+    for name, value in state["ema"].items():
+        assert torch.equal(kept[f"ema.{name}"], value), name
+    for name, value in state["model"].items():
+        assert torch.equal(kept[name], value), name
+    # a plateau stops too; never reaching nor flattening runs to max_steps and keeps the best
+    out2 = tmp_path / "plateau"
+    train_generator(token_dir=token_dir, out_dir=out2, generator_cfg=tiny_gen, device="cpu",
+                    train_cfg={**tiny_train, **AUTO}, validator=ScriptedValidator([0.5, 0.4, 0.45, 0.9]))  # fmt: skip
+    training = read_json(out2 / "config.json")["training"]
+    assert (training["stopped"], training["kept_step"], training["steps_run"]) == ("plateau", 2, 6)
+    out3 = tmp_path / "max"
+    rising = ScriptedValidator([0.1 * i for i in range(6)])
+    train_generator(token_dir=token_dir, out_dir=out3, generator_cfg=tiny_gen, device="cpu",
+                    train_cfg={**tiny_train, **AUTO}, validator=rising)  # fmt: skip
+    training = read_json(out3 / "config.json")["training"]
+    assert training["stopped"] == "max_steps" and training["kept_step"] == 12 and training["steps_run"] == 12
+
+
+def test_auto_steps_resume_after_a_kill(tmp_path, token_dir, tiny_gen, tiny_train):
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    cfg = {**tiny_train, **AUTO}
+    train_generator(token_dir=token_dir, out_dir=full, generator_cfg=tiny_gen, device="cpu", train_cfg=cfg,
+                    validator=ScriptedValidator(SCRIPT))  # fmt: skip
+    # killed after 9 steps: state saved at 8 with the validations so far and the best (step 8) weights
+    train_generator(token_dir=token_dir, out_dir=killed, generator_cfg=tiny_gen, device="cpu", train_cfg=cfg,
+                    validator=ScriptedValidator(SCRIPT), stop_after=9)  # fmt: skip
+    state = torch.load(killed / "resume" / "state.pt", weights_only=True)
+    assert state["step"] == 8 and state["validation"]["best_step"] == 8 and state["best"]["model"]
+    train_generator(token_dir=token_dir, out_dir=killed, generator_cfg=tiny_gen, device="cpu", train_cfg=cfg,
+                    validator=ScriptedValidator(SCRIPT[4:]))  # fmt: skip
+    a, b = pd.read_csv(full / "train_log.csv"), pd.read_csv(killed / "train_log.csv")
+    assert a.drop(columns=["time", "val_time"]).equals(b.drop(columns=["time", "val_time"]))
+    wa, wb = load_safetensors(full / "model.safetensors")[0], load_safetensors(killed / "model.safetensors")[0]
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    ta, tb = read_json(full / "config.json")["training"], read_json(killed / "config.json")["training"]
+    for key in ("stopped", "kept_step", "steps_run", "best_step", "validations"):
+        assert ta[key] == tb[key], key
+
+
+# --- end to end -------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_tiny_pipeline_with_auto_steps(tmp_path):
+    """The tiny config with ``steps: auto``: validation on digits with the classification evaluator, the training
+    stops by its rule, the generator kept is the best validation's, and the evaluation reads the validation log."""
+    import json
+    from pathlib import Path
+
+    import yaml
+    from snakemake_helpers import snakemake
+
+    tiny = Path(__file__).parent / "configs" / "tiny.yaml"
+    cfg = yaml.safe_load(tiny.read_text())
+    cfg["experiments"]["tiny"]["train"].update(steps="auto", max_steps=300, validate_every=50, patience=2)
+    config = tmp_path / "auto.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    snakemake("--cores", "2", "--configfile", str(config), "--directory", str(tmp_path),
+              "results/tiny/evaluation/cnn_s/summary.json")  # fmt: skip
+    gen = tmp_path / "results" / "tiny" / "generator" / "cnn_s"
+    training = json.loads((gen / "config.json").read_text())["training"]
+    assert training["stopped"] in ("reached", "plateau", "max_steps") and training["validations"] >= 2
+    assert training["kept_step"] == training["best_step"] and training["kept_step"] % 50 == 0
+    log = pd.read_csv(gen / "train_log.csv")
+    assert log["step"].max() == training["steps_run"] and log["val_score"].notna().sum() == training["validations"]
+    assert 0.3 < log["val_target"].dropna().iloc[0] <= 1.0  # the originals' val accuracy
+    assert log.loc[log["step"] == training["kept_step"], "val_score"].item() == training["best_val_score"]
+    summary = json.loads((tmp_path / "results" / "tiny" / "evaluation" / "cnn_s" / "summary.json").read_text())
+    assert summary["diagnosis"]["validation_trend"] is not None  # the evaluation read the validation columns
+    assert "validation at step 50" in (tmp_path / "results" / "tiny" / "logs" / "train" / "cnn_s.log").read_text()
