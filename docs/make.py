@@ -125,7 +125,7 @@ def default_results() -> str:
         "generated models that no baseline model matches in accuracy at a lower similarity.",
         f"- Measured on {data.get('machine', 'this machine')}. Wall time of `snakemake --cores 2` per seed: "
         f"{_mean_sd(walls, lambda v: f'{v / 60:.1f}')} min"
-        + (f" ({data['load']})" if data.get("load") else "")
+        + (f"; {data['load']}" if data.get("load") else "")
         + "; CPU time of all jobs, summed (Snakemake's benchmark files): "
         f"{_mean_sd(cpus, lambda v: f'{v / 60:.1f}')} min"
         + (

@@ -39,6 +39,7 @@ tr.generated td { background: #fff1f0; font-weight: 600; }
 tr.original td { background: #f4f4f4; }
 tr.pdiff td { background: #eef4ff; font-weight: 600; }
 figure { display: inline-block; margin: 0.5em; vertical-align: top; width: 520px; }
+figure.wide { width: 1060px; }
 figure img { width: 100%; border: 1px solid #ddd; }
 figcaption, p.caption { font-size: 0.85em; color: #555; }
 .pass { color: #137333; font-weight: 600; } .fail { color: #b3261e; font-weight: 600; }
@@ -178,13 +179,14 @@ def _checks(summary: Mapping[str, Any]) -> str:
     return f"<ul>{''.join(items)}</ul>"
 
 
-def _figure(path: Path, caption: str, alt: str) -> str:
+def _figure(path: Path, caption: str, alt: str, *, wide: bool = False) -> str:
     if not path.is_file():
         log.warning("missing plot %s", path)
         return f'<p class="missing">missing plot: {html.escape(str(path))}</p>'
     data = base64.b64encode(path.read_bytes()).decode("ascii")
+    cls = ' class="wide"' if wide else ""
     return (
-        f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+        f'<figure{cls}><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
         f"<figcaption>{html.escape(caption)}</figcaption></figure>"
     )
 
@@ -218,7 +220,11 @@ def _zoo_section(exp: str, zoo: str, directory: Path) -> str:
     parts.append(f'<p class="caption">{html.escape(CAPTIONS["table"])}</p>')
     parts.append(_checks(summary))
     for stem, alt in PLOTS:
-        parts.append(_figure(directory / f"{stem}.png", CAPTIONS[stem], f"{exp}/{zoo}: {alt}"))
+        parts.append(
+            _figure(
+                directory / f"{stem}.png", CAPTIONS[stem], f"{exp}/{zoo}: {alt}", wide=stem == "accuracy_vs_similarity"
+            )
+        )  # two panels: full range and zoom
     return "\n".join(parts)
 
 

@@ -253,6 +253,7 @@ def plot_distances(table: pd.DataFrame, path: str | Path, *, title: str = "", co
         "pdiff": ("p-diff", ["pdiff"], "tab:blue"),
         "noise": ("noise", ["noise"], "tab:green"),
         "mixed": ("interpolated/average", ["interpolated", "average"], "tab:purple"),
+        "gaussian": ("per-run Gaussian", ["gaussian"], "tab:cyan"),
     }
     values, loro = {}, {}
     for key, (_, members, _) in kinds.items():
