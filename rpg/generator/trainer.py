@@ -4,7 +4,9 @@ Each step takes a batch of checkpoints, computes prototypes once per distinct (s
 random subset of ``diffusion_batch`` tokens and takes an AdamW step (warmup + cosine lr, gradient clipping,
 bf16 autocast on CUDA, EMA of the weights). All randomness of a step comes from a generator seeded by
 (seed, step, rank), and the training state is saved every ``save_every`` steps to ``out_dir/resume/state.pt``,
-so a killed run continued later gives the same loss curve as an uninterrupted one.
+so a killed run continued later gives the same loss curve as an uninterrupted one. On SIGTERM or SIGINT (a cluster
+preempting or timing out the job, Ctrl-C) the step in progress finishes, the state is saved at that step and the
+process exits with status 128 + signal; the requeued (or retried) job resumes from that step.
 
 Outputs: ``model.safetensors`` (weights under their names, EMA weights under ``ema.``, the token layout under
 ``layout.``), ``config.json`` and ``train_log.csv`` (step, loss, lr, time).
@@ -13,10 +15,12 @@ Outputs: ``model.safetensors`` (weights under their names, EMA weights under ``e
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import logging
 import math
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -30,9 +34,9 @@ import torch.distributed as dist
 from rpg.config import GeneratorConfig, TrainConfig, result_dict
 from rpg.errors import RPGInputError
 from rpg.generator.model import RPGModel, build_generator
-from rpg.io import atomic_path, save_safetensors, write_json, write_table
+from rpg.io import save_safetensors, write_bytes, write_json, write_table
 from rpg.optim import batch_rows, build_adamw, warmup_cosine
-from rpg.runtime import fault_point, progress, resolve_device, set_threads, setup_logging
+from rpg.runtime import StopSignals, fault_point, progress, resolve_device, set_threads, setup_logging
 from rpg.tokens.store import TokenStore
 
 log = logging.getLogger(__name__)
@@ -107,8 +111,9 @@ def _rng_state(device: torch.device) -> dict[str, torch.Tensor]:
 
 
 def _save_state(path: Path, obj: dict[str, Any]) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    buffer = io.BytesIO()  # serialised first: its size is known, and a full disk is reported as such (rpg.io)
+    torch.save(obj, buffer)
+    write_bytes(path, buffer.getbuffer())
 
 
 def _load_state(path: Path, fingerprint: str) -> dict[str, Any] | None:
@@ -243,50 +248,61 @@ def train_generator(
 
     bar = progress(total=tcfg.steps, desc="train generator", initial=start, disable=rank != 0)
     t0, window_t, window_step = time.perf_counter(), time.perf_counter(), start
-    for step in range(start, tcfg.steps):
-        if stop_after is not None and step - start >= stop_after:
-            bar.close()
-            log.warning("stopping after %d steps (stop_after), as if killed", stop_after)
-            return
-        rows = batch_rows(step, batch_size=tcfg.batch_size, num_checkpoints=len(data), seed=tcfg.seed)[rank::world]
-        tokens, states, tasks = data.get(rows)
-        tokens, states = tokens.to(dev, non_blocking=True), states.to(dev)
-        tasks = None if tasks is None else tasks.to(dev)
-        gen.manual_seed(step_seed(tcfg.seed, step, rank))
-        lr = opt.param_groups[0]["lr"]
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
-            loss = net(tokens, states, tasks, diffusion_batch=per_rank_tokens, noise_samples=tcfg.noise_samples,
-                       generator=gen, token_weights=token_weights)  # fmt: skip
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if tcfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
-        opt.step()
-        sched.step()
-        if ema is not None:
-            ema.update(model, step)
-        loss_value = loss.detach().float()
-        if world > 1:
-            dist.all_reduce(loss_value)
-            loss_value /= world
-        loss_value = float(loss_value)
-        if not math.isfinite(loss_value):
-            raise FloatingPointError(f"generator loss is {loss_value} at step {step + 1}; lower train.lr?")
-        now = time.perf_counter()
-        elapsed += now - t0
-        t0 = now
-        if rank == 0:
-            for key, value in zip(history, (step + 1, loss_value, lr, round(elapsed, 3))):
-                history[key].append(value)
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss_value:.4f}", refresh=False)
-            if (step + 1) % tcfg.log_every == 0 or step + 1 == tcfg.steps:
-                rate = (step + 1 - window_step) / max(now - window_t, 1e-9)
-                log.info("step %d/%d loss %.5f lr %.3g  %.2f steps/s", step + 1, tcfg.steps, loss_value, lr, rate)
-                window_t, window_step = now, step + 1
-        if (step + 1) % tcfg.save_every == 0 or step + 1 == tcfg.steps:
-            save(step + 1)
-        fault_point("train", step + 1)
+    with StopSignals() as stop:
+        for step in range(start, tcfg.steps):
+            if stop_after is not None and step - start >= stop_after:
+                bar.close()
+                log.warning("stopping after %d steps (stop_after), as if killed", stop_after)
+                return
+            rows = batch_rows(step, batch_size=tcfg.batch_size, num_checkpoints=len(data), seed=tcfg.seed)[rank::world]
+            tokens, states, tasks = data.get(rows)
+            tokens, states = tokens.to(dev, non_blocking=True), states.to(dev)
+            tasks = None if tasks is None else tasks.to(dev)
+            gen.manual_seed(step_seed(tcfg.seed, step, rank))
+            lr = opt.param_groups[0]["lr"]
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
+                loss = net(tokens, states, tasks, diffusion_batch=per_rank_tokens, noise_samples=tcfg.noise_samples,
+                           generator=gen, token_weights=token_weights)  # fmt: skip
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if tcfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
+            opt.step()
+            sched.step()
+            if ema is not None:
+                ema.update(model, step)
+            # the loss, and whether a stop signal reached any rank (all ranks stop after the same step)
+            reduced = torch.stack([loss.detach().float(), torch.tensor(float(stop.requested > 0), device=dev)])
+            if world > 1:
+                dist.all_reduce(reduced)
+                reduced[0] /= world
+            loss_value, stopping = float(reduced[0]), bool(reduced[1] > 0)
+            if not math.isfinite(loss_value):
+                raise FloatingPointError(f"generator loss is {loss_value} at step {step + 1}; lower train.lr?")
+            now = time.perf_counter()
+            elapsed += now - t0
+            t0 = now
+            if rank == 0:
+                for key, value in zip(history, (step + 1, loss_value, lr, round(elapsed, 3))):
+                    history[key].append(value)
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss_value:.4f}", refresh=False)
+                if (step + 1) % tcfg.log_every == 0 or step + 1 == tcfg.steps:
+                    rate = (step + 1 - window_step) / max(now - window_t, 1e-9)
+                    log.info("step %d/%d loss %.5f lr %.3g  %.2f steps/s", step + 1, tcfg.steps, loss_value, lr, rate)
+                    window_t, window_step = now, step + 1
+            if stopping or (step + 1) % tcfg.save_every == 0 or step + 1 == tcfg.steps:
+                save(step + 1)
+            fault_point("train", step + 1)
+            if stopping:
+                bar.close()
+                log.warning("%s received: saved the resumable state %s at step %d; exiting (status %d). Rerun the "
+                            "same command (or let the cluster requeue the job) to resume from step %d",
+                            stop.name or "a stop signal on another rank", state_path, step + 1,
+                            128 + (stop.requested or signal.SIGTERM), step + 1)  # fmt: skip
+                if not stop.requested:  # another rank was signalled: end like it
+                    stop.requested = signal.SIGTERM
+                stop.exit()
     bar.close()
     if rank == 0:
         _write_outputs(out_dir, model=model, ema=ema, gcfg=gcfg, tcfg=tcfg, store=store, history=history)
@@ -306,9 +322,10 @@ def _write_outputs(out_dir: Path, *, model: RPGModel, ema: EMA | None, gcfg, tcf
     tensors["layout.positions"] = layout.positions()
     tensors["layout.token_mask"] = layout.token_mask()
     meta = {"kind": "generator", "generate_with": "ema" if ema is not None else "model", "steps": tcfg.steps}
-    save_safetensors(tensors, out_dir / MODEL_FILE, meta)
+    digest = save_safetensors(tensors, out_dir / MODEL_FILE, meta)
     write_json(
         {
+            "sha256": {MODEL_FILE: digest},  # checked by rpg.generator.sampling.load_generator
             "generator": gcfg.to_dict(),
             "train": tcfg.to_dict(),
             "num_states": store.num_states,

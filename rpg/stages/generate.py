@@ -1,4 +1,7 @@
-"""Stage 4, generation: one job per batch of models (a directory), so adding models generates only new ones."""
+"""Stage 4, generation: one job per batch of models (a directory), so adding models generates only new ones.
+
+A batch directory's ``SHA256SUMS`` records the digest of each model; evaluation checks them as it reads them.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ from pathlib import Path
 from rpg.config import ZooSettings
 from rpg.errors import RPGInputError
 from rpg.generator.sampling import generate_models
+from rpg.io import write_digests
 
 MODEL_PATTERN = "model_*.safetensors"
 
@@ -31,6 +35,7 @@ def generate(
     generate_models(generator_dir=generator_dir, token_dir=tokens_dir, indices=list(indices),
                     out_paths=[out_dir / model_name(i) for i in indices], generate_cfg=settings.generate,
                     device=settings.device)  # fmt: skip
+    write_digests(out_dir)
 
 
 def batch_models(batch_dirs: Sequence[str | Path]) -> list[Path]:
