@@ -22,7 +22,7 @@ class RPGDiskFullError(OSError):
     def __init__(self, path: str | Path, *, needed: int | None, written: int, free: int) -> None:
         path = Path(path)
         self.folder, self.file, self.needed, self.written, self.free = path.parent, path, needed, written, free
-        size = f"{needed:,} bytes ({needed / 2**20:.1f} MiB)" if needed is not None else f"more than {written:,} bytes"
+        size = f"{needed:,} bytes ({_human(needed)})" if needed is not None else f"more than {written:,} bytes"
         self.message = (
             f"no space left on the device of {self.folder}: writing {path.name} needs {size}, {free:,} bytes are "
             "free there; no partial file was kept. Free space there (or move the results folder to a larger disk) "
@@ -31,4 +31,11 @@ class RPGDiskFullError(OSError):
         super().__init__(errno.ENOSPC, self.message, str(self.folder))
 
     def __str__(self) -> str:
-        return f"{self.folder}: {self.message}"
+        return self.message
+
+
+def _human(n: int) -> str:
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} B"

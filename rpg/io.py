@@ -19,7 +19,6 @@ import contextlib
 import errno
 import hashlib
 import json
-import logging
 import os
 import shutil
 import sys
@@ -31,8 +30,6 @@ from typing import Any
 import torch
 
 from rpg.errors import RPGDiskFullError, RPGInputError
-
-log = logging.getLogger(__name__)
 
 META_KEY = "rpg"
 DIGEST = "sha256"
@@ -149,8 +146,8 @@ def save_safetensors(
             save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=header)
             return file_digest(tmp)
     with SafetensorsStreamWriter(path, [(k, v.shape, v.dtype) for k, v in tensors.items()], metadata) as out:
-        for name, value in tensors.items():
-            out.write(name, value)
+        for name in _save_file_order({k: v.dtype for k, v in tensors.items()}):  # file order: hashed as written
+            out.write(name, tensors[name])
     return out.digest
 
 

@@ -110,11 +110,14 @@ FAULT_ENV = "RPG_FAULT"
 def fault_point(stage: str, unit: int) -> None:
     """Fault injection for the recovery tests: with ``RPG_FAULT=<stage>:<unit>`` in the environment, the whole
     process group (Snakemake and its jobs) is killed with SIGKILL when ``stage`` finishes unit ``unit`` of its work
-    (a checkpoint, a shard, a training step, a model), as ``kill -9`` would. A no-op otherwise."""
+    (a checkpoint, a shard, a training step, a model), as ``kill -9`` would; with ``RPG_FAULT=<stage>:<unit>:TERM``
+    the stage's own process gets SIGTERM there, as a cluster preempting the job would. A no-op otherwise."""
     spec = os.environ.get(FAULT_ENV)
-    if spec and spec == f"{stage}:{unit}":
+    if spec == f"{stage}:{unit}":
         sys.stderr.flush()
         os.killpg(os.getpgrp(), signal.SIGKILL)
+    elif spec == f"{stage}:{unit}:TERM":
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 class _Tee:

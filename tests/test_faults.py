@@ -4,6 +4,7 @@ stage that writes large files; bad config values caught at start; temporary file
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
@@ -91,6 +92,19 @@ def test_kill_9_in_every_stage_then_recovery_gives_identical_outputs(tmp_path):
     train_log = (faulty / "results/tiny/logs/train/cnn_s.attempts.log").read_text()
     assert train_log.count("===== attempt started") == 2  # the killed attempt's log is kept
     assert "resuming from" in train_log and "at step 100" in train_log
+
+    # preemption under Snakemake: SIGTERM at the end of step 150 of the training job, --retries 1: the retry resumes
+    # from the state saved on the signal and ends with the same generator
+    proc = run(faulty, "-f", "results/tiny/generator/cnn_s/model.safetensors", "--retries", "1",
+               fault="train:150:TERM")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    train_log = (faulty / "results/tiny/logs/train/cnn_s.attempts.log").read_text()
+    # the signal comes at the end of step 150; the step after it finishes, then the state is saved
+    assert "SIGTERM received: saved the resumable state" in train_log and "at step 151; exiting" in train_log
+    assert train_log.split("SIGTERM received")[-1].count("resuming from") == 1 and "at step 151" in train_log
+    assert "exit status 143" in train_log and train_log.count("===== attempt started") == 4
+    model = "results/tiny/generator/cnn_s/model.safetensors"
+    assert (faulty / model).read_bytes() == (reference / model).read_bytes()
 
     # a new zoo seed rebuilds checkpoints and tokens, and the generator is trained afresh on them (no stale resume)
     cfg = yaml.safe_load(TINY.read_text())
@@ -201,13 +215,14 @@ def test_stage_logs_append_one_header_per_attempt(tmp_path):
 
 def test_fault_hook_kills_its_process_group_only_at_the_named_unit():
     code = "from rpg.runtime import fault_point; fault_point('train', 1); print('alive')"
-    for spec, alive in (("train:1", False), ("train:2", True), ("tokenize:1", True), (None, True)):
+    for spec, rc in (("train:1", -signal.SIGKILL), ("train:1:TERM", -signal.SIGTERM), ("train:2", 0),
+                     ("train:2:TERM", 0), ("tokenize:1", 0), (None, 0)):  # fmt: skip
         env = {k: v for k, v in os.environ.items() if k != FAULT_ENV}
         env.update({FAULT_ENV: spec} if spec else {})
         proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                               start_new_session=True)  # fmt: skip
-        assert ("alive" in proc.stdout) == alive, spec
-        assert proc.returncode == (0 if alive else -signal.SIGKILL), spec
+        assert ("alive" in proc.stdout) == (rc == 0), spec
+        assert proc.returncode == rc, spec
 
 
 # --- preemption: SIGTERM / SIGINT in training ----------------------------------------------------------------------
@@ -283,25 +298,28 @@ def test_sigint_in_training_saves_and_exits_130_then_resumes(tmp_path, token_dir
 # --- a full disk ----------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def full_disk(monkeypatch):
-    """``full_disk(name, free)``: writes of files whose name contains ``name`` fail with ENOSPC once ``free`` bytes
-    of them are written (what fits is written first, as on a real disk); ``full_disk(None)`` frees the space. It
-    replaces :func:`rpg.io._write`, the one low-level write of artefact data."""
-    real, state = rpg.io._write, {"name": None, "free": 0}
+@contextlib.contextmanager
+def full_disk(name: str, free: int = 0):
+    """Inside the block, writes of files whose name contains ``name`` fail with ENOSPC once ``free`` bytes of them
+    are written (what fits is written first, as on a real disk); the space is free again after it. It replaces
+    :func:`rpg.io._write`, the one low-level write of artefact data."""
+    real, left = rpg.io._write, [free]
 
     def write(f, data) -> None:
         view = memoryview(data).cast("B")
-        if state["name"] is not None and state["name"] in os.path.basename(f.name):
-            if view.nbytes > state["free"]:
-                real(f, view[: state["free"]])
-                state["free"] = 0
+        if name in os.path.basename(f.name):
+            if view.nbytes > left[0]:
+                real(f, view[: left[0]])
+                left[0] = 0
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-            state["free"] -= view.nbytes
+            left[0] -= view.nbytes
         real(f, view)
 
-    monkeypatch.setattr(rpg.io, "_write", write)
-    return lambda name, free=0: state.update(name=name, free=free)
+    rpg.io._write = write
+    try:
+        yield
+    finally:
+        rpg.io._write = real
 
 
 def check_disk_full(exc: pytest.ExceptionInfo, folder: Path, name: str) -> int:
@@ -315,65 +333,57 @@ def check_disk_full(exc: pytest.ExceptionInfo, folder: Path, name: str) -> int:
 
 
 def tiny_settings():
+    """The tiny config's zoo, its collection cut to 2 checkpoints without the main epochs (a second)."""
     cfg = yaml.safe_load(TINY.read_text())
     cfg["experiments"]["tiny"]["zoos"]["cnn_s"]["collect"].update(epochs=0, checkpoints=2)
     return zoo_settings(cfg, "tiny", "cnn_s")
 
 
-def test_disk_full_in_collection(tmp_path, full_disk):
+def test_disk_full_in_collection(tmp_path):
     run0 = tmp_path / "run0"
-    full_disk("ckpt_001", free=1000)
-    with pytest.raises(RPGDiskFullError) as exc:
+    with full_disk("ckpt_001", free=1000), pytest.raises(RPGDiskFullError) as exc:
         collect.collect_run(tiny_settings(), run=0, out_dir=run0)
     needed = check_disk_full(exc, run0, "ckpt_001.safetensors")
     assert sorted(p.name for p in run0.iterdir()) == ["ckpt_000.safetensors"]  # complete files only
-    full_disk(None)
     collect.collect_run(tiny_settings(), run=0, out_dir=run0)  # the rerun once space is freed
     assert (run0 / "ckpt_001.safetensors").stat().st_size == needed and (run0 / DIGESTS_FILE).is_file()
 
 
-def test_disk_full_in_tokenization(tmp_path, full_disk, make_token_store):
+def test_disk_full_in_tokenization(tmp_path, make_token_store):
     paths = sorted((make_token_store(tmp_path).parent / "zoo").rglob("*.safetensors"))
     out = tmp_path / "tokens2"
-    full_disk("shard_00001", free=100)
-    with pytest.raises(RPGDiskFullError) as exc:
+    with full_disk("shard_00001", free=100), pytest.raises(RPGDiskFullError) as exc:
         write_token_store(paths, out, token_size=16, shard_size=4)
     needed = check_disk_full(exc, out, "shard_00001.safetensors")
     assert not out.exists()  # the store's finished shard is removed too: no partial store
-    full_disk(None)
     write_token_store(paths, out, token_size=16, shard_size=4)
     assert (out / "shard_00001.safetensors").stat().st_size == needed
 
 
-def test_disk_full_in_training_state_and_weights(tmp_path, full_disk, token_dir, tiny_gen, tiny_train, caplog):
+def test_disk_full_in_training_state_and_weights(tmp_path, token_dir, tiny_gen, tiny_train, caplog):
     out = tmp_path / "gen"
     kw = {"token_dir": token_dir, "out_dir": out, "generator_cfg": tiny_gen, "train_cfg": tiny_train, "device": "cpu"}
-    full_disk("state.pt")  # the first resumable save (step 2) fails
-    with pytest.raises(RPGDiskFullError) as exc:
+    with full_disk("state.pt"), pytest.raises(RPGDiskFullError) as exc:  # the first resumable save (step 2)
         train_generator(**kw)
     check_disk_full(exc, out / "resume", "state.pt")
     assert not (out / STATE_FILE).exists()
-    full_disk("model.safetensors", free=4096)  # room for the states, not for the weights
-    with pytest.raises(RPGDiskFullError) as exc:
+    with full_disk("model.safetensors", free=4096), pytest.raises(RPGDiskFullError) as exc:  # no room for weights
         train_generator(**kw)
     needed = check_disk_full(exc, out, "model.safetensors")
     assert torch.load(out / STATE_FILE, weights_only=True)["step"] == 6  # the last state is kept, whole
     assert not (out / "model.safetensors").exists()
-    full_disk(None)
     with caplog.at_level(logging.INFO, logger="rpg"):
         train_generator(**kw)
     assert "at step 6" in caplog.text and (out / "model.safetensors").stat().st_size == needed
 
 
-def test_disk_full_in_generation(tmp_path, full_disk, trained_generator):
+def test_disk_full_in_generation(tmp_path, trained_generator):
     _, tokens, gen_dir = trained_generator
     batch = tmp_path / "batch000"
     kw = {"generator_dir": gen_dir, "tokens_dir": tokens, "out_dir": batch, "indices": [0, 1]}
-    full_disk("model_001", free=500)
-    with pytest.raises(RPGDiskFullError) as exc:
+    with full_disk("model_001", free=500), pytest.raises(RPGDiskFullError) as exc:
         generate.generate(tiny_settings(), **kw)
     needed = check_disk_full(exc, batch, "model_001.safetensors")
     assert list(batch.iterdir()) == []  # sampled together (generate.batch_size): neither model is kept
-    full_disk(None)
     generate.generate(tiny_settings(), **kw)
     assert (batch / "model_001.safetensors").stat().st_size == needed and (batch / DIGESTS_FILE).is_file()

@@ -9,10 +9,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import yaml
+from test_faults import tiny_settings
 
 import rpg.io
-from rpg.config import zoo_settings
 from rpg.errors import RPGInputError
 from rpg.generator.sampling import load_generator
 from rpg.generator.trainer import train_generator
@@ -20,16 +19,6 @@ from rpg.io import DIGESTS_FILE, file_digest, read_digests, verify_file, write_d
 from rpg.stages import collect, generate, tokenize
 from rpg.tokens.store import TokenStore
 from rpg.zoo.checkpoint import load_checkpoint
-
-ROOT = Path(__file__).resolve().parent.parent
-TINY = ROOT / "tests" / "configs" / "tiny.yaml"
-
-
-def tiny_settings():
-    """The tiny config's zoo, its collection cut to 2 checkpoints without the main epochs (a second)."""
-    cfg = yaml.safe_load(TINY.read_text())
-    cfg["experiments"]["tiny"]["zoos"]["cnn_s"]["collect"].update(epochs=0, checkpoints=2)
-    return zoo_settings(cfg, "tiny", "cnn_s")
 
 
 def flip_byte(path: Path, offset: int = -1) -> tuple[str, str]:
