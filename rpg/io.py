@@ -1,15 +1,27 @@
-"""Safe artefact I/O: atomic writes, safetensors with JSON metadata, Parquet/JSON tables.
+"""Safe artefact I/O: atomic writes, safetensors with JSON metadata, Parquet/JSON tables, digests.
 
 Every writer writes to a temporary file in the destination folder and renames it into
 place, so an interrupted stage never leaves a half-written artefact behind. No pickle.
+
+A write that fails for lack of space (ENOSPC, EDQUOT) removes its temporary file and raises
+:class:`~rpg.errors.RPGDiskFullError` naming the folder and the bytes the file needed.
+
+Integrity: a stage that writes a folder of artefacts records their SHA-256 in ``SHA256SUMS`` there
+(:func:`write_digests`, the format of ``sha256sum``: ``cd <folder> && sha256sum -c SHA256SUMS`` checks them by
+hand); readers check a file against it before they use it (:func:`verify_file`, one streamed read, done once per
+file and process), and a mismatch raises RPGInputError naming the file, both digests and the command that rebuilds
+it. Folders written before digests existed have no SHA256SUMS and are read unchecked.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -17,9 +29,12 @@ from typing import Any
 
 import torch
 
-from rpg.errors import RPGInputError
+from rpg.errors import RPGDiskFullError, RPGInputError
 
 META_KEY = "rpg"
+DIGEST = "sha256"
+DIGESTS_FILE = "SHA256SUMS"
+REBUILD_PREFIX = "# rebuild: "
 
 
 TEMP_SUFFIX = ".tmp"
@@ -49,9 +64,25 @@ def remove_stale_temps(paths: Iterable[str | Path], *, recursive_dirs: Iterable[
     return removed
 
 
+def _write(f, data) -> None:
+    """Write all of ``data`` (bytes or a memoryview) to the binary file ``f``: the one low-level write of artefact
+    data (the disk-full tests replace it)."""
+    f.write(data)
+
+
+def _disk_full(exc: BaseException) -> bool:
+    if isinstance(exc, RPGDiskFullError) or not isinstance(exc, OSError):
+        return False
+    return exc.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left on device" in str(exc)
+
+
 @contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it to ``path`` only on success."""
+def atomic_path(path: str | Path, *, nbytes: int | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it to ``path`` only on success.
+
+    On any error the temporary file is removed; a full disk (ENOSPC/EDQUOT) is raised as RPGDiskFullError naming
+    the folder and ``nbytes``, the size of the file when the writer knows it (else the bytes written so far).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
@@ -62,9 +93,21 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         # mkstemp makes 0600, and some writers (safetensors) replace the file: set the mode on what was written
         os.chmod(tmp_path, 0o644)  # artefacts are shared (clusters, reports)
         os.replace(tmp_path, path)
-    except BaseException:
+    except BaseException as exc:
+        written = tmp_path.stat().st_size if tmp_path.exists() else 0
         tmp_path.unlink(missing_ok=True)
+        if _disk_full(exc):
+            free = shutil.disk_usage(path.parent).free
+            raise RPGDiskFullError(path, needed=nbytes, written=written, free=free) from exc
         raise
+
+
+def write_bytes(path: str | Path, data) -> str:
+    """Write ``data`` (bytes or a buffer) to ``path`` atomically; returns its SHA-256."""
+    view = memoryview(data).cast("B")
+    with atomic_path(path, nbytes=view.nbytes) as tmp, open(tmp, "wb") as f:
+        _write(f, view)
+    return hashlib.sha256(view).hexdigest()
 
 
 @contextlib.contextmanager
@@ -92,14 +135,20 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
 
 def save_safetensors(
     tensors: Mapping[str, torch.Tensor], path: str | Path, metadata: Mapping[str, Any] | None = None
-) -> None:
-    """Write ``tensors`` atomically; ``metadata`` (JSON-serialisable) goes in the header."""
-    from safetensors.torch import save_file
+) -> str:
+    """Write ``tensors`` atomically (the bytes of ``safetensors.torch.save_file``); ``metadata`` (JSON-serialisable)
+    goes in the header. Returns the file's SHA-256."""
+    if any(v.dtype not in _SAFETENSORS_DTYPES for v in tensors.values()):  # float8 and the like: safetensors writes
+        from safetensors.torch import save_file
 
-    header = {META_KEY: json.dumps(dict(metadata or {}), sort_keys=True)}
-    contiguous = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    with atomic_path(path) as tmp:
-        save_file(contiguous, str(tmp), metadata=header)
+        header = {META_KEY: json.dumps(dict(metadata or {}), sort_keys=True)}
+        with atomic_path(path) as tmp:
+            save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=header)
+            return file_digest(tmp)
+    with SafetensorsStreamWriter(path, [(k, v.shape, v.dtype) for k, v in tensors.items()], metadata) as out:
+        for name in _save_file_order({k: v.dtype for k, v in tensors.items()}):  # file order: hashed as written
+            out.write(name, tensors[name])
+    return out.digest
 
 
 def read_safetensors_metadata(path: str | Path) -> dict[str, Any]:
@@ -121,10 +170,12 @@ def read_safetensors_metadata(path: str | Path) -> dict[str, Any]:
 
 
 def load_safetensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Load all tensors and the JSON metadata; corrupt or truncated files raise RPGInputError."""
+    """Load all tensors and the JSON metadata, the file checked against its folder's digests (:func:`verify_file`);
+    corrupt or truncated files raise RPGInputError."""
     from safetensors.torch import load_file
 
     meta = read_safetensors_metadata(path)
+    verify_file(path)
     try:
         tensors = load_file(str(path))
     except Exception as exc:
@@ -171,6 +222,96 @@ def read_table(path: str | Path):
         raise RPGInputError(f"unreadable table ({exc})", path) from exc
 
 
+def file_digest(path: str | Path) -> str:
+    """The SHA-256 of a file, streamed (about 1 s per GB on one core, docs/cluster.md)."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, DIGEST).hexdigest()
+
+
+def write_digests(
+    directory: str | Path,
+    names: Iterable[str] | None = None,
+    *,
+    rebuild: str | Path | None = None,
+    known: Mapping[str, str] | None = None,
+) -> Path:
+    """Record the SHA-256 of the files ``names`` of ``directory`` (default: all its files but hidden ones) in
+    ``directory/SHA256SUMS`` (``sha256sum`` format). ``known``: digests the writer computed as it wrote (name ->
+    hex); the others are read from disk. ``rebuild``: the Snakemake target that rebuilds the folder (default: the
+    folder), named in errors."""
+    directory, known = Path(directory), dict(known or {})
+    if names is None:
+        names = [p.name for p in directory.iterdir() if p.is_file() and not p.name.startswith(".")]
+    names = [n for n in names if n != DIGESTS_FILE]
+    lines = [f"# {DIGEST} of the files of this folder, written by the stage that made them; readers check them",
+             f"{REBUILD_PREFIX}{rebuild or directory}"]  # fmt: skip
+    lines += [f"{known.get(n) or file_digest(directory / n)}  {n}" for n in sorted(names)]
+    path = directory / DIGESTS_FILE
+    with atomic_path(path) as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def read_digests(directory: str | Path) -> tuple[dict[str, str], str] | None:
+    """``({name: sha256}, rebuild target)`` from ``directory/SHA256SUMS``; None when the folder has none."""
+    path = Path(directory) / DIGESTS_FILE
+    if not path.is_file():
+        return None
+    digests, rebuild = {}, str(directory)
+    for line in path.read_text().splitlines():
+        if line.startswith(REBUILD_PREFIX):
+            rebuild = line[len(REBUILD_PREFIX) :].strip()
+        elif line.strip() and not line.startswith("#"):
+            digest, _, name = line.partition("  ")
+            if len(digest) != 64 or not name:
+                raise RPGInputError(f"malformed line {line!r}", path)
+            digests[name.lstrip("*")] = digest
+    return digests, rebuild
+
+
+_VERIFIED: dict[tuple[str, int, int, int], str] = {}  # (path, inode, size, mtime) -> digest checked
+
+
+def check_digest(path: str | Path, expected: str, *, rebuild: str | Path, source: str | Path) -> None:
+    """Raise RPGInputError unless the SHA-256 of ``path`` is ``expected`` (as recorded in ``source``); the error
+    names the file, both digests and the command that rebuilds ``rebuild``. A file is hashed once per process (and
+    again when it changes on disk)."""
+    path = Path(path)
+    if not path.is_file():
+        raise RPGInputError("file does not exist", path)
+    st = path.stat()
+    key = (str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns)
+    if _VERIFIED.get(key) == expected:
+        return
+    found = file_digest(path)
+    if found != expected:
+        raise RPGInputError(
+            f"corrupt or replaced: its {DIGEST} is {found}, but {source} recorded {expected} when it was written; "
+            f"rebuild it with `snakemake --cores all {rebuild} --force`, then rerun snakemake for the stages after it",
+            path,
+        )
+    _VERIFIED[key] = expected
+
+
+def verify_file(path: str | Path) -> bool:
+    """Check ``path`` against the SHA256SUMS of its folder (:func:`check_digest`). False when the folder records no
+    digests (written before they existed: read unchecked); a file the folder's SHA256SUMS does not list raises
+    RPGInputError (it was not written by the stage that made the folder)."""
+    path = Path(path)
+    recorded = read_digests(path.parent)
+    if recorded is None:
+        return False
+    digests, rebuild = recorded
+    if path.name not in digests:
+        raise RPGInputError(
+            f"not listed in {path.parent / DIGESTS_FILE}: not written by the stage that made this folder; rebuild "
+            f"the folder with `snakemake --cores all {rebuild} --force`",
+            path,
+        )
+    check_digest(path, digests[path.name], rebuild=rebuild, source=path.parent / DIGESTS_FILE)
+    return True
+
+
 def _json_default(obj: Any) -> Any:
     if hasattr(obj, "tolist"):
         return obj.tolist()
@@ -192,8 +333,10 @@ class SafetensorsStreamWriter:
     The header is written first from the known names, shapes and dtypes; ``write(name, piece)`` then appends the
     next piece of an entry's flattened data at its place in the file. The layout of the file (order of the
     entries, offsets, header) is that of ``safetensors.torch.save_file``, so a streamed file is byte-identical to
-    the one ``save_safetensors`` writes for the same tensors. The file appears atomically when the ``with`` block
-    ends and every entry is complete; on any error (or an incomplete entry) nothing is left behind::
+    the one ``safetensors.torch.save_file`` writes for the same tensors. The file appears atomically when the
+    ``with`` block ends and every entry is complete; on any error (or an incomplete entry) nothing is left behind.
+    ``digest`` is then the file's SHA-256, computed as it is written when the pieces come in file order (else read
+    back once before the file is renamed into place)::
 
         with SafetensorsStreamWriter(path, [("w", (2, 3), torch.float32)], {"kind": "x"}) as out:
             out.write("w", first_half)
@@ -222,6 +365,7 @@ class SafetensorsStreamWriter:
         self._written = dict.fromkeys(self._entries, 0)  # elements written per entry
         self._file = None
         self._atomic = None
+        self.digest: str | None = None
 
     def _header(self) -> tuple[bytes, dict[str, int]]:
         """The JSON header (padded like safetensors') and each entry's byte offset in the data section."""
@@ -241,18 +385,18 @@ class SafetensorsStreamWriter:
 
     def __enter__(self) -> SafetensorsStreamWriter:
         import struct
-        import sys
 
         if sys.byteorder != "little":
             raise RuntimeError("SafetensorsStreamWriter needs a little-endian machine")
         raw, offsets = self._header()
-        self._atomic = atomic_path(self.path)
-        tmp = self._atomic.__enter__()
+        start = 8 + len(raw)
+        self._atomic = atomic_path(self.path, nbytes=start + self._data_bytes)
+        self._tmp = self._atomic.__enter__()
         try:
-            self._file = open(tmp, "r+b")
-            self._file.write(struct.pack("<Q", len(raw)))
-            self._file.write(raw)
-            start = 8 + len(raw)
+            self._file = open(self._tmp, "r+b")
+            head = struct.pack("<Q", len(raw)) + raw
+            _write(self._file, head)
+            self._hasher, self._hashed = hashlib.sha256(head), start  # in-stream digest while writes are in order
             self._file.truncate(start + self._data_bytes)
             self._pos = {n: start + off for n, off in offsets.items()}
         except BaseException:
@@ -274,8 +418,14 @@ class SafetensorsStreamWriter:
             raise ValueError(f"entry {name!r}: {self._written[name] + n} elements written, it has {numel}")
         data = piece.detach().to("cpu").contiguous().reshape(-1)
         if n:
+            view = memoryview(data.view(torch.uint8).numpy())
+            if self._hasher is not None and self._pos[name] == self._hashed:
+                self._hasher.update(view)
+                self._hashed += view.nbytes
+            else:
+                self._hasher = None
             self._file.seek(self._pos[name])
-            self._file.write(memoryview(data.view(torch.uint8).numpy()))
+            _write(self._file, view)
             self._pos[name] = self._file.tell()
         self._written[name] += n
 
@@ -300,8 +450,16 @@ class SafetensorsStreamWriter:
         if exc_type is not None:
             self._abort(exc_type, exc, tb)
             return
-        self._file.close()
-        self._file = None
+        try:
+            self._file.close()
+            self._file = None
+            if self._hasher is not None and self._hashed == os.path.getsize(self._tmp):
+                self.digest = self._hasher.hexdigest()
+            else:
+                self.digest = file_digest(self._tmp)
+        except BaseException:
+            self._abort(*sys.exc_info())
+            raise
         self._atomic.__exit__(None, None, None)  # rename into place
         self._atomic = None
 

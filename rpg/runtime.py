@@ -1,4 +1,5 @@
-"""Run-time helpers shared by all stages: logging, progress bars, seeds, devices, threads, fault injection."""
+"""Run-time helpers shared by all stages: logging, progress bars, seeds, devices, threads, stop signals, fault
+injection."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import random
 import signal
 import socket
 import sys
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -61,17 +63,61 @@ def set_threads(n: int | None) -> None:
         os.environ.setdefault("OMP_NUM_THREADS", str(n))
 
 
+class StopSignals:
+    """Catch SIGTERM and SIGINT while a long loop runs, so that it stops at a safe point instead of dying anywhere.
+
+    ``requested`` is the number of the first signal received (0: none); the loop checks it after each unit of work,
+    saves what it needs and ends the process (:meth:`exit`). A second signal raises KeyboardInterrupt at once. The
+    previous handlers come back when the block ends. Outside the main thread (where Python delivers signals) it
+    does nothing. A cluster sends SIGTERM before SIGKILL when it preempts or times out a job (Slurm: KillWait or
+    GraceTime seconds later); Ctrl-C sends SIGINT.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self.requested = 0
+        self._previous: dict[int, object] = {}
+
+    def _handle(self, signum: int, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt(f"second signal ({signal.Signals(signum).name}): stopping at once")
+        self.requested = signum
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.requested).name if self.requested else ""
+
+    def exit(self) -> None:
+        """End the process with status 128 + signal (143 for SIGTERM, 130 for SIGINT), as the signal would."""
+        raise SystemExit(128 + self.requested)
+
+
 FAULT_ENV = "RPG_FAULT"
 
 
 def fault_point(stage: str, unit: int) -> None:
     """Fault injection for the recovery tests: with ``RPG_FAULT=<stage>:<unit>`` in the environment, the whole
     process group (Snakemake and its jobs) is killed with SIGKILL when ``stage`` finishes unit ``unit`` of its work
-    (a checkpoint, a shard, a training step, a model), as ``kill -9`` would. A no-op otherwise."""
+    (a checkpoint, a shard, a training step, a model), as ``kill -9`` would; with ``RPG_FAULT=<stage>:<unit>:TERM``
+    the stage's own process gets SIGTERM there, as a cluster preempting the job would. A no-op otherwise."""
     spec = os.environ.get(FAULT_ENV)
-    if spec and spec == f"{stage}:{unit}":
+    if spec == f"{stage}:{unit}":
         sys.stderr.flush()
         os.killpg(os.getpgrp(), signal.SIGKILL)
+    elif spec == f"{stage}:{unit}:TERM":
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 class _Tee:
@@ -125,7 +171,9 @@ class stage_logging:
         return log
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if exc is not None:
+        if isinstance(exc, SystemExit):  # a stop signal (StopSignals): what was saved is logged already
+            log.warning("stage stopped with exit status %s", exc.code)
+        elif exc is not None:
             log.error("stage failed: %s", exc, exc_info=(exc_type, exc, tb))
         logging.getLogger().handlers.clear()
         sys.stderr = self._stderr

@@ -1,13 +1,18 @@
 """Fault injection: kill -9 in every stage, recover as the README says, and get the same outputs; stale or
-corrupt resume states; bad config values caught at start; temporary files and logs of failed attempts."""
+corrupt resume states; SIGTERM/SIGINT in training (save, exit, resume to the same weights); a full disk in every
+stage that writes large files; bad config values caught at start; temporary files and logs of failed attempts."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import json
 import logging
 import os
 import signal
 import subprocess
 import sys
+import time
 import types
 from pathlib import Path
 
@@ -16,10 +21,16 @@ import pytest
 import torch
 import yaml
 
+import rpg.generator.trainer
+import rpg.io
+from rpg.config import zoo_settings
+from rpg.errors import RPGDiskFullError
 from rpg.generator.trainer import STATE_FILE, train_generator
-from rpg.io import atomic_path, load_safetensors
+from rpg.io import DIGESTS_FILE, atomic_path, load_safetensors
 from rpg.runtime import FAULT_ENV, attempts_log, stage_logging
+from rpg.stages import collect, generate
 from rpg.stages.job import snakemake_job
+from rpg.tokens.store import write_token_store
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ROOT / "tests" / "configs" / "tiny.yaml"
@@ -81,6 +92,19 @@ def test_kill_9_in_every_stage_then_recovery_gives_identical_outputs(tmp_path):
     train_log = (faulty / "results/tiny/logs/train/cnn_s.attempts.log").read_text()
     assert train_log.count("===== attempt started") == 2  # the killed attempt's log is kept
     assert "resuming from" in train_log and "at step 100" in train_log
+
+    # preemption under Snakemake: SIGTERM at the end of step 150 of the training job, --retries 1: the retry resumes
+    # from the state saved on the signal and ends with the same generator
+    proc = run(faulty, "-f", "results/tiny/generator/cnn_s/model.safetensors", "--retries", "1",
+               fault="train:150:TERM")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    train_log = (faulty / "results/tiny/logs/train/cnn_s.attempts.log").read_text()
+    # the signal comes at the end of step 150; the step after it finishes, then the state is saved
+    assert "SIGTERM received: saved the resumable state" in train_log and "at step 151; exiting" in train_log
+    assert train_log.split("SIGTERM received")[-1].count("resuming from") == 1 and "at step 151" in train_log
+    assert "exit status 143" in train_log and train_log.count("===== attempt started") == 4
+    model = "results/tiny/generator/cnn_s/model.safetensors"
+    assert (faulty / model).read_bytes() == (reference / model).read_bytes()
 
     # a new zoo seed rebuilds checkpoints and tokens, and the generator is trained afresh on them (no stale resume)
     cfg = yaml.safe_load(TINY.read_text())
@@ -191,10 +215,175 @@ def test_stage_logs_append_one_header_per_attempt(tmp_path):
 
 def test_fault_hook_kills_its_process_group_only_at_the_named_unit():
     code = "from rpg.runtime import fault_point; fault_point('train', 1); print('alive')"
-    for spec, alive in (("train:1", False), ("train:2", True), ("tokenize:1", True), (None, True)):
+    for spec, rc in (("train:1", -signal.SIGKILL), ("train:1:TERM", -signal.SIGTERM), ("train:2", 0),
+                     ("train:2:TERM", 0), ("tokenize:1", 0), (None, 0)):  # fmt: skip
         env = {k: v for k, v in os.environ.items() if k != FAULT_ENV}
         env.update({FAULT_ENV: spec} if spec else {})
         proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                               start_new_session=True)  # fmt: skip
-        assert ("alive" in proc.stdout) == alive, spec
-        assert proc.returncode == (0 if alive else -signal.SIGKILL), spec
+        assert ("alive" in proc.stdout) == (rc == 0), spec
+        assert proc.returncode == rc, spec
+
+
+# --- preemption: SIGTERM / SIGINT in training ----------------------------------------------------------------------
+
+
+def same_weights(a: Path, b: Path) -> bool:
+    x, y = load_safetensors(a)[0], load_safetensors(b)[0]
+    return x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
+
+
+def test_sigterm_saves_the_training_state_and_the_requeued_job_resumes_to_the_same_weights(
+    tmp_path, token_dir, tiny_gen, tiny_train
+):
+    """A real training process gets SIGTERM part way (as a cluster preempting it): it saves its state at the step it
+    reached and exits 143; the same command again (a requeued job) resumes there and ends with the weights of an
+    uninterrupted run."""
+    train = {**tiny_train, "steps": 200, "save_every": 1000, "log_every": 1}  # no periodic save before the end
+    config = tmp_path / "launch.json"
+    config.write_text(json.dumps({"generator": tiny_gen, "train": train}))
+    out, log_file = tmp_path / "gen", tmp_path / "train.log"
+    cmd = [sys.executable, "-m", "rpg.generator.trainer", "--token-dir", str(token_dir), "--out-dir", str(out),
+           "--config-json", str(config), "--device", "cpu", "--log-file", str(log_file)]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    with open(tmp_path / "stderr.txt", "w") as err:
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err)
+        deadline = time.time() + 120
+        while proc.poll() is None and time.time() < deadline and "step 10/200" not in _text(log_file):
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(timeout=120)
+    assert rc == 128 + signal.SIGTERM, (rc, _text(tmp_path / "stderr.txt")[-2000:])
+    step = torch.load(out / STATE_FILE, weights_only=True)["step"]
+    assert 10 <= step < 200 and not (out / "model.safetensors").exists()
+    assert f"SIGTERM received: saved the resumable state {out / STATE_FILE} at step {step}" in _text(log_file)
+
+    requeued = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    assert requeued.returncode == 0, requeued.stderr[-2000:]
+    assert f"resuming from {out / STATE_FILE} at step {step}" in _text(log_file)
+    train_generator(token_dir=token_dir, out_dir=tmp_path / "ref", generator_cfg=tiny_gen, train_cfg=train,
+                    device="cpu")  # fmt: skip
+    assert same_weights(out / "model.safetensors", tmp_path / "ref" / "model.safetensors")  # bit-identical
+    losses = [pd.read_csv(d / "train_log.csv")["loss"].tolist() for d in (out, tmp_path / "ref")]
+    assert losses[0] == losses[1] and not (out / STATE_FILE).exists()
+
+
+def _text(path: Path) -> str:
+    return path.read_text() if path.is_file() else ""
+
+
+def test_sigint_in_training_saves_and_exits_130_then_resumes(tmp_path, token_dir, tiny_gen, tiny_train, monkeypatch):
+    """Ctrl-C during step 3 (delivered by a hook at the end of the step, so the test is exact): the step after it is
+    the last, its state is saved, the call ends with SystemExit(130); the rerun gives the uninterrupted weights."""
+    real = rpg.generator.trainer.fault_point
+
+    def interrupt(stage: str, unit: int) -> None:
+        if unit == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+        real(stage, unit)
+
+    monkeypatch.setattr(rpg.generator.trainer, "fault_point", interrupt)
+    kw = {"token_dir": token_dir, "generator_cfg": tiny_gen, "train_cfg": tiny_train, "device": "cpu"}
+    with pytest.raises(SystemExit) as exc:
+        train_generator(out_dir=tmp_path / "gen", **kw)
+    assert exc.value.code == 128 + signal.SIGINT
+    assert torch.load(tmp_path / "gen" / STATE_FILE, weights_only=True)["step"] == 4
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is given back
+    monkeypatch.setattr(rpg.generator.trainer, "fault_point", real)
+    train_generator(out_dir=tmp_path / "gen", **kw)
+    train_generator(out_dir=tmp_path / "ref", **kw)
+    assert same_weights(tmp_path / "gen" / "model.safetensors", tmp_path / "ref" / "model.safetensors")
+
+
+# --- a full disk ----------------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def full_disk(name: str, free: int = 0):
+    """Inside the block, writes of files whose name contains ``name`` fail with ENOSPC once ``free`` bytes of them
+    are written (what fits is written first, as on a real disk); the space is free again after it. It replaces
+    :func:`rpg.io._write`, the one low-level write of artefact data."""
+    real, left = rpg.io._write, [free]
+
+    def write(f, data) -> None:
+        view = memoryview(data).cast("B")
+        if name in os.path.basename(f.name):
+            if view.nbytes > left[0]:
+                real(f, view[: left[0]])
+                left[0] = 0
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            left[0] -= view.nbytes
+        real(f, view)
+
+    rpg.io._write = write
+    try:
+        yield
+    finally:
+        rpg.io._write = real
+
+
+def check_disk_full(exc: pytest.ExceptionInfo, folder: Path, name: str) -> int:
+    """The error names the folder, the file and the bytes it needed; no temporary file is left. Returns the bytes."""
+    err = exc.value
+    assert isinstance(err, RPGDiskFullError) and err.errno == errno.ENOSPC
+    assert err.folder == folder and err.file.name == name and err.needed
+    assert str(folder) in str(err) and f"needs {err.needed:,} bytes" in str(err), str(err)
+    assert not list(folder.parent.rglob("*.tmp")), list(folder.parent.rglob("*.tmp"))
+    return err.needed
+
+
+def tiny_settings():
+    """The tiny config's zoo, its collection cut to 2 checkpoints without the main epochs (a second)."""
+    cfg = yaml.safe_load(TINY.read_text())
+    cfg["experiments"]["tiny"]["zoos"]["cnn_s"]["collect"].update(epochs=0, checkpoints=2)
+    return zoo_settings(cfg, "tiny", "cnn_s")
+
+
+def test_disk_full_in_collection(tmp_path):
+    run0 = tmp_path / "run0"
+    with full_disk("ckpt_001", free=1000), pytest.raises(RPGDiskFullError) as exc:
+        collect.collect_run(tiny_settings(), run=0, out_dir=run0)
+    needed = check_disk_full(exc, run0, "ckpt_001.safetensors")
+    assert sorted(p.name for p in run0.iterdir()) == ["ckpt_000.safetensors"]  # complete files only
+    collect.collect_run(tiny_settings(), run=0, out_dir=run0)  # the rerun once space is freed
+    assert (run0 / "ckpt_001.safetensors").stat().st_size == needed and (run0 / DIGESTS_FILE).is_file()
+
+
+def test_disk_full_in_tokenization(tmp_path, make_token_store):
+    paths = sorted((make_token_store(tmp_path).parent / "zoo").rglob("*.safetensors"))
+    out = tmp_path / "tokens2"
+    with full_disk("shard_00001", free=100), pytest.raises(RPGDiskFullError) as exc:
+        write_token_store(paths, out, token_size=16, shard_size=4)
+    needed = check_disk_full(exc, out, "shard_00001.safetensors")
+    assert not out.exists()  # the store's finished shard is removed too: no partial store
+    write_token_store(paths, out, token_size=16, shard_size=4)
+    assert (out / "shard_00001.safetensors").stat().st_size == needed
+
+
+def test_disk_full_in_training_state_and_weights(tmp_path, token_dir, tiny_gen, tiny_train, caplog):
+    out = tmp_path / "gen"
+    kw = {"token_dir": token_dir, "out_dir": out, "generator_cfg": tiny_gen, "train_cfg": tiny_train, "device": "cpu"}
+    with full_disk("state.pt"), pytest.raises(RPGDiskFullError) as exc:  # the first resumable save (step 2)
+        train_generator(**kw)
+    check_disk_full(exc, out / "resume", "state.pt")
+    assert not (out / STATE_FILE).exists()
+    with full_disk("model.safetensors", free=4096), pytest.raises(RPGDiskFullError) as exc:  # no room for weights
+        train_generator(**kw)
+    needed = check_disk_full(exc, out, "model.safetensors")
+    assert torch.load(out / STATE_FILE, weights_only=True)["step"] == 6  # the last state is kept, whole
+    assert not (out / "model.safetensors").exists()
+    with caplog.at_level(logging.INFO, logger="rpg"):
+        train_generator(**kw)
+    assert "at step 6" in caplog.text and (out / "model.safetensors").stat().st_size == needed
+
+
+def test_disk_full_in_generation(tmp_path, trained_generator):
+    _, tokens, gen_dir = trained_generator
+    batch = tmp_path / "batch000"
+    kw = {"generator_dir": gen_dir, "tokens_dir": tokens, "out_dir": batch, "indices": [0, 1]}
+    with full_disk("model_001", free=500), pytest.raises(RPGDiskFullError) as exc:
+        generate.generate(tiny_settings(), **kw)
+    needed = check_disk_full(exc, batch, "model_001.safetensors")
+    assert list(batch.iterdir()) == []  # sampled together (generate.batch_size): neither model is kept
+    generate.generate(tiny_settings(), **kw)
+    assert (batch / "model_001.safetensors").stat().st_size == needed and (batch / DIGESTS_FILE).is_file()

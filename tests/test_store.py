@@ -74,7 +74,7 @@ def test_write_and_read_store(tmp_path: Path) -> None:
     paths = _zoo(tmp_path)
     out = tmp_path / "tokens"
     write_token_store(paths, out, token_size=8, shard_size=2)
-    assert _files(out) == ["index.parquet", "layout.parquet", "reference.safetensors", *shard_names(5, 2)]
+    assert _files(out) == ["SHA256SUMS", "index.parquet", "layout.parquet", "reference.safetensors", *shard_names(5, 2)]
 
     store = TokenStore(out)
     layout = store.layout

@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from rpg.config import GeneratorConfig
 from rpg.generator.model import RPGModel
 from rpg.generator.samplers import build_sampler
 from rpg.generator.sampling import generate_models, load_generator, write_generated_model
 from rpg.generator.trainer import train_generator
-from rpg.io import SafetensorsStreamWriter, load_safetensors, read_safetensors_metadata, save_safetensors
+from rpg.io import (
+    META_KEY,
+    SafetensorsStreamWriter,
+    file_digest,
+    load_safetensors,
+    read_safetensors_metadata,
+    save_safetensors,
+)
 from rpg.tokens.store import TokenStore, write_token_store
 from rpg.tokens.stream import LazyTensors, layer_pieces, write_streamed_state_dict
 from rpg.tokens.tokenizer import detokenize, tokenize
@@ -32,7 +42,10 @@ def test_writer_is_byte_identical_to_save_file(tmp_path):
         "b.int": torch.arange(5, dtype=torch.int32),
     }
     meta = {"kind": "generated", "note": 'quotes " and unicode \u00e9'}
-    save_safetensors(tensors, tmp_path / "ref.safetensors", meta)
+    save_file(tensors, str(tmp_path / "ref.safetensors"), metadata={META_KEY: json.dumps(meta, sort_keys=True)})
+    digest = save_safetensors(tensors, tmp_path / "saved.safetensors", meta)  # streams its entries in file order
+    assert (tmp_path / "saved.safetensors").read_bytes() == (tmp_path / "ref.safetensors").read_bytes()
+    assert digest == file_digest(tmp_path / "ref.safetensors")  # computed as it was written
     entries = [(n, tuple(t.shape), t.dtype) for n, t in tensors.items()]
     with SafetensorsStreamWriter(tmp_path / "stream.safetensors", entries, meta) as out:
         for name in reversed(list(tensors)):  # any entry order, pieces of any size
@@ -40,6 +53,7 @@ def test_writer_is_byte_identical_to_save_file(tmp_path):
             for i in range(0, flat.numel(), 3):
                 out.write(name, flat[i : i + 3])
     assert (tmp_path / "stream.safetensors").read_bytes() == (tmp_path / "ref.safetensors").read_bytes()
+    assert out.digest == digest  # pieces out of file order: read back before the rename
     loaded, loaded_meta = load_safetensors(tmp_path / "stream.safetensors")
     assert loaded_meta == meta and all(torch.equal(loaded[n], t) for n, t in tensors.items())
 

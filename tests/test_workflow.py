@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 from snakemake_helpers import job_counts, snakemake
+from test_params import reordered
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ROOT / "tests" / "configs" / "tiny.yaml"
@@ -75,13 +76,27 @@ def test_tiny_end_to_end(tmp_path):
     assert (res / "report.html").stat().st_size > 10_000
 
     # config edits rerun only what they change (dry runs against the finished results)
-    def dry_run_after(edit) -> dict[str, int]:
+    def dry_run_after(edit, *, whole=lambda cfg: cfg, sort_keys=True) -> dict[str, int]:
         cfg = yaml.safe_load(TINY.read_text())
         edit(cfg["experiments"]["tiny"])
         path = tmp_path / "edited.yaml"
-        path.write_text(yaml.safe_dump(cfg))
+        path.write_text(yaml.safe_dump(whole(cfg), sort_keys=sort_keys))
         proc = snakemake("-n", "--configfile", str(path), "--directory", str(tmp_path))
         return job_counts(proc.stdout + proc.stderr)
+
+    # the same settings written otherwise rerun nothing: keys in reverse order at every depth (dry_run_after
+    # writes them sorted, as yaml.safe_dump does), integral float options written as integers
+    def floats_as_ints(e):
+        e["train"].update(grad_clip=1, min_lr_ratio=0)  # defaults 1.0 and 0.0
+        e["generate"].update(eta=0)
+
+    assert dry_run_after(floats_as_ints, whole=reordered, sort_keys=False) == {}
+    # what Snakemake recorded for each job is what tests/golden/params.json pins
+    golden = json.loads((ROOT / "tests/golden/params.json").read_text())["tests/configs/tiny.yaml"]["tiny"]["cnn_s"]
+    records = [json.loads(p.read_text()) for p in (tmp_path / ".snakemake" / "metadata").iterdir()]
+    pinned = [r for r in records if r["rule"] in golden]
+    assert {r["rule"] for r in pinned} == set(golden)
+    assert all(repr(golden[r["rule"]]) in r["params"] for r in pinned)
 
     downstream = {"tokenize": 1, "train_generator": 1, "generate": 1, "evaluate": 1, "report": 1, "all": 1}
     # a third run: only run2 is collected, then the zoo's later stages

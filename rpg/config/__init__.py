@@ -1,8 +1,8 @@
 """Configuration: typed blocks (the one home of defaults and value checks), resolution per (experiment, zoo).
 
-:mod:`~rpg.config.typed` (Block, option, ConfigError, result_dict), :mod:`~rpg.config.blocks` (the stage blocks),
-:mod:`~rpg.config.pipeline` (experiments, zoos, :func:`resolve_config`), :mod:`~rpg.config.schema` (the generated
-JSON schema, shipped as ``config.schema.json``).
+:mod:`~rpg.config.typed` (Block, option, ConfigError, result_dict, canonical), :mod:`~rpg.config.blocks` (the stage
+blocks), :mod:`~rpg.config.pipeline` (experiments, zoos, :func:`resolve_config`), :mod:`~rpg.config.schema` (the
+generated JSON schema, shipped as ``config.schema.json``).
 """
 
 from rpg.config.blocks import (
@@ -24,7 +24,7 @@ from rpg.config.blocks import (
     TrainConfig,
 )
 from rpg.config.pipeline import PipelineConfig, ZooSettings, deep_merge, resolve_config, zoo_settings
-from rpg.config.typed import Block, ConfigError, option, result_dict
+from rpg.config.typed import Block, ConfigError, canonical, option, result_dict
 
 __all__ = [
     "ADAPTER_ARCH",
@@ -47,6 +47,7 @@ __all__ = [
     "TokensConfig",
     "TrainConfig",
     "ZooSettings",
+    "canonical",
     "deep_merge",
     "option",
     "resolve_config",

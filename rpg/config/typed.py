@@ -130,17 +130,24 @@ def result_dict(block: Block) -> dict[str, Any]:
         value = getattr(block, f.name)
         if f.metadata.get("neutral", dataclasses.MISSING) is not dataclasses.MISSING and value == f.metadata["neutral"]:
             continue
-        out[f.name] = result_dict(value) if isinstance(value, Block) else _plain(value)
+        out[f.name] = result_dict(value) if isinstance(value, Block) else canonical(value)
     return out
 
 
-def _plain(value: Any) -> Any:
+def canonical(value: Any) -> Any:
+    """``value`` as canonical plain data, as rule params need it (Snakemake compares their ``repr``): a free-form
+    mapping (``arch_kwargs``, a mapping written in the config) with its keys sorted, at every depth; tuples as lists;
+    a block as a mapping in the order of its fields (fixed by the code, not by how the config is written).
+
+    Numbers are normalised where they are read: a float option holds a float (:func:`_convert` reads ``2`` as
+    ``2.0``); values of free-form mappings stay as written (``2`` and ``2.0`` may mean different things to the
+    function that gets them)."""
     if isinstance(value, Block):
-        return value.to_dict()
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+        return {f.name: canonical(getattr(value, f.name)) for f in dataclasses.fields(value)}  # type: ignore[arg-type]
+    if isinstance(value, (list, tuple)):
+        return [canonical(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: canonical(value[k]) for k in sorted(value, key=str)}
     return value
 
 
@@ -279,9 +286,9 @@ def _block_schema(cls: type[Block], defs: dict[str, Any]) -> dict[str, Any]:
             if meta.get(key) is not None:
                 _numeric(prop.setdefault("items", {}))[name] = meta[key]
         if f.default is not dataclasses.MISSING:
-            prop["default"] = _plain(f.default)
+            prop["default"] = canonical(f.default)
         elif f.default_factory is not dataclasses.MISSING:
-            prop["default"] = _plain(f.default_factory())
+            prop["default"] = canonical(f.default_factory())
         else:
             required.append(f.name)
         if not meta.get("result", True):

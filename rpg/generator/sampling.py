@@ -26,7 +26,7 @@ from rpg.errors import RPGInputError
 from rpg.generator.model import RPGModel
 from rpg.generator.permutation import pick_state
 from rpg.generator.samplers import build_sampler
-from rpg.io import read_json, read_safetensors_metadata
+from rpg.io import check_digest, read_json, read_safetensors_metadata
 from rpg.runtime import fault_point, progress, resolve_device, set_threads
 from rpg.tokens.store import REFERENCE_FILE, TokenStore
 from rpg.tokens.stream import LazyTensors, StreamedStateDict, write_streamed_state_dict
@@ -47,6 +47,9 @@ def load_generator(
     cfg = read_json(generator_dir / "config.json")
     path = generator_dir / "model.safetensors"
     meta = read_safetensors_metadata(path)
+    digest = (cfg.get("sha256") or {}).get(path.name)  # generators trained before digests were recorded: none
+    if digest is not None:
+        check_digest(path, digest, rebuild=path, source=generator_dir / "config.json")
     which = meta.get("generate_with", "model") if weights == "auto" else weights
     # read only what is needed: one set of weights (EMA or raw), the positions, and the token lengths of the
     # stored [L, k] token mask, slice by slice (memory O(L), not O(L k))

@@ -4,7 +4,9 @@ Each step takes a batch of checkpoints, computes prototypes once per distinct (s
 random subset of ``diffusion_batch`` tokens and takes an AdamW step (warmup + cosine lr, gradient clipping,
 bf16 autocast on CUDA, EMA of the weights). All randomness of a step comes from a generator seeded by
 (seed, step, rank), and the training state is saved every ``save_every`` steps to ``out_dir/resume/state.pt``,
-so a killed run continued later gives the same loss curve as an uninterrupted one.
+so a killed run continued later gives the same loss curve as an uninterrupted one. On SIGTERM or SIGINT (a cluster
+preempting or timing out the job, Ctrl-C) the step in progress finishes, the state is saved at that step and the
+process exits with status 128 + signal; the requeued (or retried) job resumes from that step.
 
 Validation (``train.validate_every``, :mod:`rpg.generator.validation`): every so many steps a few models are
 sampled from the current (EMA) weights and scored on the val split; train_log.csv gets their score, the originals'
@@ -24,10 +26,12 @@ from __future__ import annotations
 
 import argparse
 import copy
+import io
 import json
 import logging
 import math
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -41,9 +45,9 @@ import torch.distributed as dist
 from rpg.config import GeneratorConfig, TrainConfig, recipe, result_dict
 from rpg.errors import RPGInputError
 from rpg.generator.model import RPGModel, build_generator
-from rpg.io import atomic_path, save_safetensors, write_json, write_table
+from rpg.io import save_safetensors, write_bytes, write_json, write_table
 from rpg.optim import batch_rows, build_adamw, warmup_cosine
-from rpg.runtime import fault_point, progress, resolve_device, set_threads, setup_logging
+from rpg.runtime import StopSignals, fault_point, progress, resolve_device, set_threads, setup_logging
 from rpg.tokens.store import TokenStore
 
 log = logging.getLogger(__name__)
@@ -118,8 +122,9 @@ def _rng_state(device: torch.device) -> dict[str, torch.Tensor]:
 
 
 def _save_state(path: Path, obj: dict[str, Any]) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    buffer = io.BytesIO()  # serialised first: its size is known, and a full disk is reported as such (rpg.io)
+    torch.save(obj, buffer)
+    write_bytes(path, buffer.getbuffer())
 
 
 def _load_state(path: Path, fingerprint: str) -> dict[str, Any] | None:
@@ -303,76 +308,87 @@ def train_generator(
     t0, window_t, window_step = time.perf_counter(), time.perf_counter(), start
     stop_reason = stopper.reason if validate and tcfg.auto_steps else None
     last_step, val_postfix = start, {}
-    for step in range(start if stop_reason is None else total, total):
-        if stop_after is not None and step - start >= stop_after:
-            bar.close()
-            log.warning("stopping after %d steps (stop_after), as if killed", stop_after)
-            return
-        rows = batch_rows(step, batch_size=tcfg.batch_size, num_checkpoints=len(data), seed=tcfg.seed)[rank::world]
-        tokens, states, tasks = data.get(rows)
-        tokens, states = tokens.to(dev, non_blocking=True), states.to(dev)
-        tasks = None if tasks is None else tasks.to(dev)
-        gen.manual_seed(step_seed(tcfg.seed, step, rank))
-        lr = opt.param_groups[0]["lr"]
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
-            loss = net(tokens, states, tasks, diffusion_batch=per_rank_tokens, noise_samples=tcfg.noise_samples,
-                       generator=gen, token_weights=token_weights)  # fmt: skip
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if tcfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
-        opt.step()
-        sched.step()
-        if ema is not None:
-            ema.update(model, step)
-        loss_value = loss.detach().float()
-        if world > 1:
-            dist.all_reduce(loss_value)
-            loss_value /= world
-        loss_value = float(loss_value)
-        if not math.isfinite(loss_value):
-            raise FloatingPointError(f"generator loss is {loss_value} at step {step + 1}; lower train.lr?")
-        now = time.perf_counter()
-        elapsed += now - t0
-        t0 = now
-        last_step = step + 1
-        if rank == 0:
-            for key, value in zip(("step", "loss", "lr", "time"), (step + 1, loss_value, lr, round(elapsed, 3))):
-                history[key].append(value)
-            bar.update(1)
-            postfix = {"loss": f"{loss_value:.4f}", **val_postfix}
-            if (step + 1) % tcfg.log_every == 0 or step + 1 == total:
-                rate = (step + 1 - window_step) / max(now - window_t, 1e-9)
-                log.info("step %d/%d loss %.5f lr %.3g  %.2f steps/s", step + 1, total, loss_value, lr, rate)
-                window_t, window_step = now, step + 1
-        stop = kept = False
-        if validate and ((step + 1) % tcfg.validate_every == 0 or step + 1 == total):
-            if rank == 0:
-                out = run_validation(step + 1)
-                for key in VAL_COLUMNS:
-                    history[key].append(out[key])
-                if out["new_best"] and tcfg.auto_steps:  # kept, and saved with the state right away
-                    best = {"model": _cpu_clone(model.state_dict()),
-                            "ema": _cpu_clone(ema.state) if ema is not None else {}}  # fmt: skip
-                    kept = True
-                stop = out["stop"] is not None
-                stop_reason = out["stop"]
-                val_postfix = {"val": f"{out['val_score']:.4f}/{out['val_target']:.4f}"}
-                postfix.update(val_postfix)
+    with StopSignals() as signals:
+        for step in range(start if stop_reason is None else total, total):
+            if stop_after is not None and step - start >= stop_after:
+                bar.close()
+                log.warning("stopping after %d steps (stop_after), as if killed", stop_after)
+                return
+            rows = batch_rows(step, batch_size=tcfg.batch_size, num_checkpoints=len(data), seed=tcfg.seed)[rank::world]
+            tokens, states, tasks = data.get(rows)
+            tokens, states = tokens.to(dev, non_blocking=True), states.to(dev)
+            tasks = None if tasks is None else tasks.to(dev)
+            gen.manual_seed(step_seed(tcfg.seed, step, rank))
+            lr = opt.param_groups[0]["lr"]
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
+                loss = net(tokens, states, tasks, diffusion_batch=per_rank_tokens, noise_samples=tcfg.noise_samples,
+                           generator=gen, token_weights=token_weights)  # fmt: skip
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if tcfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
+            opt.step()
+            sched.step()
+            if ema is not None:
+                ema.update(model, step)
+            # the loss, and whether a stop signal reached any rank (all ranks stop after the same step)
+            reduced = torch.stack([loss.detach().float(), torch.tensor(float(signals.requested > 0), device=dev)])
             if world > 1:
-                flag = [stop, kept]
-                dist.broadcast_object_list(flag, src=0)
-                stop, kept = bool(flag[0]), bool(flag[1])
-        elif validate and rank == 0:
-            for key in VAL_COLUMNS:
-                history[key].append(math.nan)
-        if rank == 0:
-            bar.set_postfix(postfix, refresh=False)
-        if stop or kept or (step + 1) % tcfg.save_every == 0 or step + 1 == total:
-            save(step + 1)
-        fault_point("train", step + 1)
-        if stop:
-            break
+                dist.all_reduce(reduced)
+                reduced[0] /= world
+            loss_value, signalled = float(reduced[0]), bool(reduced[1] > 0)
+            if not math.isfinite(loss_value):
+                raise FloatingPointError(f"generator loss is {loss_value} at step {step + 1}; lower train.lr?")
+            now = time.perf_counter()
+            elapsed += now - t0
+            t0 = now
+            last_step = step + 1
+            if rank == 0:
+                for key, value in zip(("step", "loss", "lr", "time"), (step + 1, loss_value, lr, round(elapsed, 3))):
+                    history[key].append(value)
+                bar.update(1)
+                postfix = {"loss": f"{loss_value:.4f}", **val_postfix}
+                if (step + 1) % tcfg.log_every == 0 or step + 1 == total:
+                    rate = (step + 1 - window_step) / max(now - window_t, 1e-9)
+                    log.info("step %d/%d loss %.5f lr %.3g  %.2f steps/s", step + 1, total, loss_value, lr, rate)
+                    window_t, window_step = now, step + 1
+            stop = kept = False
+            if validate and ((step + 1) % tcfg.validate_every == 0 or step + 1 == total):
+                if rank == 0:
+                    out = run_validation(step + 1)
+                    for key in VAL_COLUMNS:
+                        history[key].append(out[key])
+                    if out["new_best"] and tcfg.auto_steps:  # kept, and saved with the state right away
+                        best = {"model": _cpu_clone(model.state_dict()),
+                                "ema": _cpu_clone(ema.state) if ema is not None else {}}  # fmt: skip
+                        kept = True
+                    stop = out["stop"] is not None
+                    stop_reason = out["stop"]
+                    val_postfix = {"val": f"{out['val_score']:.4f}/{out['val_target']:.4f}"}
+                    postfix.update(val_postfix)
+                if world > 1:
+                    flag = [stop, kept]
+                    dist.broadcast_object_list(flag, src=0)
+                    stop, kept = bool(flag[0]), bool(flag[1])
+            elif validate and rank == 0:
+                for key in VAL_COLUMNS:
+                    history[key].append(math.nan)
+            if rank == 0:
+                bar.set_postfix(postfix, refresh=False)
+            if signalled or stop or kept or (step + 1) % tcfg.save_every == 0 or step + 1 == total:
+                save(step + 1)
+            fault_point("train", step + 1)
+            if signalled:
+                bar.close()
+                log.warning("%s received: saved the resumable state %s at step %d; exiting (status %d). Rerun the "
+                            "same command (or let the cluster requeue the job) to resume from step %d",
+                            signals.name or "a stop signal on another rank", state_path, step + 1,
+                            128 + (signals.requested or signal.SIGTERM), step + 1)  # fmt: skip
+                if not signals.requested:  # another rank was signalled: end like it
+                    signals.requested = signal.SIGTERM
+                signals.exit()
+            if stop:
+                break
     bar.close()
     if rank == 0:
         if validate and tcfg.auto_steps and stop_reason is None:
@@ -437,9 +453,10 @@ def _write_outputs(
     tensors["layout.token_mask"] = layout.token_mask()
     kept = training["kept_step"] if training else tcfg.steps
     meta = {"kind": "generator", "generate_with": "ema" if ema is not None else "model", "steps": kept}
-    save_safetensors(tensors, out_dir / MODEL_FILE, meta)
+    digest = save_safetensors(tensors, out_dir / MODEL_FILE, meta)
     write_json(
         {
+            "sha256": {MODEL_FILE: digest},  # checked by rpg.generator.sampling.load_generator
             "generator": gcfg.to_dict(),
             "train": tcfg.to_dict(),
             "num_states": store.num_states,

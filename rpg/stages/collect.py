@@ -2,7 +2,9 @@
 
 Classification and detection data have their own training loops (:mod:`rpg.zoo.collect`,
 :mod:`rpg.zoo.collect_detection`); a zoo with a ``source`` is imported from a folder instead, one job per run
-(:mod:`rpg.zoo.source`), into the same run directory layout.
+(:mod:`rpg.zoo.source`), into the same run directory layout. A run directory's ``SHA256SUMS`` records the digest
+of every file the job wrote (:func:`rpg.io.write_digests`); tokenization and evaluation check each checkpoint
+against it as they read it.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import pandas as pd
 
 from rpg.config import ZooSettings
 from rpg.errors import RPGInputError
-from rpg.io import read_table
+from rpg.io import read_table, write_digests
 from rpg.zoo import collect, collect_detection, source
 
 RUN_TABLE = collect.RUN_TABLE
@@ -37,6 +39,7 @@ def collect_run(settings: ZooSettings, *, run: int, out_dir: str | Path) -> None
             out_paths=[out_dir / collect.checkpoint_name(i) for i in range(s.collect.checkpoints)],
             table_path=out_dir / RUN_TABLE, device=s.device,
         )  # fmt: skip
+        write_digests(out_dir)
         return
     loop = collect_detection.collect_detection_run if s.data.is_detection else collect.collect_run
     loop(
@@ -44,6 +47,7 @@ def collect_run(settings: ZooSettings, *, run: int, out_dir: str | Path) -> None
         out_paths=[out_dir / collect.checkpoint_name(i) for i in range(s.collect.checkpoints)],
         table_path=out_dir / RUN_TABLE, device=s.device,
     )  # fmt: skip
+    write_digests(out_dir)
 
 
 def source_runs(settings: ZooSettings) -> list[source.SourceRun]:
@@ -57,6 +61,7 @@ def import_run(settings: ZooSettings, *, run: int, out_dir: str | Path) -> None:
     if s.source is None:
         raise RPGInputError("the zoo has no source folder to import", f"config zoos.{s.zoo}.source")
     source.import_run(source=s.source, arch=s.arch, arch_kwargs=s.arch_kwargs, run=run, out_dir=out_dir)
+    write_digests(out_dir)
 
 
 def run_checkpoints(run_dirs: Sequence[str | Path]) -> list[Path]:

@@ -4,13 +4,18 @@ Snakemake reruns a job whose params changed, so params hold only result-relevant
 devices, log intervals and counts of sibling jobs (how many runs, how many generated models) stay out, and a job
 that makes one run or one model does not see settings of the others. Stage code receives the full typed settings
 of its (experiment, zoo) and :func:`rpg.stages.job.snakemake_job` checks that they give back the same params.
+
+Params are canonical (:func:`rpg.config.canonical`): equal settings give an equal ``repr`` however the config is
+written (key order, ``2`` or ``2.0`` for a float option), so reformatting the config reruns nothing. The params of
+every rule of the test and default configs are pinned in ``tests/golden/params.json``: a change to them reruns
+finished work of users who upgrade, and updating that file is a deliberate act (tests/test_params.py says how).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from rpg.config import ZooSettings, result_dict
+from rpg.config import ZooSettings, canonical, result_dict
 
 STAGES = (
     "collect_run", "import_run", "task_backbone", "tokenize", "train_generator", "generate", "evaluate", "train_pdiff",
@@ -34,7 +39,7 @@ def _data(s: ZooSettings) -> dict[str, Any]:
 
 
 def _zoo(s: ZooSettings) -> dict[str, Any]:
-    out = {"arch": s.arch, "arch_kwargs": s.arch_kwargs, "init": s.init}
+    out = {"arch": s.arch, "arch_kwargs": canonical(s.arch_kwargs), "init": s.init}
     if s.adapter is not None:
         out["adapter"] = result_dict(s.adapter)
     return out
@@ -46,7 +51,7 @@ def stage_params(settings: ZooSettings, stage: str) -> dict[str, Any]:
     if stage in ("collect_run", "task_backbone"):
         return {**_zoo(s), "collect": result_dict(s.collect), "data": _data(s)}
     if stage == "import_run":
-        return {"arch": s.arch, "arch_kwargs": s.arch_kwargs,
+        return {"arch": s.arch, "arch_kwargs": canonical(s.arch_kwargs),
                 "source": None if s.source is None else result_dict(s.source)}  # fmt: skip
     if stage == "tokenize":
         return {"tokens": result_dict(s.tokens)}
@@ -78,3 +83,18 @@ def stage_params(settings: ZooSettings, stage: str) -> dict[str, Any]:
             out.update(tasks=s.tasks.collection(), prompt=result_dict(s.tasks.prompt))
         return out
     raise ValueError(f"unknown stage {stage!r}; stages: {STAGES}")
+
+
+def zoo_stages(settings: ZooSettings) -> list[str]:
+    """The stages (rule families of :data:`STAGES`) whose jobs the workflow runs for one (experiment, zoo); the
+    prompted stage for a task zoo (the one an experiment's prompts use)."""
+    s = settings
+    if s.is_task_zoo:
+        return ["task_backbone", "collect_task_group", "tokenize", "train_generator", "generate_tasks",
+                "evaluate_tasks", "prompted"]  # fmt: skip
+    out = ["import_run" if s.is_source_zoo else "collect_run", "tokenize", "train_generator", "generate", "evaluate"]
+    if s.pdiff.enabled:
+        out += ["train_pdiff", "generate_pdiff"]
+    if s.is_adapter_zoo:
+        out.append("export_peft")
+    return out

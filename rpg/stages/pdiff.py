@@ -1,4 +1,5 @@
-"""The p-diff baseline's stages: training on the zoo's token store, and one job per sampled model."""
+"""The p-diff baseline's stages: training on the zoo's token store, and one job per sampled model (a batch
+directory, its models' digests in SHA256SUMS)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rpg.config import ZooSettings
+from rpg.io import write_digests
 from rpg.pdiff.trainer import generate_pdiff, train_pdiff
 from rpg.stages.generate import model_name
 
@@ -23,3 +25,4 @@ def generate(
     generate_pdiff(pdiff_dir=pdiff_dir, token_dir=tokens_dir, out_paths=[out_dir / model_name(i) for i in indices],
                    indices=list(indices), generate_cfg=settings.generate, pdiff_cfg=settings.pdiff,
                    device=settings.device)  # fmt: skip
+    write_digests(out_dir)

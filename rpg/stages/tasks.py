@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from rpg.config import ZooSettings
-from rpg.io import read_json, write_json
+from rpg.io import read_json, write_digests, write_json
 from rpg.tasks import collect, evaluate
 from rpg.tasks.plan import TaskZooPlan
 
@@ -45,6 +45,7 @@ def collect_group(
         split=split, group=group, task_ids=list(g.task_ids), out_paths=[out_dir / Path(n).name for n in names],
         table_path=out_dir / GROUP_TABLE, device=s.device,
     )  # fmt: skip
+    write_digests(out_dir)
 
 
 def generate(

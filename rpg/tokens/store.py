@@ -9,6 +9,10 @@ the shards.
 Shards hold key ``tokens`` [n, L, k] in float64 (default; tokenize -> detokenize is
 bit-exact) or float32 (half the disk; NOT bit-exact, ~1e-7 relative error after
 un-normalising).
+
+``SHA256SUMS`` records the digest of every file of the store (shards hashed as they are written);
+``TokenStore`` checks each file against it when it first reads it (:func:`rpg.io.verify_file`), and
+``write_token_store`` checks every checkpoint against the digests of its run folder as it reads it.
 """
 
 from __future__ import annotations
@@ -17,8 +21,6 @@ import hashlib
 import json
 import logging
 import math
-import struct
-import sys
 from collections.abc import Iterable, Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
@@ -29,7 +31,17 @@ import torch
 
 from rpg.config import recipe
 from rpg.errors import RPGInputError
-from rpg.io import META_KEY, atomic_path, load_safetensors, read_safetensors_metadata, read_table, save_safetensors
+from rpg.io import (
+    DIGESTS_FILE,
+    SafetensorsStreamWriter,
+    atomic_path,
+    load_safetensors,
+    read_safetensors_metadata,
+    read_table,
+    save_safetensors,
+    verify_file,
+    write_digests,
+)
 from rpg.runtime import fault_point, progress
 from rpg.tokens.layout import Layout, LayoutBuilder, is_generated, select_entries
 from rpg.tokens.tokenizer import detokenize, tokenize
@@ -145,7 +157,7 @@ def write_token_store(
 
     # Pass 2: tokens, one shard and one checkpoint at a time; remove our files on any error. The content hash
     # covers every token written, the layout and the index (what a generator trained on this store depends on).
-    hasher = hashlib.sha256()
+    hasher, digests = hashlib.sha256(), {}
     hasher.update(layout.to_frame().to_json().encode())
     hasher.update(json.dumps([[r["checkpoint"], r["run"], r["task"]] for r in records] + [states]).encode())
     written: list[Path] = []
@@ -171,7 +183,7 @@ def write_token_store(
                 # per row: the checkpoint's task vector (conditional zoos) or null, as in index.parquet
                 "tasks": [records[r]["task"] for r in rows],
             }
-            _write_token_shard(
+            digests[name] = _write_token_shard(
                 out_dir / name,
                 chunks(),
                 shape=(len(rows), layout.num_tokens, layout.token_size),
@@ -184,12 +196,14 @@ def write_token_store(
         for name in sorted(reference):
             hasher.update(name.encode() + reference[name].reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
         store_meta["content_hash"] = hasher.hexdigest()
-        save_safetensors(reference, out_dir / REFERENCE_FILE, store_meta)
+        digests[REFERENCE_FILE] = save_safetensors(reference, out_dir / REFERENCE_FILE, store_meta)
         written.append(out_dir / REFERENCE_FILE)
         layout.save(out_dir / LAYOUT_FILE)
         written.append(out_dir / LAYOUT_FILE)
         _write_index(records, states, out_dir / INDEX_FILE)
         written.append(out_dir / INDEX_FILE)
+        written.append(out_dir / DIGESTS_FILE)
+        write_digests(out_dir, [*names, REFERENCE_FILE, LAYOUT_FILE, INDEX_FILE], known=digests)
     except BaseException:
         for p in written:
             p.unlink(missing_ok=True)
@@ -298,39 +312,19 @@ def _write_token_shard(
     dtype: str,
     metadata: dict,
     hasher: Any | None = None,
-) -> None:
-    """Stream [L, k] token matrices into one safetensors file with key ``tokens`` of ``shape``.
-
-    Writes the format (8-byte header length, JSON header padded to 8 bytes, raw
-    little-endian data) directly so that a shard never has to sit in memory whole.
-    """
-    torch_dtype, code = SHARD_DTYPES[dtype]
-    itemsize = torch.empty((), dtype=torch_dtype).element_size()
-    nbytes = math.prod(shape) * itemsize
-    header = {
-        "__metadata__": {META_KEY: json.dumps(metadata, sort_keys=True)},
-        "tokens": {"dtype": code, "shape": list(shape), "data_offsets": [0, nbytes]},
-    }
-    raw = json.dumps(header, separators=(",", ":")).encode()
-    raw += b" " * (-(8 + len(raw)) % 8)
-    done = 0
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            f.write(struct.pack("<Q", len(raw)))
-            f.write(raw)
-            for chunk in chunks:
-                if tuple(chunk.shape) != shape[1:]:
-                    raise ValueError(f"token matrix of shape {list(chunk.shape)}, expected {list(shape[1:])}")
-                arr = chunk.to(torch_dtype).contiguous().numpy()
-                if sys.byteorder != "little":
-                    arr = arr.astype(arr.dtype.newbyteorder("<"))
-                data = memoryview(np.ascontiguousarray(arr)).cast("B")
-                f.write(data)
-                if hasher is not None:
-                    hasher.update(data)
-                done += arr.nbytes
-        if done != nbytes:
-            raise RuntimeError(f"{path}: wrote {done} bytes of tokens, expected {nbytes}")
+) -> str:
+    """Stream [L, k] token matrices into one safetensors file with key ``tokens`` of ``shape`` (a shard never sits
+    in memory whole); ``hasher`` also gets the bytes of every token. Returns the file's SHA-256."""
+    torch_dtype, _ = SHARD_DTYPES[dtype]
+    with SafetensorsStreamWriter(path, [("tokens", shape, torch_dtype)], metadata) as out:
+        for chunk in chunks:
+            if tuple(chunk.shape) != shape[1:]:
+                raise ValueError(f"token matrix of shape {list(chunk.shape)}, expected {list(shape[1:])}")
+            data = chunk.to(torch_dtype).contiguous()
+            if hasher is not None:  # little-endian bytes, as in the file (the writer refuses other machines)
+                hasher.update(memoryview(data.numpy()).cast("B"))
+            out.write("tokens", data)
+    return out.digest
 
 
 class TokenStore:
@@ -350,11 +344,13 @@ class TokenStore:
 
     @cached_property
     def layout(self) -> Layout:
+        verify_file(self.directory / LAYOUT_FILE)
         return Layout.load(self.directory / LAYOUT_FILE)
 
     @cached_property
     def index(self):
         """A row per checkpoint: checkpoint, shard, row (in shard), run, state, step, val_accuracy, task."""
+        verify_file(self.directory / INDEX_FILE)
         df = read_table(self.directory / INDEX_FILE)
         missing = [c for c in INDEX_COLUMNS if c not in df.columns]
         if missing:
@@ -364,7 +360,9 @@ class TokenStore:
     @cached_property
     def meta(self) -> dict[str, Any]:
         """Store metadata: arch, arch_kwargs, num_classes, token_size, num_states, state, dtype, ..."""
-        return read_safetensors_metadata(self.directory / REFERENCE_FILE)
+        meta = read_safetensors_metadata(self.directory / REFERENCE_FILE)
+        verify_file(self.directory / REFERENCE_FILE)  # the copied entries are read later, entry by entry
+        return meta
 
     @cached_property
     def reference(self) -> dict[str, torch.Tensor]:
@@ -399,6 +397,7 @@ class TokenStore:
             path = self.directory / name
             if not path.is_file():
                 raise RPGInputError("token shard is missing (rerun tokenization)", path)
+            verify_file(path)  # once, streamed, before the shard is memory-mapped
             try:
                 handle = safe_open(str(path), framework="pt")
                 shape = tuple(handle.get_slice("tokens").get_shape())

@@ -13,9 +13,9 @@ rule report:
     conda:
         "../../environment.yml"
     params:
-        evaluations={
-            exp: {zoo: evaluation_dir(exp, zoo) for zoo in zoos}
-            for exp, zoos in SETTINGS.items()
+        evaluations={  # sorted: the order of experiments and zoos in the config is no param
+            exp: {zoo: evaluation_dir(exp, zoo) for zoo in sorted(SETTINGS[exp])}
+            for exp in sorted(SETTINGS)
         },
     script:
         "../scripts/report.py"
