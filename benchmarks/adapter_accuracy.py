@@ -12,6 +12,9 @@ originals' spacing, and whether the generated adapters beat the noise frontier. 
 ``benchmarks/results/adapter_times.md`` (time per stage, and with ``--run`` the end-to-end wall time of
 ``snakemake --cores N --forceall`` with the load average before and after); ``python docs/make.py`` puts both into
 docs/adapters.md.
+
+Tables: docs/adapters.md, "Results (CPU preset)" (generated blocks bench.adapter_accuracy and
+bench.adapter_times).
 """
 
 from __future__ import annotations

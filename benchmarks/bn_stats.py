@@ -18,28 +18,17 @@ originals (evenly spaced over the zoo's checkpoints). Each model's running stati
 
 then averaged over the models of a kind, with the test accuracy as stored and with the re-estimated statistics.
 Writes ``benchmarks/results/<name>.{csv,md}`` and prints the Markdown.
+
+Table: docs/throughput.md, "Why the generated BatchNorm statistics miss" (generated block
+bench.bn_stats_test_resnet), from the command above.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-
-def zoo_settings(config: str, zoo: str):
-    import yaml
-
-    from rpg.config import resolve_config
-
-    settings = resolve_config(yaml.safe_load(Path(config).read_text()))
-    for exp, zoos in settings.items():
-        if zoo in zoos:
-            return exp, zoos[zoo]
-    raise SystemExit(f"{config}: no zoo {zoo!r}")
+from _common import ROOT, find_zoo
 
 
 def nearest(sd: dict, zoo: list[dict], skip: int | None) -> tuple[float, float]:
@@ -129,7 +118,7 @@ def main() -> None:
     labels = args.labels or [Path(r).name for r in args.runs]
     if len(labels) != len(args.runs):
         raise SystemExit("give one label per run")
-    exp, settings = zoo_settings(args.config, args.zoo)
+    exp, settings = find_zoo(args.config, args.zoo)
     rows = [r for run, label in zip(args.runs, labels) for r in measure(Path(run), exp, args.zoo, settings, label)]
     table = pd.DataFrame(rows)
     md = table.to_markdown(index=False, floatfmt=".4f") + "\n\n" + "\n".join(

@@ -10,6 +10,9 @@ Scores every checkpoint of every run and every generated model with the detectio
 evaluation stage uses), and writes ``benchmarks/results/<experiment>_<zoo>.csv`` (a row per model) and ``.md``
 (best / mean / min per kind, the gap of the generated mean to the originals' mean in mAP points, and each stage's
 wall and CPU seconds from Snakemake's benchmark files).
+
+Table: docs/detection.md, the table at the top (generated block bench.detection_digits_fcos), from the two
+commands above.
 """
 
 from __future__ import annotations

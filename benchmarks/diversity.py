@@ -12,6 +12,9 @@ models beat it, and the training seconds. Rows are cached per (zoo, variant) in 
     python benchmarks/diversity.py --zoos cnn_m --variants "x0 1000" "epsilon 3000"
 
 Writes benchmarks/results/diversity.{csv,md}.
+
+Table: docs/benchmarks.md, "Recipe study: new models or lookups", and docs/results.md, "The recipe behind the
+default" (generated block bench.diversity).
 """
 
 from __future__ import annotations

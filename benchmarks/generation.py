@@ -24,6 +24,9 @@ wall-clock; "x vs B=1 (CPU)" compares CPU time per model with batch size 1 at th
 configuration is measured ``--repeats`` times, interleaved (all configurations once per round) so that load from
 other processes hits them alike; the table gives medians. Prints the table and writes
 ``benchmarks/results/generation.{csv,md}``.
+
+Table: docs/throughput.md, "Generation throughput" (generated block bench.generation), from
+``python benchmarks/generation.py``.
 """
 
 from __future__ import annotations
@@ -36,42 +39,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-
-def _relative(path: str) -> str:
-    """``path`` relative to the repository when it lies inside it (tables name no machine's folders)."""
-    full = Path(path).resolve()
-    return str(full.relative_to(ROOT)) if full.is_relative_to(ROOT) else path
-
-
-def zoo_settings(config: str, zoo: str):
-    import yaml
-
-    from rpg.config import resolve_config
-
-    settings = resolve_config(yaml.safe_load(Path(config).read_text()))
-    zoos = {name: s for exp in settings.values() for name, s in exp.items()}
-    if zoo not in zoos:
-        raise SystemExit(f"{config}: no zoo {zoo!r} (zoos: {', '.join(zoos)})")
-    return zoos[zoo]
-
-
-def token_store(settings, root: Path):
-    """A one-checkpoint token store of a random-init model of the zoo's architecture (the tokenize stage)."""
-    from rpg.tokens.store import TokenStore, write_token_store
-    from rpg.zoo.checkpoint import save_checkpoint
-    from rpg.zoo.models import build_model
-
-    kwargs = {"num_classes": 10, "in_chans": 1 if settings.data.name == "digits" else 3, **settings.arch_kwargs}
-    model = build_model(settings.arch, kwargs, seed=0)
-    meta = {"kind": "checkpoint", "arch": settings.arch, "arch_kwargs": kwargs, "run": 0, "seed": 0, "step": 0,
-            "index": 0, "val_accuracy": None, "task": None, "num_classes": 10}  # fmt: skip
-    save_checkpoint(root / "ckpt.safetensors", model.state_dict(), meta)
-    write_token_store([root / "ckpt.safetensors"], root / "tokens", token_size=settings.tokens.token_size,
-                      shard_size=1, state="run", dtype="float32")  # fmt: skip
-    return TokenStore(root / "tokens")
+from _common import ROOT, cpu_name, find_zoo, relative, untrained_generator, zoo_token_store
 
 
 def bench(fn, repeats: int = 3) -> float:
@@ -194,15 +162,12 @@ def run_batch(model, store, sampler, out: Path, batch: int, chunk_tokens: int) -
 def measure(args) -> tuple[list[dict], dict]:
     import torch
 
-    from rpg.generator.model import RPGModel
     from rpg.generator.samplers import build_sampler
 
-    settings = zoo_settings(args.config, args.zoo)
+    _, settings = find_zoo(args.config, args.zoo)
     tmp = Path(tempfile.mkdtemp(prefix="rpg_generation_bench_"))
-    store = token_store(settings, tmp)
-    torch.manual_seed(0)
-    model = RPGModel(config=settings.generator, positions=store.layout.positions(), num_states=1,
-                     token_size=store.layout.token_size, token_lengths=store.layout.token_lengths()).eval()  # fmt: skip
+    store = zoo_token_store(settings, tmp)  # one checkpoint
+    model = untrained_generator(settings.generator, store.layout, num_states=1)
     clock = DenoiserClock(model.denoiser)
     sampler = build_sampler("ddim", schedule=model.schedule, steps=args.steps)
     steps, tokens = len(sampler.timesteps), model.num_tokens
@@ -277,9 +242,9 @@ def write_tables(rows: list[dict], info: dict, args) -> str:
                  _f(r["conv1d_peak"], 1),
                  _f(r["pct_conv1d_peak"], 0), _f(r["sgemm_peak"], 1), _f(r["pct_sgemm_peak"], 0)]  # fmt: skip
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
-    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?")
+    cpu = cpu_name()
     notes = [
-        f"Generator of `{_relative(args.config)}` zoo `{args.zoo}` (untrained): {info['arch']} layout, "
+        f"Generator of `{relative(args.config)}` zoo `{args.zoo}` (untrained): {info['arch']} layout, "
         f"{info['tokens']:,} tokens "
         f"of {info['token_size']}, width {info['dim']}, denoiser {info['channels']}; DDIM-{info['steps']}, "
         f"{args.chunk_tokens} tokens per chunk; {info['flops'] / 1e9:.1f} GFLOP per model (analytic).",

@@ -19,6 +19,9 @@ of activations: it does not grow with the number of steps). The training row is 
 Each measurement runs in a fresh process (clean memory statistics; an out-of-memory is a row, not a crash). The
 card is named in every row. Prints the table and writes ``benchmarks/results/gpu_throughput.{csv,md}`` (with
 ``--smoke``: ``gpu_throughput_smoke.*`` in a temporary folder unless ``--out`` is given).
+
+Table: docs/throughput.md, "Paper speed on a GPU" (generated block bench.gpu_throughput_h100_shared; its
+notes give the command of that run).
 """
 
 from __future__ import annotations
@@ -33,8 +36,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from _common import ROOT, cpu_name, random_init_token_store, untrained_generator
 
 TARGETS = {
     "vit_base_patch16_224": ("vit_base_patch16_224", {}),
@@ -52,45 +54,23 @@ def _device_name(device: str) -> str:
 
     if device.startswith("cuda"):
         return torch.cuda.get_device_name()
-    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "CPU")
-    return f"{cpu} (CPU)"
+    return f"{cpu_name('CPU')} (CPU)"
 
 
 def work_prepare(a: dict) -> dict:
     """Random-init target -> one checkpoint -> token store at ``token_size`` (the pipeline's tokenize stage)."""
-    from rpg.tokens.store import TokenStore, write_token_store
-    from rpg.zoo.checkpoint import save_checkpoint
-    from rpg.zoo.models import build_model, count_parameters
-
-    out = Path(a["dir"])
     arch, kwargs = TARGETS[a["target"]]
-    model = build_model(arch, kwargs, seed=0)
-    params = count_parameters(model)
-    meta = {"kind": "checkpoint", "arch": arch, "arch_kwargs": kwargs, "run": 0, "seed": 0, "step": 0, "index": 0,
-            "val_accuracy": None, "task": None, "num_classes": None}  # fmt: skip
-    save_checkpoint(out / "ckpt.safetensors", model.state_dict(), meta)
-    del model
-    write_token_store([out / "ckpt.safetensors"], out / "tokens", token_size=a["token_size"], shard_size=1,
-                      state="run", dtype="float32")  # fmt: skip
-    (out / "ckpt.safetensors").unlink()
-    return {"params": params, "tokens": TokenStore(out / "tokens").layout.num_tokens}
+    store, params = random_init_token_store(Path(a["dir"]), arch, kwargs, token_size=a["token_size"],
+                                            keep_checkpoints=False)  # fmt: skip
+    return {"params": params, "tokens": store.layout.num_tokens}
 
 
 def _untrained(a: dict, num_states: int):
     """The untrained generator of ``a["generator"]`` over the token store, built on the device."""
-    import torch
-
-    from rpg.config import GeneratorConfig
-    from rpg.generator.model import RPGModel
     from rpg.tokens.store import TokenStore
 
     store = TokenStore(a["tokens"])
-    layout = store.layout
-    torch.manual_seed(0)
-    with torch.device(a["device"]):
-        model = RPGModel(config=GeneratorConfig.parse(a["generator"]), positions=layout.positions(),
-                         token_size=layout.token_size, num_states=num_states,
-                         token_lengths=layout.token_lengths())  # fmt: skip
+    model = untrained_generator(a["generator"], store.layout, num_states=num_states, device=a["device"])
     return model.to(a["device"]).eval(), store
 
 

@@ -11,6 +11,10 @@ Accuracy: ``results/<exp>/evaluation/<zoo>/table.csv``, column ``accuracy`` (or 
 ``original`` and ``generated`` (and ``generated_bn`` when the evaluation has it): best / mean / min and count; the
 diversity, copies and checks from ``summary.json``.
 Writes ``benchmarks/results/<name>.{csv,md}`` and prints the Markdown.
+
+Tables: docs/throughput.md, "test_resnet on this CPU, the whole pipeline" (generated block
+bench.test_resnet_cpu), and docs/results.md, "A timm ConvNeXt zoo in the CPU hour" (bench.test_convnext_cpu); each
+table's notes give the pipeline command of its run.
 """
 
 from __future__ import annotations

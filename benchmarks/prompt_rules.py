@@ -6,7 +6,9 @@ The prompts come in kinds: ``names`` (the prompt names the positive digits: "fin
 ``numerals`` ("select 1, 2 and 3"), ``contrast`` (the prompt names both sides: "tell 3 from 8"), and ``property``
 (a property of numbers: even, odd, prime, greater than five). For every rule: the share of prompts whose vector is
 exactly right and the share of right bits, per kind and over all. The sentence encoder is the pipeline's default
-(all-MiniLM-L6-v2). docs/prompts.md quotes the Markdown table (scripts/prompt_docs.py puts it there).
+(all-MiniLM-L6-v2).
+
+Table: docs/prompts.md, "The rule" (generated block bench.prompt_rules), from ``python benchmarks/prompt_rules.py``.
 """
 
 from __future__ import annotations

@@ -6,7 +6,10 @@ Each row: the prompt, the task vector it became (bit c = class c) and its positi
 trained on that task, the generated models' balanced accuracy (mean, best) and that of the reference the stage
 trained for the task, their ratio, and the composed-head baseline (the backbone's 10-class head turned into the
 task's 2-way head without training: positive-class logsumexp minus negative-class logsumexp). Writes
-``benchmarks/results/prompts.md``; ``python docs/make.py`` puts it into README.md and docs/prompts.md.
+``benchmarks/results/prompts.md``; ``python docs/make.py`` puts it into docs/prompts.md.
+
+Table: docs/prompts.md, "Results" (generated block bench.prompts), from
+``python benchmarks/prompts_table.py`` after the prompted targets of configs/unseen_tasks.yaml ran.
 """
 
 from __future__ import annotations

@@ -32,6 +32,9 @@ table adds the peak GPU memory and is written to ``scale_cuda.{csv,md}``; e.g. t
 
     python benchmarks/scale.py --device cuda --no-pdiff --mem-limit-gb 0 --preset large --token-size 16384 \
         --targets vit_base_patch16_224,convnext_large --backbones mamba2 --train-steps 0 --steps 10
+
+Tables: docs/benchmarks.md, "Scale: memory-flat generation up to ConvNeXt-L, against p-diff" (generated blocks
+bench.scale, from ``python benchmarks/scale.py``, and bench.scale_cuda, from the ``--device cuda`` command above).
 """
 
 from __future__ import annotations
@@ -49,8 +52,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from _common import ROOT, cpu_name, random_init_token_store, untrained_generator
 
 # (name, arch, arch_kwargs), in increasing size: the issue's four sizes plus smaller ones to locate p-diff's limit
 TARGETS = [
@@ -102,23 +104,10 @@ def work_prepare(a: dict) -> dict:
     """Random-init target -> one checkpoint -> token store (the pipeline's tokenize stage)."""
     import torch
 
-    from rpg.tokens.store import TokenStore, write_token_store
-    from rpg.zoo.checkpoint import save_checkpoint
-    from rpg.zoo.models import build_model, count_parameters
-
-    out = Path(a["dir"])
     t0 = time.perf_counter()
-    model = build_model(a["arch"], a["arch_kwargs"], seed=0)
-    params = count_parameters(model)
-    meta = {"kind": "checkpoint", "arch": a["arch"], "arch_kwargs": a["arch_kwargs"], "run": 0, "seed": 0,
-            "step": 0, "index": 0, "val_accuracy": None, "task": None, "num_classes": None}  # fmt: skip
-    ckpt = out / "ckpt.safetensors"
-    save_checkpoint(ckpt, model.state_dict(), meta)
-    del model
-    write_token_store([ckpt], out / "tokens", token_size=a["token_size"], shard_size=1, state="run",
-                      dtype="float32")  # fmt: skip
-    ckpt.unlink()
-    layout = TokenStore(out / "tokens").layout
+    store, params = random_init_token_store(Path(a["dir"]), a["arch"], a["arch_kwargs"], token_size=a["token_size"],
+                                            keep_checkpoints=False)  # fmt: skip
+    layout = store.layout
     return {"params": params, "generated_params": layout.num_parameters, "num_tokens": layout.num_tokens,
             "entries": len(layout.layers), "seconds": time.perf_counter() - t0,
             "output_bytes": sum(s.numel * torch.empty((), dtype=getattr(torch, s.dtype)).element_size()
@@ -160,13 +149,7 @@ def work_generate(a: dict) -> dict:
         model, _ = load_generator(a["generator"], device=a["device"])
         trained = True
     else:  # training did not fit: an untrained generator of the same config (memory does not depend on it)
-        from rpg.config import GeneratorConfig
-        from rpg.generator.model import RPGModel
-
-        torch.manual_seed(0)
-        model = RPGModel(config=GeneratorConfig.parse(a["generator_cfg"]), positions=layout.positions(),
-                         token_size=layout.token_size, num_states=store.num_states,
-                         token_lengths=layout.token_lengths()).to(a["device"]).eval()  # fmt: skip
+        model = untrained_generator(a["generator_cfg"], layout, num_states=store.num_states).to(a["device"]).eval()
         trained = False
     weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
     spent = {"denoiser": 0.0, "backbone": 0.0}
@@ -524,11 +507,7 @@ def _fmt(value, kind) -> str:
 def machine(device: str = "cpu") -> str:
     import torch
 
-    cpu = "unknown CPU"
-    try:
-        cpu = next(ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    cpu = cpu_name("unknown CPU")
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GIB
     return (f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB RAM, {platform.system()} {platform.machine()}, "
             f"Python {platform.python_version()}, torch {torch.__version__}; 1 thread per measurement"

@@ -9,6 +9,9 @@ seed's accuracy-vs-similarity plots to ``docs/data/default_<zoo>_accuracy_vs_sim
     python benchmarks/seeds.py                 # seeds 0 1 2 (about 3 x the default pipeline's time)
     python benchmarks/seeds.py --seeds 0       # one seed
     python benchmarks/seeds.py --refresh       # only the evaluation and report again (a new evaluation version)
+
+Tables: README.md, "What the default run shows" (generated block default-results), and docs/results.md, "The
+default config, every seed" (seed-details), from ``python benchmarks/seeds.py``.
 """
 
 from __future__ import annotations
@@ -17,7 +20,6 @@ import argparse
 import csv
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -26,20 +28,10 @@ import time
 from pathlib import Path
 
 import yaml
+from _common import ROOT, machine
 
-ROOT = Path(__file__).resolve().parent.parent
 KEEP = ("split", "metric", "original", "original_all", "generated", "generated_diversity", "novelty", "resolution",
         "frontiers", "dominance", "checks", "pdiff", "num_models")  # fmt: skip
-
-
-def machine() -> str:
-    """The processor, core count and Python version (results are bit-identical on one machine, not across CPUs)."""
-    model = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if "model name" in line]
-        model = names[0] if names else model
-    return f"{model} ({platform.machine()}), {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
 def main(argv: list[str] | None = None) -> None:

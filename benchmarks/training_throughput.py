@@ -22,6 +22,9 @@ step (the CPU is shared with other jobs: CPU time, ``time.process_time``, is not
 waits), and "x before" is the ratio of token samples per CPU-second to the ``before`` row at the same thread
 count. Prints the
 table and writes ``benchmarks/results/training_throughput.{csv,md}``.
+
+Table: docs/throughput.md, "Training throughput" (generated block bench.training_throughput), from
+``python benchmarks/training_throughput.py``.
 """
 
 from __future__ import annotations
@@ -33,9 +36,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
+from _common import ROOT, cpu_name, find_zoo, relative, zoo_token_store
 
 STD = [1, 16, 32, 64, 32, 16, 1]
 NARROW = [1, 8, 16, 32, 16, 8, 1]
@@ -50,37 +51,6 @@ VARIANTS = [
     ("1-8-16-32, noise_samples 4", NARROW, 4, False, False),
     ("1-16-32-64, bf16 autocast (CPU)", STD, 1, True, False),
 ]
-
-
-def _relative(path: str) -> str:
-    """``path`` relative to the repository when it lies inside it (tables name no machine's folders)."""
-    full = Path(path).resolve()
-    return str(full.relative_to(ROOT)) if full.is_relative_to(ROOT) else path
-
-
-def token_store(settings, root: Path):
-    """4 checkpoints of 2 runs (a random-init model plus small noise) of the zoo's architecture, tokenized."""
-    import torch
-
-    from rpg.tokens.store import TokenStore, write_token_store
-    from rpg.zoo.checkpoint import save_checkpoint
-    from rpg.zoo.models import build_model
-
-    kwargs = {"num_classes": 10, "in_chans": 1 if settings.data.name == "digits" else 3, **settings.arch_kwargs}
-    paths = []
-    for run in range(2):
-        state = build_model(settings.arch, kwargs, seed=run).state_dict()
-        for i in range(2):
-            g = torch.Generator().manual_seed(10 * run + i)
-            noisy = {k: v + 0.01 * torch.randn(v.shape, generator=g) if v.is_floating_point() else v
-                     for k, v in state.items()}  # fmt: skip
-            meta = {"kind": "checkpoint", "arch": settings.arch, "arch_kwargs": kwargs, "run": run, "seed": run,
-                    "step": i, "index": i, "val_accuracy": None, "task": None, "num_classes": 10}  # fmt: skip
-            paths.append(root / f"run{run}_{i}.safetensors")
-            save_checkpoint(paths[-1], noisy, meta)
-    write_token_store(paths, root / "tokens", token_size=settings.tokens.token_size, shard_size=4, state="run",
-                      dtype="float32")  # fmt: skip
-    return TokenStore(root / "tokens")
 
 
 class Setup:
@@ -122,13 +92,11 @@ class Setup:
 
 def measure(args) -> tuple[list[dict], dict]:
     import torch
-    import yaml
 
-    from rpg.config import resolve_config
-
-    settings = resolve_config(yaml.safe_load(Path(args.config).read_text()))
-    zoo = {n: s for exp in settings.values() for n, s in exp.items()}[args.zoo]
-    store = token_store(zoo, Path(tempfile.mkdtemp(prefix="rpg_train_bench_")))
+    _, zoo = find_zoo(args.config, args.zoo)
+    # 4 checkpoints of 2 runs (a random-init model plus small noise) of the zoo's architecture
+    store = zoo_token_store(zoo, Path(tempfile.mkdtemp(prefix="rpg_train_bench_")), runs=2, per_run=2, noise=0.01,
+                            shard_size=4)  # fmt: skip
     setups = [(v, Setup(zoo, store, *v[1:])) for v in VARIANTS]
     threads = [int(t) for t in args.threads.split(",")]
     times: dict = {(th, v[0]): [] for th in threads for v, _ in setups}
@@ -179,11 +147,11 @@ def write_tables(rows: list[dict], info: dict, args) -> str:
                  f"{r['token_samples_per_s']:.0f}", f"{r['cpu_s_per_step']:.2f}", f"{r['token_samples_per_cpu_s']:.0f}",
                  f"{r['x_before']:.2f}"]  # fmt: skip
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
-    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?")
+    cpu = cpu_name()
     flags = next((ln for ln in open("/proc/cpuinfo") if ln.startswith("flags")), "")
     native_bf16 = any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))
     notes = [
-        f"`{_relative(args.config)}` zoo `{args.zoo}`: {info['tokens']:,} tokens of {info['token_size']}, "
+        f"`{relative(args.config)}` zoo `{args.zoo}`: {info['tokens']:,} tokens of {info['token_size']}, "
         f"width {info['dim']}, "
         f"{info['batch_size']} checkpoints (2 permutation states) per step; medians of {args.repeats} interleaved "
         f"rounds of {args.steps} steps.",

@@ -19,11 +19,11 @@ def module_name(path: Path) -> str:
 MODULES = {module_name(p) for p in PKG.rglob("*.py")}
 
 
-def rpg_imports(path: Path) -> set[str]:
-    """Every rpg module imported anywhere in the file (function-local imports included); ``from rpg.x import y``
-    counts as importing the module ``rpg.x.y`` when there is one, else ``rpg.x``."""
+def rpg_imports(source: Path | ast.AST) -> set[str]:
+    """Every rpg module imported anywhere in the file (or parsed tree; function-local imports included);
+    ``from rpg.x import y`` counts as importing the module ``rpg.x.y`` when there is one, else ``rpg.x``."""
     out = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(source if isinstance(source, ast.AST) else ast.parse(source.read_text())):
         if isinstance(node, ast.Import):
             out |= {a.name for a in node.names if a.name.split(".")[0] == "rpg"}
         elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "rpg":

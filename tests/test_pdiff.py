@@ -18,6 +18,7 @@ from rpg.io import load_safetensors, read_json, save_safetensors
 from rpg.pdiff.model import ParamAutoencoder, PDiffModel
 from rpg.pdiff.trainer import flat_parameters, generate_pdiff, load_pdiff, train_pdiff
 from rpg.report import summary_rows
+from rpg.stages import pdiff as pdiff_stage
 from rpg.tokens.store import TokenStore, write_token_store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -139,6 +140,19 @@ def test_generate_pdiff_models_load_like_checkpoints(trained, tmp_path):
                    pdiff_cfg={**FAST, "sampler": None}, device="cpu")  # fmt: skip
     meta = load_safetensors(again)[1]
     assert meta["sampler"] == "ddim" and meta["sampling_steps"] == 4
+
+
+def test_generate_stage_names_and_seeds_the_models_from_the_settings(trained, tmp_path):
+    root, tokens, _ = trained
+    cfg = {"experiments": {"e": {"data": {"name": "digits"}, "device": "cpu", "pdiff": FAST, "generate": {"seed": 3},
+                                 "zoos": {"a": {"arch": "cnn_s", "pdiff": {"enabled": True}}}}}}  # fmt: skip
+    settings = resolve_config(cfg)["e"]["a"]
+    pdiff_stage.generate(settings, pdiff_dir=root / "pdiff", tokens_dir=tokens, out_dir=tmp_path / "s", indices=[1])
+    (path,) = (tmp_path / "s").iterdir()  # model 1: seed 3 + 1
+    direct = tmp_path / "direct.safetensors"
+    generate_pdiff(pdiff_dir=root / "pdiff", token_dir=tokens, out_paths=[direct], indices=[1],
+                   generate_cfg={"seed": 3}, pdiff_cfg=FAST, device="cpu")  # fmt: skip
+    assert path.read_bytes() == direct.read_bytes() and load_safetensors(path)[1]["sample_seed"] == 4
 
 
 def test_generate_pdiff_rejects_another_store(trained, tmp_path):

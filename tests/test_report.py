@@ -16,6 +16,7 @@ from rpg.evaluate.plots import CAPTIONS, plot_accuracy_vs_similarity, plot_dista
 from rpg.evaluate.summary import summarize
 from rpg.io import write_json
 from rpg.report import build_report, summary_rows
+from rpg.stages.report import report
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -81,6 +82,8 @@ def test_report_marks_missing_plots_and_rejects_missing_summary(tmp_path: Path):
     a = _evaluation(tmp_path / "zoo", plots=False)
     text = build_report(experiments={"e": {"z": a}}, out_html=tmp_path / "r.html").read_text()
     assert text.count("missing plot") == 3 and "data:image/png" not in text
+    # the workflow's stage writes the same report
+    assert report(evaluations={"e": {"z": a}}, out_html=tmp_path / "s.html").read_text() == text
     with pytest.raises(RPGInputError, match="summary.json"):
         build_report(experiments={"e": {"z": tmp_path / "nothing"}}, out_html=tmp_path / "r2.html")
     with pytest.raises(RPGInputError):

@@ -165,6 +165,7 @@ def finished_rules(log: str) -> dict[str, str]:
     return {job: rule for job, rule in FINISHED.findall(log) if rule != "all"}
 
 
+@pytest.mark.slow  # an end-to-end run (about 2.5 minutes on 2 cores): the full suite only
 @pytest.mark.slurm
 def test_tiny_pipeline_on_slurm(slurm_cluster, tmp_path):
     require_slurm_plugin()

@@ -11,7 +11,8 @@ import torch
 from rpg.classifier import binary_metrics
 from rpg.config import ConfigError, TasksConfig
 from rpg.errors import RPGInputError
-from rpg.io import read_safetensors_metadata
+from rpg.io import read_json, read_safetensors_metadata
+from rpg.stages.tasks import write_plan
 from rpg.tasks.collect import collect_task_group, train_backbone
 from rpg.tasks.heads import head_keys, head_module_name, make_task_model
 from rpg.tasks.plan import plan_task_zoo
@@ -22,7 +23,7 @@ from rpg.zoo.models import build_model
 DIGITS = {"name": "digits", "image_size": 8, "val_fraction": 0.25, "split_seed": 0}
 
 
-def test_plan_groups_names_and_manifest():
+def test_plan_groups_names_and_manifest(tmp_path):
     cfg = {"seen": 45, "held_out": 8, "group_size": 20, "checkpoints_per_task": 3, "evaluate": {"seen_tasks": 4}}
     plan = plan_task_zoo(cfg, DIGITS)
     seen = plan.groups["seen"]
@@ -44,6 +45,8 @@ def test_plan_groups_names_and_manifest():
     assert rows[0]["reference"][0].startswith("Z/held_out/group000-8tasks/member00_ckpt00")
     assert rows[-1]["generated"] == ["G/seen/task03_model00.safetensors", "G/seen/task03_model01.safetensors"]
     json.dumps(plan.to_dict())  # JSON-able
+    write_plan(plan, tmp_path / "tasks.json")  # the workflow's stage: the plan as JSON
+    assert read_json(tmp_path / "tasks.json") == json.loads(json.dumps(plan.to_dict()))
     assert plan_task_zoo(cfg, DIGITS) == plan  # deterministic
 
 

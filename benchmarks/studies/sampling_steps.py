@@ -1,7 +1,7 @@
 """Sampling steps against accuracy (paper Table 7): DDIM 10/20/60/100 and DDPM 1000 on the default zoo.
 
-    python benchmarks/sampling_steps.py                                   # results/digits/{tokens,generator}/cnn_m
-    python benchmarks/sampling_steps.py --results /tmp/run/results --num-models 10 --threads 2
+    python benchmarks/studies/sampling_steps.py                               # results/digits/{tokens,generator}/cnn_m
+    python benchmarks/studies/sampling_steps.py --results /tmp/run/results --num-models 10 --threads 2
 
 For every setting the same ``--num-models`` models (seeds ``generate.seed + i``, so the same permutation states)
 are generated with the pipeline's :func:`rpg.generator.sampling.generate_models` from the trained generator, and
@@ -9,6 +9,9 @@ evaluated on the validation split: accuracy best / mean / min, similarity (max I
 against the originals, as in the evaluation stage) and seconds per generated model. The originals are the reference row.
 Re-runnable: it only reads the token store and the generator (whatever is there) and writes into a temporary
 folder. Prints the table and writes ``benchmarks/results/sampling_steps.{csv,md}``.
+
+A study (docs/development.md, "Studies"): its finding is there; the table stays in
+benchmarks/results/sampling_steps.md.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 SETTINGS = [("ddim", 10), ("ddim", 20), ("ddim", 60), ("ddim", 100), ("ddpm", 1000)]

@@ -1,11 +1,14 @@
 """Backbone benchmark: training steps/s and generation seconds/model for mamba2, lstm and transformer.
 
-    python benchmarks/backbones.py results/digits/tokens/cnn_m           # a token store
-    python benchmarks/backbones.py --synthetic 1500x256x8                # L x k x checkpoints, no store needed
-    python benchmarks/backbones.py --profile-scan                        # Mamba2 scan vs LSTM at D=256, L~1500
+    python benchmarks/studies/backbones.py results/digits/tokens/cnn_m           # a token store
+    python benchmarks/studies/backbones.py --synthetic 1500x256x8                # L x k x checkpoints, no store needed
+    python benchmarks/studies/backbones.py --profile-scan                        # Mamba2 scan vs LSTM at D=256, L~1500
 
 Every figure is the median of ``--repeats`` runs after one warm-up; all backbones run in the same process with
 the same threads, so the columns are comparable. Generator options come from ``--preset`` plus ``--set k=v``.
+
+A study (docs/development.md, "Studies"): superseded by the per-backbone rows of benchmarks/scale.py
+(docs/benchmarks.md, "Scale").
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from rpg.config import GeneratorConfig, TrainConfig  # noqa: E402
 from rpg.generator.backbones import build_backbone  # noqa: E402

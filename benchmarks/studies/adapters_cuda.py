@@ -1,11 +1,13 @@
 """The adapter code path on a GPU: tiny random LLaMA (DoRA, bf16 base) and BERT (LoRA, cached frozen layers).
 
-    python benchmarks/adapters_cuda.py --out /tmp/adapters_cuda.json
+    python benchmarks/studies/adapters_cuda.py --out /tmp/adapters_cuda.json
 
 For each: collect one run on ``cuda`` (two checkpoints), evaluate its last checkpoint with the adapter evaluator on
 ``cuda`` and on the CPU (same weights: the accuracies must agree), and load its PEFT folder with
 ``PeftModel.from_pretrained`` on the GPU. Then the time of one DoRA training step of a larger random LLaMA
 (``--hidden``, ``--layers``) at rank 16, batch 8 x 128 tokens. Writes a JSON report.
+
+A study (docs/development.md, "Studies"): prepared for a GPU, not run yet.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 

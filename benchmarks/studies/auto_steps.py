@@ -15,9 +15,11 @@ to ``auto`` (rpg/config/recipe.py). The table (zoo, steps run and kept, why trai
 time, originals' vs generated test mean, distinct models, copies) goes to ``benchmarks/results/auto_steps.md``
 and its rows to ``auto_steps.json`` beside it.
 
-    python benchmarks/auto_steps.py                          # all 7 zoos (hours on 2 CPU cores)
-    python benchmarks/auto_steps.py --zoos cnn_m vit mlp     # some of them
-    python benchmarks/auto_steps.py --smoke                  # the plain-MLP zoo with tiny settings (minutes)
+    python benchmarks/studies/auto_steps.py                          # all 7 zoos (hours on 2 CPU cores)
+    python benchmarks/studies/auto_steps.py --zoos cnn_m vit mlp     # some of them
+    python benchmarks/studies/auto_steps.py --smoke                  # the plain-MLP zoo with tiny settings (minutes)
+
+A study (docs/development.md, "Studies"): prepared; docs/tuning.md reports its smoke run.
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ import copy
 import csv
 import json
 import os
-import platform
 import subprocess
 import sys
 import textwrap
@@ -36,7 +37,8 @@ from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/_common.py
+from _common import ROOT, machine  # noqa: E402
 
 DIGITS_ZOOS = ("cnn_m", "vit")
 TIMM_ZOOS = ("test_resnet", "test_convnext", "test_vit")
@@ -44,7 +46,7 @@ BYO_ZOOS = ("mixer", "mlp")
 ALL_ZOOS = DIGITS_ZOOS + TIMM_ZOOS + BYO_ZOOS
 
 BYO_MODULE = '''
-"""Architectures of the bring-your-own zoos of benchmarks/auto_steps.py (written there, imported by the pipeline)."""
+"""Architectures of the bring-your-own zoos of benchmarks/studies/auto_steps.py (imported by the pipeline)."""
 from torch import nn
 
 
@@ -63,16 +65,6 @@ BYO_ARCHS = {
 SMOKE_EVALUATE = {"noise_levels": [0.01, 0.05], "noise_models_per_level": 1, "interp_weights": [0.5],
                   "interp_pairs": 1, "gaussian_scales": [1.0, 64.0], "gaussian_models_per_scale": 1,
                   "bn_recalibrate_batches": 1}  # fmt: skip
-
-
-def machine() -> str:
-    """The processor, core count and Python version."""
-    model = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if "model name" in line]
-        model = names[0] if names else model
-    return f"{model} ({platform.machine()}), {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
 def auto_train(train: dict, args) -> dict:
@@ -268,7 +260,7 @@ def main(argv: list[str] | None = None) -> None:
         experiments = {name: smoke(exp) for name, exp in experiments.items()}
     wall = run_pipeline(experiments, work, args.cores)
     rows = [row(work, e, z) for e, exp in experiments.items() for z in exp["zoos"]]
-    command = "python benchmarks/auto_steps.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python benchmarks/studies/auto_steps.py " + " ".join(argv if argv is not None else sys.argv[1:])
     note = " (smoke settings: not a result)" if args.smoke else ""
     out = Path(args.out or (work / "auto_steps_smoke.md" if args.smoke else ROOT / "benchmarks" / "results" /
                             "auto_steps.md"))  # fmt: skip

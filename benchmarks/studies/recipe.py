@@ -1,9 +1,9 @@
 """Training-recipe comparison on one zoo: train, generate and evaluate each variant side by side.
 
-    python benchmarks/recipe.py results/digits/tokens/cnn_m --steps 600
-    python benchmarks/recipe.py results/test_timm/tokens/test_resnet --config configs/test_timm.yaml \\
+    python benchmarks/studies/recipe.py results/digits/tokens/cnn_m --steps 600
+    python benchmarks/studies/recipe.py results/test_timm/tokens/test_resnet --config configs/test_timm.yaml \\
         --zoo test_resnet --variants recipe "diffusion_batch 512" --steps 3000 --device cuda
-    python benchmarks/recipe.py results/test_timm/tokens/test_resnet --config configs/test_timm.yaml \
+    python benchmarks/studies/recipe.py results/test_timm/tokens/test_resnet --config configs/test_timm.yaml \
         --zoo test_resnet --variants 'K4={"train": {"noise_samples": 4, "steps": 300}}' --out /tmp/k4
 
 Each variant (a name below, or ``name={"generator": {...}, "train": {...}}`` inline) overrides the generator/train
@@ -14,6 +14,9 @@ accuracy (best/mean/min) of generated models against the originals' mean. For zo
 columns say where accuracy is lost: the mean accuracy after re-estimating the BatchNorm statistics of each
 generated model on training batches, and with the nearest original's running statistics put in (generated
 weights, original statistics). Used to choose the recipes (README, "Training recipe").
+
+A study (docs/development.md, "Studies"): its table is docs/throughput.md, "The test_resnet recipe" (generated
+block bench.recipe_test_resnet_h100).
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from rpg.tokens.tokenizer import tokenize
 from rpg.zoo.checkpoint import load_checkpoint
 from rpg.zoo.models import build_model
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 BASE_GENERATOR = {"preset": "tiny", "dim": 128, "d_state": 16, "position": "sin2d+learned", "prediction": "sample",
                   "denoiser_channels": [1, 16, 32, 64, 32, 16, 1]}  # fmt: skip
 BASE_TRAIN = {"batch_size": 4, "diffusion_batch": 128, "lr": 3e-3, "warmup_steps": 50, "ema_decay": None}

@@ -4,8 +4,11 @@ Each measurement is a fresh process (the policy is read when OpenMP starts) that
 ``--steps`` steps with the config's recipe; the time per step is taken from the training log after the first 10
 steps. Rounds interleave the settings, medians over rounds are reported, with the ratio to the first setting.
 
-    python benchmarks/omp_wait.py results/test_timm/tokens/test_convnext --config configs/test_timm.yaml \
+    python benchmarks/studies/omp_wait.py results/test_timm/tokens/test_convnext --config configs/test_timm.yaml \
         --zoo test_convnext
+
+A study (docs/development.md, "Studies"): its table is docs/throughput.md, "What changed" (generated block
+bench.omp_wait).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SETTINGS = [("PASSIVE", 2), ("default", 2), ("default", 1)]  # (OMP_WAIT_POLICY, train.threads)
 
 CHILD = """
