@@ -13,6 +13,8 @@ tests/test_integrity.py assert the same.
 
     python benchmarks/faults.py     # about 3 x the tiny pipeline (4-6 minutes on 2 shared cores)
 
+Writes ``benchmarks/results/faults.md``, the fault table of docs/benchmarks.md (generated block ``bench.faults``).
+
 Writes benchmarks/results/faults.md (docs/benchmarks.md shows it).
 """
 
