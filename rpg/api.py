@@ -183,24 +183,24 @@ def zoo_settings_for(
     raw = _read_config(config) if isinstance(config, str | Path) else config
     resolved = resolve_config(raw)
     loc = pipeline_location(near) if near is not None else None
-    if experiment is None and loc is not None and loc[1] in resolved:
-        experiment = loc[1]
-    if experiment is None:
-        if len(resolved) != 1:
-            raise RPGInputError(f"the config has experiments {sorted(resolved)}: name one", where)
-        experiment = next(iter(resolved))
-    if experiment not in resolved:
-        raise RPGInputError(f"no experiment {experiment!r} in the config (it has {sorted(resolved)})", where)
+    experiment = _pick(resolved, experiment, loc[1] if loc else None, owner="the config", kind="experiment",
+                       where=where)  # fmt: skip
     zoos = resolved[experiment]
-    if zoo is None and loc is not None and loc[2] in zoos:
-        zoo = loc[2]
-    if zoo is None:
-        if len(zoos) != 1:
-            raise RPGInputError(f"experiment {experiment!r} has zoos {sorted(zoos)}: name one", where)
-        zoo = next(iter(zoos))
-    if zoo not in zoos:
-        raise RPGInputError(f"experiment {experiment!r} has no zoo {zoo!r} (it has {sorted(zoos)})", where)
+    zoo = _pick(zoos, zoo, loc[2] if loc else None, owner=f"experiment {experiment!r}", kind="zoo", where=where)
     return zoos[zoo]
+
+
+def _pick(options: Mapping[str, Any], name: str | None, guess: str | None, *, owner: str, kind: str, where) -> str:
+    """``name``, else ``guess`` when it is one of ``options``, else the only option; an error naming ``where``."""
+    if name is None and guess in options:
+        name = guess
+    if name is None:
+        if len(options) != 1:
+            raise RPGInputError(f"{owner} has {kind}s {sorted(options)}: name one", where)
+        name = next(iter(options))
+    if name not in options:
+        raise RPGInputError(f"{owner} has no {kind} {name!r} (it has {sorted(options)})", where)
+    return name
 
 
 def find_token_store(path: Path, config: Mapping[str, Any]) -> Path:
