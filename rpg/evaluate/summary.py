@@ -6,7 +6,8 @@ best/mean/min with a 95% bootstrap interval; all originals are summarised too (`
 ``evaluate.bn_recalibrate_generated`` the same generated weights with re-estimated BatchNorm statistics are
 summarised as ``generated_bn``, beside (never instead of) the models as generated; the checks use the latter.
 
-Checks (True/False, or None with a reason when they cannot be decided):
+Checks (``generated_not_copies`` and ``resolution_ok``: True/False, or None when they cannot be decided; the frontier
+checks: a verdict string):
 
 * ``generated_not_copies``: no generated model lies within the copy radius (``2 * evaluate.copy_noise``, RMS in the
   normalised space) of an original. An exact copy and a copy plus noise of std ``copy_noise`` fail; a model trained
@@ -48,8 +49,7 @@ RULES = {
         f.check: (
             f"the 95% bootstrap interval of (generated mean test score - the {f.name} frontier's score at the "
             "generated mean probe similarity; generated models, baseline models and test samples resampled) lies above "
-            "0: pass; "
-            "below 0: fail; else undecided (not applicable when the generated mean is more than "
+            "0: pass; below 0: fail; else undecided (not applicable when the generated mean is more than "
             "evaluate.frontier_max_gap below the originals'; no resolution when resolution_ok is False)"
         )
         for f in FAMILIES
