@@ -148,7 +148,8 @@ def test_generate_stage_names_and_seeds_the_models_from_the_settings(trained, tm
                                  "zoos": {"a": {"arch": "cnn_s", "pdiff": {"enabled": True}}}}}}  # fmt: skip
     settings = resolve_config(cfg)["e"]["a"]
     pdiff_stage.generate(settings, pdiff_dir=root / "pdiff", tokens_dir=tokens, out_dir=tmp_path / "s", indices=[1])
-    (path,) = (tmp_path / "s").iterdir()  # model 1: seed 3 + 1
+    (path,) = (tmp_path / "s").glob("model_*.safetensors")  # model 1: seed 3 + 1
+    assert (tmp_path / "s" / "SHA256SUMS").is_file()  # the batch's digests, checked when evaluation reads it
     direct = tmp_path / "direct.safetensors"
     generate_pdiff(pdiff_dir=root / "pdiff", token_dir=tokens, out_paths=[direct], indices=[1],
                    generate_cfg={"seed": 3}, pdiff_cfg=FAST, device="cpu")  # fmt: skip
