@@ -75,11 +75,12 @@ def _groups(table: pd.DataFrame, family: Family) -> list[tuple[str, float, np.nd
     return out
 
 
-def points(table: pd.DataFrame, family: Family) -> list[dict[str, Any]]:
-    """Per group of ``family``: curve, level, mean similarity, mean score and n (sorted by curve and level)."""
+def points(table: pd.DataFrame, family: Family, groups: list | None = None) -> list[dict[str, Any]]:
+    """Per group of ``family`` (``groups``: :func:`_groups` of it, when already made): curve, level, mean similarity,
+    mean score and n (sorted by curve and level)."""
     sims, scores = table["max_iou"].to_numpy(np.float64), table["score"].to_numpy(np.float64)
     return [{"curve": c, "level": lv, "similarity": float(sims[i].mean()), "score": float(scores[i].mean()),
-             "n": int(len(i))} for c, lv, i in _groups(table, family)]  # fmt: skip
+             "n": int(len(i))} for c, lv, i in (_groups(table, family) if groups is None else groups)]  # fmt: skip
 
 
 def frontier_value(curves: Sequence[str], sims: np.ndarray, scores: np.ndarray, target: float) -> float:
@@ -220,7 +221,7 @@ def frontiers(
                             "score_ci95": _ci(g_score), "resampled": rep.resampled, "resamples": resamples}  # fmt: skip
     for fam in FAMILIES:
         groups = _groups(table, fam)
-        pts = points(table, fam)
+        pts = points(table, fam, groups)
         at_gen, status = frontier_score(pts, gen_sim)
         block: dict[str, Any] = {"describe": fam.describe, "points": pts, "status": status,
                                  "score_at_generated_similarity": json_number(at_gen), "margin": None, "ci95": None,
