@@ -10,10 +10,12 @@ Runs the pipeline with ``train.steps: auto`` (validation by sampling every ``--v
   of .safetensors files and imported through ``source: {path: ...}`` (README, "Bring your own zoo"), with
   config.yaml's generator and training recipe.
 
-``--recipe-auto`` also sets ``tokens.token_size``, ``train.lr``, ``train.warmup_steps`` and ``train.diffusion_batch``
-to ``auto`` (rpg/config/recipe.py). The table (zoo, steps run and kept, why training stopped, training and total
-time, originals' vs generated test mean, distinct models, copies) goes to ``benchmarks/results/auto_steps.md``
-and its rows to ``auto_steps.json`` beside it.
+``--recipe-auto`` sets ``tokens.token_size``, ``train.lr``, ``train.warmup_steps`` and ``train.diffusion_batch`` to
+``auto`` (rpg/config/recipe.py) for the bring-your-own zoos (``byo``, the default: a new user's zoo has no recipe
+of its own), for every zoo (``all``) or for none (the shipped zoos always keep their shipped recipe otherwise). The
+table (zoo, steps run and kept, why training stopped, training and total time, originals' vs generated test mean,
+distinct models, copies) goes to ``benchmarks/results/auto_steps.md`` and its rows to ``auto_steps.json`` beside
+it; a run of some zoos replaces their rows and keeps the others', so the zoos can be run a few at a time.
 
     python benchmarks/studies/auto_steps.py                          # all 7 zoos (hours on 2 CPU cores)
     python benchmarks/studies/auto_steps.py --zoos cnn_m vit mlp     # some of them
@@ -55,9 +57,10 @@ def make_mlp(hidden=64, in_features=64, num_classes=10):
                          nn.ReLU(), nn.Linear(hidden, num_classes))
 '''
 BYO_ARCHS = {
-    # a timm MLP-Mixer of about 56k parameters on 8x8 digits (patches of 2: 16 tokens)
+    # a timm MLP-Mixer of 59,842 parameters on 8x8 digits (patches of 2: 16 tokens), through timm's class (its
+    # registered mixer_* names fix the patch size)
     "mixer": (
-        "mixer_s16_224",
+        "timm.models.mlp_mixer:MlpMixer",
         {"img_size": 8, "patch_size": 2, "in_chans": 1, "num_classes": 10, "embed_dim": 48, "num_blocks": 3},
     ),
     "mlp": ("byo_auto_steps:make_mlp", {"hidden": 64}),
@@ -67,9 +70,9 @@ SMOKE_EVALUATE = {"noise_levels": [0.01, 0.05], "noise_models_per_level": 1, "in
                   "bn_recalibrate_batches": 1}  # fmt: skip
 
 
-def auto_train(train: dict, args) -> dict:
+def auto_train(train: dict, args, recipe_auto: bool) -> dict:
     out = {**train, "steps": "auto", "max_steps": args.max_steps, "validate_every": args.validate_every}
-    if args.recipe_auto:
+    if recipe_auto:
         out.update(lr="auto", warmup_steps="auto", diffusion_batch="auto")
     return out
 
@@ -79,15 +82,16 @@ def shipped_experiment(config: Path, zoos: list[str], args) -> tuple[str, dict]:
     (name, exp), *_ = yaml.safe_load(config.read_text())["experiments"].items()
     exp = copy.deepcopy(exp)
     exp["zoos"] = {z: exp["zoos"][z] for z in zoos}
+    recipe_auto = args.recipe_auto == "all"
     for zoo in exp["zoos"].values():
         zoo.get("train", {}).pop("steps", None)
         zoo.pop("pdiff", None)
-        if args.recipe_auto:
+        if recipe_auto:
             zoo.pop("tokens", None)
             for key in ("lr", "diffusion_batch", "warmup_steps"):
                 zoo.get("train", {}).pop(key, None)
-    exp["train"] = auto_train(exp.get("train", {}), args)
-    if args.recipe_auto:
+    exp["train"] = auto_train(exp.get("train", {}), args, recipe_auto)
+    if recipe_auto:
         exp["tokens"] = {**exp.get("tokens", {}), "token_size": "auto"}
     return f"auto_{name}", exp
 
@@ -146,8 +150,9 @@ def byo_experiment(zoos: list[str], work: Path, args) -> tuple[str, dict]:
         arch, kwargs = BYO_ARCHS[kind]
         folder = train_byo_zoo(kind, work, checkpoints=args.byo_checkpoints, epochs=args.byo_epochs)
         exp["zoos"][kind] = {"arch": arch, "arch_kwargs": kwargs, "source": {"path": str(folder)}}
-    exp["train"] = auto_train(exp.get("train", {}), args)
-    if args.recipe_auto:
+    recipe_auto = args.recipe_auto in ("byo", "all")
+    exp["train"] = auto_train(exp.get("train", {}), args, recipe_auto)
+    if recipe_auto:
         exp["tokens"] = {**exp.get("tokens", {}), "token_size": "auto"}
     return "auto_byo", exp
 
@@ -199,11 +204,23 @@ def row(work: Path, exp: str, zoo: str) -> dict:
     }  # fmt: skip
 
 
-def table(rows: list[dict], *, command: str, wall: float, note: str) -> str:
+def merged(stored: Path, rows: list[dict], *, command: str, wall: float) -> list[dict]:
+    """This run's rows (with its command, date, machine and wall time) replacing the stored rows of their zoos."""
+    run = {"command": command, "date": time.strftime("%Y-%m-%d"), "machine": machine(), "wall_min": wall / 60}
+    rows = [{**r, "run": run} for r in rows]
+    old = json.loads(stored.read_text()) if stored.is_file() else []
+    new = {r["zoo"] for r in rows}
+    order = {z: i for i, z in enumerate(ALL_ZOOS)}
+    return sorted([r for r in old if r["zoo"] not in new] + rows, key=lambda r: order.get(r["zoo"], len(order)))
+
+
+def table(rows: list[dict], *, note: str) -> str:
+    runs = list({json.dumps(r["run"], sort_keys=True): r["run"] for r in rows if "run" in r}.values())
+    written = "; ".join(f"`{r['command']}` ({r['date']}, {r['machine']}; {r['wall_min']:.1f} min wall)" for r in runs)
     lines = [
         "# `train.steps: auto` on the shipped zoos and two bring-your-own zoos",
         "",
-        f"Written by `{command}` ({time.strftime('%Y-%m-%d')}, {machine()}; {wall / 60:.1f} min wall in all){note}.",
+        f"Written by {written}{note}.",
         "Test split, equal n; `steps` = steps run / step kept; `val share` = validation's share of the training time.",
         "",
         "| zoo | tokens | steps | stopped | val share | train min | originals | generated | gap (points) | distinct "
@@ -228,7 +245,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--work", default=str(ROOT / "benchmarks" / ".cache" / "auto_steps"), help="pipeline directory")
     p.add_argument("--max-steps", type=int, default=6000)
     p.add_argument("--validate-every", type=int, default=250)
-    p.add_argument("--recipe-auto", action="store_true", help="token size, lr, warm-up, diffusion batch: auto")
+    p.add_argument("--recipe-auto", choices=("byo", "all", "none"), default="byo",
+                   help="which zoos get token size, lr, warm-up and diffusion batch 'auto'")  # fmt: skip
     p.add_argument("--byo-checkpoints", type=int, default=10, help="checkpoints per run of the BYO zoos")
     p.add_argument("--byo-epochs", type=int, default=30)
     p.add_argument("--cores", type=int, default=2)
@@ -265,7 +283,8 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(args.out or (work / "auto_steps_smoke.md" if args.smoke else ROOT / "benchmarks" / "results" /
                             "auto_steps.md"))  # fmt: skip
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(table(rows, command=command.strip(), wall=wall, note=note))
+    rows = merged(out.with_suffix(".json"), rows, command=command.strip(), wall=wall)
+    out.write_text(table(rows, note=note))
     out.with_suffix(".json").write_text(json.dumps(rows, indent=1) + "\n")
     print(out.read_text())
 
