@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from rpg.config import ConfigError, TrainConfig, recipe, result_dict
+from rpg.config import ConfigError, GeneratorConfig, TrainConfig, recipe, result_dict
 from rpg.config.pipeline import resolve_config
 from rpg.evaluate.outcome import Outcome
 from rpg.generator.trainer import train_generator
@@ -117,6 +117,24 @@ def test_recipe_rules_reproduce_the_shipped_choices():
     assert (resolved.lr, resolved.warmup_steps, resolved.diffusion_batch) == (3e-3, 100, 128)
     assert set(chosen) == {"lr", "warmup_steps", "diffusion_batch"} and all(c["reason"] for c in chosen.values())
     assert recipe.resolve_train(TrainConfig.parse({}), tokens=1, parameters=1, width=1)[1] == {}
+    # the width: config.yaml's 128 for tokens of 64 and 128, test_timm's 256 at 256, the paper's 8192 at most
+    assert [recipe.dim(k)[0] for k in (16, 64, 128, 256, 8192, 16384)] == [128, 128, 128, 256, 8192, 8192]
+    gen, chosen = recipe.resolve_generator(GeneratorConfig.parse({"dim": "auto"}), token_size=256)
+    assert gen.dim == 256 and chosen["dim"]["value"] == 256 and "token size" in chosen["dim"]["reason"]
+    fixed = GeneratorConfig.parse({"dim": 64})
+    assert recipe.resolve_generator(fixed, token_size=256) == (fixed, {})
+    with pytest.raises(ConfigError, match="headdim"):  # the chosen width is checked like a configured one
+        recipe.resolve_generator(GeneratorConfig.parse({"dim": "auto", "headdim": 96}), token_size=256)
+
+
+def test_generator_dim_auto_in_training(tmp_path, token_dir, tiny_gen, tiny_train):
+    """``generator.dim: auto`` trains at the chosen width, and config.json says which and why."""
+    train_generator(token_dir=token_dir, out_dir=tmp_path, generator_cfg={**tiny_gen, "dim": "auto"},
+                    train_cfg={**tiny_train, "steps": 2}, device="cpu")  # fmt: skip
+    config = read_json(tmp_path / "config.json")
+    assert config["generator"]["dim"] == 128 and config["recipe"]["dim"]["value"] == 128
+    weights = load_safetensors(tmp_path / "model.safetensors")[0]
+    assert weights["permutation.embedding.weight"].shape[-1] == 128
 
 
 def test_token_size_auto_in_the_store(tmp_path, token_dir):

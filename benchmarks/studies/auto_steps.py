@@ -10,12 +10,13 @@ Runs the pipeline with ``train.steps: auto`` (validation by sampling every ``--v
   of .safetensors files and imported through ``source: {path: ...}`` (README, "Bring your own zoo"), with
   config.yaml's generator and training recipe.
 
-``--recipe-auto`` sets ``tokens.token_size``, ``train.lr``, ``train.warmup_steps`` and ``train.diffusion_batch`` to
-``auto`` (rpg/config/recipe.py) for the bring-your-own zoos (``byo``, the default: a new user's zoo has no recipe
-of its own), for every zoo (``all``) or for none (the shipped zoos always keep their shipped recipe otherwise). The
-table (zoo, steps run and kept, why training stopped, training and total time, originals' vs generated test mean,
-distinct models, copies) goes to ``benchmarks/results/auto_steps.md`` and its rows to ``auto_steps.json`` beside
-it; a run of some zoos replaces their rows and keeps the others', so the zoos can be run a few at a time.
+``--recipe-auto`` sets ``tokens.token_size``, ``generator.dim``, ``train.lr``, ``train.warmup_steps`` and
+``train.diffusion_batch`` to ``auto`` (rpg/config/recipe.py) for the bring-your-own zoos (``byo``, the default: a new
+user's zoo has no recipe of its own), for every zoo (``all``) or for none (the shipped zoos always keep their shipped
+recipe otherwise). The table (zoo, what ``auto`` chose, steps run and kept, why training stopped, training time,
+originals' vs generated test mean, distinct models, copies) goes to ``benchmarks/results/auto_steps.md`` and its
+rows to ``auto_steps.json`` beside it; a run of some zoos replaces their rows and keeps the others', so the zoos can
+be run a few at a time.
 
     python benchmarks/studies/auto_steps.py                          # all 7 zoos (hours on 2 CPU cores)
     python benchmarks/studies/auto_steps.py --zoos cnn_m vit mlp     # some of them
@@ -77,6 +78,12 @@ def auto_train(train: dict, args, recipe_auto: bool) -> dict:
     return out
 
 
+def auto_recipe(exp: dict) -> None:
+    """The experiment's token size and generator width: ``auto`` (the training keys: :func:`auto_train`)."""
+    exp["tokens"] = {**exp.get("tokens", {}), "token_size": "auto"}
+    exp["generator"] = {**exp.get("generator", {}), "dim": "auto"}
+
+
 def shipped_experiment(config: Path, zoos: list[str], args) -> tuple[str, dict]:
     """The one experiment of a shipped config with ``steps: auto`` (zoo-level step counts dropped)."""
     (name, exp), *_ = yaml.safe_load(config.read_text())["experiments"].items()
@@ -88,11 +95,12 @@ def shipped_experiment(config: Path, zoos: list[str], args) -> tuple[str, dict]:
         zoo.pop("pdiff", None)
         if recipe_auto:
             zoo.pop("tokens", None)
+            zoo.get("generator", {}).pop("dim", None)
             for key in ("lr", "diffusion_batch", "warmup_steps"):
                 zoo.get("train", {}).pop(key, None)
     exp["train"] = auto_train(exp.get("train", {}), args, recipe_auto)
     if recipe_auto:
-        exp["tokens"] = {**exp.get("tokens", {}), "token_size": "auto"}
+        auto_recipe(exp)
     return f"auto_{name}", exp
 
 
@@ -153,7 +161,7 @@ def byo_experiment(zoos: list[str], work: Path, args) -> tuple[str, dict]:
     recipe_auto = args.recipe_auto in ("byo", "all")
     exp["train"] = auto_train(exp.get("train", {}), args, recipe_auto)
     if recipe_auto:
-        exp["tokens"] = {**exp.get("tokens", {}), "token_size": "auto"}
+        auto_recipe(exp)
     return "auto_byo", exp
 
 
@@ -204,6 +212,13 @@ def row(work: Path, exp: str, zoo: str) -> dict:
     }  # fmt: skip
 
 
+def chosen(recipe: dict) -> str:
+    """The values ``auto`` chose, in one cell ("shipped" when none was auto)."""
+    names = {"token_size": "token", "dim": "width", "lr": "lr", "warmup_steps": "warm-up", "diffusion_batch": "batch"}
+    cells = [f"{label} {recipe[key]['value']:g}" for key, label in names.items() if key in recipe]
+    return ", ".join(cells) or "shipped"
+
+
 def merged(stored: Path, rows: list[dict], *, command: str, wall: float) -> list[dict]:
     """This run's rows (with its command, date, machine and wall time) replacing the stored rows of their zoos."""
     run = {"command": command, "date": time.strftime("%Y-%m-%d"), "machine": machine(), "wall_min": wall / 60}
@@ -223,9 +238,9 @@ def table(rows: list[dict], *, note: str) -> str:
         f"Written by {written}{note}.",
         "Test split, equal n; `steps` = steps run / step kept; `val share` = validation's share of the training time.",
         "",
-        "| zoo | tokens | steps | stopped | val share | train min | originals | generated | gap (points) | distinct "
-        "| copies | diagnosis |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| zoo | tokens | auto recipe | steps | stopped | val share | train min | originals | generated | gap (points) "
+        "| distinct | copies | diagnosis |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
         gap = 100 * (r["original_mean"] - r["generated_mean"])
@@ -233,8 +248,9 @@ def table(rows: list[dict], *, note: str) -> str:
         train = "" if r["train_s"] is None else f"{r['train_s'] / 60:.1f}"
         scores = f"{100 * r['original_mean']:.2f} | {100 * r['generated_mean']:.2f} | {gap:+.2f}"
         lines.append(
-            f"| {r['zoo']} | {r['tokens']} | {r['steps_run']} / {r['kept_step']} | {r['stopped']} | {share} | {train} "
-            f"| {scores} | {r['distinct']}/{r['n']} | {r['copies']} | {r['diagnosis']} |"
+            f"| {r['zoo']} | {r['tokens']} | {chosen(r['recipe'])} | {r['steps_run']} / {r['kept_step']} "
+            f"| {r['stopped']} | {share} | {train} | {scores} | {r['distinct']}/{r['n']} | {r['copies']} "
+            f"| {r['diagnosis']} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -290,7 +290,9 @@ class GeneratorConfig(Block):
 
     preset: Literal["tiny", "small", "base", "large"] = option("tiny", doc="size preset (tiny/small/base: paper)")
     backbone: Literal[BACKBONES] = option("mamba2", doc="recurrent model over positions")
-    dim: int = option(256, min=4, doc="recurrent width D")
+    dim: int | Literal["auto"] = option(
+        256, min=4, doc="recurrent width D; auto: the token size, within 128 .. 8192 (rpg.config.recipe)"
+    )
     num_layers: int = option(2, min=1)
     d_state: int = option(32, min=1, doc="Mamba2 state size N")
     headdim: int = option(64, min=1, doc="Mamba2 head width P")
@@ -337,12 +339,14 @@ class GeneratorConfig(Block):
             yield "denoiser_kernel", f"must be odd, got {self.denoiser_kernel}"
         if self.beta_end < self.beta_start:
             yield "beta_end", f"must be >= beta_start ({self.beta_start}), got {self.beta_end}"
-        if self.backbone == "mamba2" and (self.expand * self.dim) % self.headdim:
-            yield "headdim", f"must divide expand * dim = {self.expand * self.dim}, got {self.headdim}"
         if self.widen_to is not None and self.backbone != "mamba2":
             yield "widen_to", f"only the mamba2 backbone widens (backbone {self.backbone})"
         if self.widen_to is not None and (self.expand * self.widen_to) % self.headdim:
             yield "widen_to", f"expand * widen_to must be a multiple of headdim {self.headdim}, got {self.widen_to}"
+        if self.dim == "auto":  # chosen at training from the token size (rpg.config.recipe.dim) and checked then
+            return
+        if self.backbone == "mamba2" and (self.expand * self.dim) % self.headdim:
+            yield "headdim", f"must divide expand * dim = {self.expand * self.dim}, got {self.headdim}"
         if self.backbone == "transformer" and self.dim % self.transformer_heads:
             yield "transformer_heads", f"must divide dim = {self.dim}, got {self.transformer_heads}"
         if self.position.startswith("sin2d") and self.dim % 4:

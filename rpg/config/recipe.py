@@ -13,7 +13,11 @@ what the paper reports for its scales; they are starting points, not tuned optim
 * ``train.diffusion_batch``: a quarter of the tokens rounded up to a multiple of 64, between 128 and 1,024;
 * ``train.lr``: 3e-3 for a generator up to width 512, the paper's 3e-5 from width 4,096 (1e-5 for a zoo of more than
   50M parameters), log-linear between;
-* ``train.warmup_steps``: a sixtieth of the step budget (``max_steps`` under ``steps: auto``), from 20 to 1,000.
+* ``train.warmup_steps``: a sixtieth of the step budget (``max_steps`` under ``steps: auto``), from 20 to 1,000;
+* ``generator.dim``: the token size, from 128 to 8,192: the prototype of a token (width D) is projected to the
+  token's k entries by one linear map shared by all tokens, so with k > D the prototypes cannot hold a token's
+  entries (config.yaml: 64- and 128-long tokens at width 128; test_timm: 256 at 256; the paper: 256 at 256 for
+  tiny zoos, 8,192 at 8,192, and 16,384-long tokens at width 8,192 above 50M parameters).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ LR_SMALL, LR_PAPER, LR_PAPER_LARGE = 3e-3, 3e-5, 1e-5
 WIDTH_SMALL, WIDTH_PAPER = 512, 4096
 LARGE_ZOO = 50_000_000  # the paper lowers the lr above this many parameters
 WARMUP_FRACTION, WARMUP_MIN, WARMUP_MAX = 1 / 60, 20, 1000  # config.yaml/test_timm: 50 of 3,000 steps
+DIM_MIN, DIM_MAX = 128, 8192  # config.yaml's width; the paper's widest (base, large)
 
 
 def num_tokens(sizes: Sequence[int], token_size: int) -> int:
@@ -78,6 +83,22 @@ def warmup_steps(budget: int) -> tuple[int, str]:
     """``train.warmup_steps: auto`` from the step budget (``steps``, or ``max_steps`` under ``steps: auto``)."""
     value = int(min(WARMUP_MAX, max(WARMUP_MIN, round(budget * WARMUP_FRACTION))))
     return value, f"a sixtieth of the {budget}-step budget, within [{WARMUP_MIN}, {WARMUP_MAX}]"
+
+
+def dim(token_size: int) -> tuple[int, str]:
+    """``generator.dim: auto`` from the token size."""
+    value = int(min(DIM_MAX, max(DIM_MIN, 4 * math.ceil(token_size / 4))))
+    return value, (f"tokens of {token_size}: the width is the token size (one shared linear map projects a width-D "
+                   f"prototype to a token), within [{DIM_MIN}, {DIM_MAX}]")  # fmt: skip
+
+
+def resolve_generator(generator: Any, *, token_size: int) -> tuple[Any, dict[str, dict[str, Any]]]:
+    """``generator`` (a GeneratorConfig) with ``dim: auto`` chosen, and {"dim": {value, reason}} when it was; the
+    value's own checks (head width, 2D sinusoid) run on the result."""
+    if generator.dim != AUTO:
+        return generator, {}
+    value, reason = dim(token_size)
+    return generator.replace(dim=value), {"dim": {"value": value, "reason": reason}}
 
 
 def resolve_train(train: Any, *, tokens: int, parameters: int, width: int) -> tuple[Any, dict[str, dict[str, Any]]]:

@@ -14,7 +14,8 @@ sampled from the current (EMA) weights and scored on the val split; train_log.cs
 copy of the generator under a forked RNG and draws its noise from its own generators, so the trained weights are
 those of the same run without validation. With ``train.steps: auto`` the validations decide when to stop
 (:class:`~rpg.generator.validation.AutoStop`), and the generator written is the one of the best validation.
-``auto`` recipe values (lr, warmup, diffusion batch) are chosen at the start by :mod:`rpg.config.recipe`.
+``auto`` recipe values (generator width, lr, warmup, diffusion batch) are chosen at the start by
+:mod:`rpg.config.recipe`.
 
 Outputs: ``model.safetensors`` (weights under their names, EMA weights under ``ema.``, the token layout under
 ``layout.``), ``config.json`` (with a ``training`` block: steps run, the step kept, why training stopped, the
@@ -205,12 +206,15 @@ def train_generator(
          "tokens": [layout.num_tokens, layout.token_size, len(store), store.num_states, store.content_hash]},
         sort_keys=True,
     )  # fmt: skip
-    tcfg, chosen = recipe.resolve_train(
+    gcfg, chosen = recipe.resolve_generator(gcfg, token_size=layout.token_size)
+    tcfg, train_chosen = recipe.resolve_train(
         tcfg, tokens=layout.num_tokens, parameters=layout.num_parameters, width=gcfg.dim
     )
+    chosen.update(train_chosen)
     if rank == 0:
         for key, choice in chosen.items():
-            log.info("train.%s auto: %s (%s)", key, choice["value"], choice["reason"])
+            section = "generator" if key == "dim" else "train"
+            log.info("%s.%s auto: %s (%s)", section, key, choice["value"], choice["reason"])
     total = tcfg.total_steps
     torch.manual_seed(tcfg.seed)
     model = build_generator(gcfg, layout, store.num_states).to(dev)
