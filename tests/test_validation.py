@@ -103,6 +103,7 @@ def test_recipe_rules_reproduce_the_shipped_choices():
     vit = sizes(build_model("vit_tiny_patch16_224", vit_kwargs))
     assert recipe.token_size(cnn_m)[0] == 64 and recipe.num_tokens(cnn_m, 64) == 183  # config.yaml
     assert recipe.token_size(vit)[0] == 128  # config.yaml's vit override
+    assert recipe.token_size([9216] * 6 + [48] * 50)[0] == 256  # small zoos: at most the paper's tiny 256
     assert recipe.token_size([200_000, 100_000, 75_738])[0] == 256  # test_timm scale
     assert recipe.token_size([11_700_000])[0] == 8192  # ResNet-18 scale: the paper's default
     assert recipe.token_size([86_600_000])[0] == 16384  # beyond: the largest

@@ -9,7 +9,9 @@ what the paper reports for its scales; they are starting points, not tuned optim
 
 * ``tokens.token_size``: the smallest power of two from 64 to 16,384 that cuts the zoo into at most
   :data:`TOKENS_SMALL` tokens below :data:`SMALL_ZOO` parameters, or at most :data:`TOKENS_LARGE` tokens above
-  (16,384 when no power of two does);
+  (16,384 when no power of two does); below :data:`SMALL_ZOO` parameters never more than :data:`TINY_TOKEN_SIZE`,
+  the paper's token size for its tiny zoos (the width follows the token size, so a longer token costs a wider
+  generator);
 * ``train.diffusion_batch``: a quarter of the tokens rounded up to a multiple of 64, between 128 and 1,024;
 * ``train.lr``: 3e-3 for a generator up to width 512, the paper's 3e-5 from width 4,096 (1e-5 for a zoo of more than
   50M parameters), log-linear between;
@@ -30,6 +32,7 @@ AUTO = "auto"
 TOKEN_SIZES = tuple(2**e for e in range(6, 15))  # 64 .. 16384
 SMALL_ZOO = 100_000  # parameters: below, a zoo is "small" (the digits zoos of config.yaml: 11k and 27k)
 TOKENS_SMALL = 256  # cnn_m: 183 tokens of 64; the config.yaml ViT: 222 tokens of 128
+TINY_TOKEN_SIZE = 256  # the paper's token size for tiny zoos: the cap below SMALL_ZOO parameters
 TOKENS_LARGE = 1600  # test_timm: 869 - 1,513 tokens of 256; the paper's ResNet-18 at 8192: about 1,500
 DIFFUSION_BATCH_MIN, DIFFUSION_BATCH_MAX = 128, 1024  # config.yaml/test_timm: 128; the paper: 512 - 1024
 LR_SMALL, LR_PAPER, LR_PAPER_LARGE = 3e-3, 3e-5, 1e-5
@@ -47,14 +50,15 @@ def num_tokens(sizes: Sequence[int], token_size: int) -> int:
 def token_size(sizes: Sequence[int]) -> tuple[int, str]:
     """``tokens.token_size: auto`` from the element counts of the generated entries."""
     params = sum(int(n) for n in sizes)
-    limit = TOKENS_SMALL if params < SMALL_ZOO else TOKENS_LARGE
+    small = params < SMALL_ZOO
+    limit = TOKENS_SMALL if small else TOKENS_LARGE
     for k in TOKEN_SIZES:
-        if num_tokens(sizes, k) <= limit:
+        if num_tokens(sizes, k) <= limit or (small and k == TINY_TOKEN_SIZE):
             break
+    cap = f", at most {TINY_TOKEN_SIZE} (the paper's tiny zoos)" if small else ""
     return k, (
         f"{params:,} parameters in {len(sizes)} generated entries: the smallest power of two giving at most {limit} "
-        f"tokens ({'below' if params < SMALL_ZOO else 'from'} {SMALL_ZOO:,} parameters) is {k}, "
-        f"{num_tokens(sizes, k)} tokens"
+        f"tokens ({'below' if small else 'from'} {SMALL_ZOO:,} parameters){cap} is {k}, {num_tokens(sizes, k)} tokens"
     )
 
 
