@@ -77,7 +77,7 @@ def test_generator_preset_then_overrides():
         (with_block("train", steps="many"), "experiments.e.train.steps", "must be an integer"),
         (with_block("train", lr="fast"), "experiments.e.train.lr", "must be a number or one of 'auto', got 'fast'"),
         (with_block("train", ema_decay=1.5), "experiments.e.train.ema_decay", "< 1"),
-        (with_block("generator", dim="32"), "experiments.e.generator.dim", "must be an integer or one of 'auto', got '32'"),
+        (with_block("generator", dim="32"), "experiments.e.generator.dim", "an integer or one of 'auto', got '32'"),
         (with_block("generator", backbone="gru"), "experiments.e.generator.backbone", "mamba2, lstm, transformer"),
         (
             with_block("generator", denoiser_channels=[1, 4, 2, 1]),
