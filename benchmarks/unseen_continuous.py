@@ -178,10 +178,21 @@ def tables(data: dict) -> tuple[str, str]:
             + " | ".join(f"{verdicts[b]}/{total}" for b in BASELINES)
             + f" | {every}/{total} | {frac('nearest')} / {frac('scratch')} / {frac('interpolation')} |"
         )
+    seen = [v for r in runs for v in r["values"] if v["split"] == "seen"]
+    fidelity = ""
+    if seen:
+        g = sum(v["accuracy"]["generated"]["mean"] for v in seen) / len(seen)
+        ref = sum(v["accuracy"]["reference"]["mean"] for v in seen) / len(seen)
+        angles = ", ".join(f"{v['task_value']:g}" for v in runs[0]["values"] if v["split"] == "seen")
+        fidelity = (
+            f" On the seen angles ({angles}), the generator's own training tasks, its models reach {_pct(g)}% "
+            f"against the trained models' {_pct(ref)}% (mean over angles and seeds): how far it falls short there "
+            "bounds what it can do on an unseen angle."
+        )
     short_text = "\n".join(short) + (
         f"\n\nCounts over held-out angles x {seed_text}: 'beats' = the paired 95% interval of (generated mean - "
         "baseline) over test images lies above 0; 'reaches first' = fewer fine-tuning steps to the reference's "
-        "accuracy. Per angle: docs/results.md.\n"
+        "accuracy." + fidelity + " Per angle: docs/results.md.\n"
     )
     return full, short_text
 
