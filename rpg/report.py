@@ -197,6 +197,19 @@ def _zoo_section(exp: str, zoo: str, directory: Path) -> str:
         raise RPGInputError("summary is not a JSON object", directory / "summary.json")
     parts = [f'<h3 id="{html.escape(exp)}-{html.escape(zoo)}">Zoo {html.escape(zoo)}</h3>']
     settings = summary.get("settings", {})
+    if summary.get("kind") == "continuous_tasks":  # a continuous task family (rpg.tasks.continuous_eval)
+        from rpg.tasks.continuous_eval import summary_html as continuous_html
+        from rpg.tasks.continuous_plots import CONTINUOUS_CAPTIONS
+
+        parts.append(
+            f"<p>continuous task family <code>{html.escape(str(settings.get('family')))}</code> of "
+            f"<code>{html.escape(str(settings.get('arch')))}</code>: held-out task values inside and beyond the "
+            "seen range</p>"
+        )
+        parts.append(continuous_html(summary))
+        for stem in ("accuracy_vs_value", "finetune", "loss"):
+            parts.append(_figure(directory / f"{stem}.png", CONTINUOUS_CAPTIONS[stem], f"{exp}/{zoo}: {stem}"))
+        return "\n".join(parts)
     if summary.get("kind") == "tasks":  # a task zoo: unseen-task evaluation (rpg.tasks)
         parts.append(
             f"<p>task zoo of <code>{html.escape(str(settings.get('arch')))}</code>: held-out and seen tasks</p>"

@@ -322,7 +322,9 @@ class GeneratorConfig(Block):
     task_condition: Literal["all", "head"] | None = option(
         None, doc="task vector added at every position (all) or the last head_tokens (head); null: unconditional"
     )
-    task_bits: int = option(10, min=2)
+    task_bits: int = option(
+        10, min=1, doc="length of the task vector (binary: the classes; a continuous family: its features)"
+    )
     head_tokens: int = option(8, min=1)
     token_size: int | None = option(None, min=1, doc="a check against the token store's (null: take the store's)")
 
@@ -620,6 +622,49 @@ class PromptConfig(Block):
 
 
 @dataclass
+class ContinuousTasksConfig(Block):
+    doc = (
+        "A task family with a continuous task parameter (tasks.family other than binary; rpg.tasks.continuous): task "
+        "value v transforms every image (rotation: by v degrees). The shared backbone (the collect block, "
+        "untransformed data) is the one initialisation; for every task value the whole network is fine-tuned from it "
+        "(tasks.finetune_epochs at tasks.finetune_lr, tasks.checkpoints_per_task checkpoints). The generator sees the "
+        "task's feature vector (features) at every position (generator.task_condition: all)."
+    )
+
+    seen: list[float] = option(factory=lambda: [-90.0, -60.0, -30.0, 0.0, 30.0, 60.0, 90.0],
+                               doc="task values the generator is trained on")  # fmt: skip
+    held_out: list[float] = option(factory=lambda: [-75.0, -45.0, -15.0, 15.0, 45.0, 75.0, 105.0, 120.0],
+                                   doc="task values never trained on: inside and beyond the seen range")  # fmt: skip
+    scale: float = option(90.0, gt=0.0, doc="the task vector is value / scale (features: scalar)")
+    features: Literal["scalar", "fourier"] = option(
+        "scalar", doc="scalar: [v / scale]; fourier: [v / scale, sin, cos of v and 2 v (degrees)] (5 values)"
+    )
+    finetune_steps: list[int] = option(
+        factory=lambda: [0, 5, 10, 20, 50, 100, 200], items_min=0,
+        doc="evaluation: fine-tuning from nearest / generated / interpolated / scratch, scored after these steps",
+    )  # fmt: skip
+    finetune_lr: float = option(0.002, gt=0.0, doc="evaluation fine-tuning: AdamW, constant lr")
+    tolerance: float = option(0.01, min=0.0, doc="steps-to-reference: accuracy within this of the reference's")
+    bootstrap: int = option(1000, min=10, doc="bootstrap resamples of the test samples (95% intervals)")
+
+    def problems(self) -> Iterator[tuple[str, str]]:
+        if len(self.seen) < 2:
+            yield "seen", "needs at least 2 task values (interpolation takes the two nearest)"
+        if len(set(self.seen)) != len(self.seen):
+            yield "seen", "task values repeat"
+        if len(set(self.held_out)) != len(self.held_out):
+            yield "held_out", "task values repeat"
+        both = sorted(set(self.seen) & set(self.held_out))
+        if both:
+            yield "held_out", f"values {both} are also seen"
+        if not self.held_out:
+            yield "held_out", "needs at least 1 task value"
+
+
+TASK_FAMILIES = ("binary", "rotation")
+
+
+@dataclass
 class TasksConfig(Block):
     doc = (
         "Binary tasks over the dataset's classes (paper section 4). A shared backbone is trained once on the full "
@@ -628,6 +673,14 @@ class TasksConfig(Block):
         "generate.num_models is the number of generated models per evaluated task."
     )
 
+    family: Literal[TASK_FAMILIES] = option(
+        "binary", neutral="binary",
+        doc="binary: class subsets (paper section 4); rotation: digits rotated by a continuous angle (the continuous "
+        "block)",
+    )  # fmt: skip
+    continuous: ContinuousTasksConfig | None = option(
+        None, neutral=None, doc="the task values of a continuous family (family other than binary)"
+    )
     seen: int | Literal["all"] = option(80, min=1, doc="seen tasks: a seeded sample of this many, or all")
     held_out: int = option(20, min=1, doc="a seeded sample of held-out tasks")
     held_out_tasks: list[list[int]] | None = option(None, doc="explicit held-out task vectors (override held_out)")
@@ -649,4 +702,18 @@ class TasksConfig(Block):
 
     def collection(self) -> dict[str, Any]:
         """The keys that change a task's checkpoints (not the split sizes, the grouping or the evaluation)."""
-        return {k: getattr(self, k) for k in self.COLLECTION_KEYS}
+        out = {k: getattr(self, k) for k in self.COLLECTION_KEYS}
+        if self.is_continuous:
+            assert self.continuous is not None
+            out.update(family=self.family, features=self.continuous.features, scale=self.continuous.scale)
+        return out
+
+    @property
+    def is_continuous(self) -> bool:
+        return self.family != "binary"
+
+    def problems(self) -> Iterator[tuple[str, str]]:
+        if self.is_continuous and self.continuous is None:
+            yield "continuous", f"family {self.family!r} needs its task values (tasks.continuous: seen, held_out)"
+        if not self.is_continuous and self.continuous is not None:
+            yield "continuous", "only for a continuous family (tasks.family: rotation)"

@@ -161,6 +161,11 @@ class ZooSettings(Block):
         return self.tasks is not None
 
     @property
+    def is_continuous_task_zoo(self) -> bool:
+        """A task zoo of a continuous family (tasks.family other than binary: rpg.tasks.continuous)."""
+        return self.tasks is not None and self.tasks.is_continuous
+
+    @property
     def is_source_zoo(self) -> bool:
         """A zoo brought from a folder (imported, not collected)."""
         return self.source is not None

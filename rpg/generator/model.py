@@ -27,9 +27,10 @@ def unique_conditions(
     if tasks is None:
         uniq, inverse = torch.unique(states, return_inverse=True)
         return uniq, None, inverse
-    keys = torch.cat([states[:, None].long(), tasks.long()], dim=1)
+    # float keys: a continuous task vector (rpg.tasks.continuous) must not be truncated to integers
+    keys = torch.cat([states[:, None].to(torch.float64), tasks.to(torch.float64)], dim=1)
     uniq, inverse = torch.unique(keys, dim=0, return_inverse=True)
-    return uniq[:, 0], uniq[:, 1:], inverse
+    return uniq[:, 0].to(states.dtype), uniq[:, 1:].to(tasks.dtype), inverse
 
 
 def draw_tokens(
@@ -49,7 +50,7 @@ def draw_tokens(
 
 
 class TaskEncoder(nn.Module):
-    """A small MLP from a binary task vector to the recurrent width."""
+    """A small MLP from a task vector (binary, or a continuous family's floats) to the recurrent width."""
 
     def __init__(self, *, bits: int, dim: int) -> None:
         super().__init__()

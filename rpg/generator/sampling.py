@@ -164,7 +164,7 @@ def write_models(
         meta = {
             "kind": "generated", "arch": store_meta.get("arch"), "arch_kwargs": store_meta.get("arch_kwargs", {}),
             "num_classes": store_meta.get("num_classes"), "run": None, "seed": seed, "step": None, "index": i,
-            "val_accuracy": None, "task": None if task is None else [int(b) for b in task],
+            "val_accuracy": None, "task": None if task is None else _task_list(task),
             "generator": str(generator_dir), "state": state, "sampler": cfg.sampler,
             "sampling_steps": len(sampler.timesteps), "sample_seed": seed, "state_dict_keys": layout.names,
         }  # fmt: skip
@@ -186,6 +186,12 @@ def write_models(
             done += 1
             fault_point("generate", done)
     bar.close()
+
+
+def _task_list(task) -> list:
+    """A task vector for JSON metadata: ints for binary tasks, floats for a continuous family's."""
+    values = [float(b) for b in task]
+    return [int(v) if v.is_integer() else v for v in values]
 
 
 @dataclass(frozen=True)

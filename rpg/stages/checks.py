@@ -59,7 +59,16 @@ def check_settings(resolved: Mapping[str, Mapping[str, ZooSettings]]) -> list[st
                     plan_task_zoo(s.tasks, s.data)
                 except (RPGInputError, ValueError) as exc:
                     problems.append(f"config key '{where}.tasks': {exc}")
-            if s.tasks is not None and s.generator.task_condition is not None:
+            if s.is_continuous_task_zoo and s.tasks.continuous is not None and s.generator.task_condition is not None:
+                from rpg.tasks.continuous import feature_dim
+
+                dim = feature_dim(s.tasks.continuous)
+                if s.generator.task_bits != dim:
+                    problems.append(
+                        f"config key '{where}.generator.task_bits': {s.generator.task_bits}, but the task vector of "
+                        f"features '{s.tasks.continuous.features}' has {dim} values"
+                    )
+            elif s.tasks is not None and s.generator.task_condition is not None:
                 classes = dataset_info(s.data)["num_classes"]
                 if s.generator.task_bits != classes:
                     problems.append(

@@ -89,6 +89,9 @@ def zoo_stages(settings: ZooSettings) -> list[str]:
     """The stages (rule families of :data:`STAGES`) whose jobs the workflow runs for one (experiment, zoo); the
     prompted stage for a task zoo (the one an experiment's prompts use)."""
     s = settings
+    if s.is_continuous_task_zoo:  # no prompts: a prompt names a class subset (a binary task)
+        return ["task_backbone", "collect_task_group", "tokenize", "train_generator", "generate_tasks",
+                "evaluate_tasks"]  # fmt: skip
     if s.is_task_zoo:
         return ["task_backbone", "collect_task_group", "tokenize", "train_generator", "generate_tasks",
                 "evaluate_tasks", "prompted"]  # fmt: skip

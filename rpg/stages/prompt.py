@@ -41,8 +41,9 @@ def prompts_of(config: Mapping[str, Any]) -> dict[str, str]:
 
 
 def prompt_zoo(settings: Mapping[str, Mapping[str, ZooSettings]], experiment: str) -> str | None:
-    """The task zoo of ``experiment`` that prompts use (its first one), or None."""
-    return next((zoo for zoo, s in settings.get(experiment, {}).items() if s.is_task_zoo), None)
+    """The binary task zoo of ``experiment`` that prompts use (its first one), or None."""
+    zoos = settings.get(experiment, {}).items()
+    return next((zoo for zoo, s in zoos if s.is_task_zoo and not s.is_continuous_task_zoo), None)
 
 
 def settings_for(config: Mapping[str, Any], experiment: str) -> ZooSettings:

@@ -16,7 +16,7 @@ from typing import Any
 
 from rpg.config import ZooSettings
 from rpg.io import read_json, write_digests, write_json
-from rpg.tasks import collect, evaluate
+from rpg.tasks import collect, continuous, continuous_eval, evaluate
 from rpg.tasks.plan import TaskZooPlan
 
 GROUP_TABLE = collect.GROUP_TABLE
@@ -40,6 +40,14 @@ def collect_group(
     s, out_dir = settings, Path(out_dir)
     g = plan.group(split, group)
     names = g.checkpoint_names(plan.checkpoints_per_task)  # <split>/<group>/<file>, relative to the zoo folder
+    if s.is_continuous_task_zoo:  # task values: the whole network fine-tuned from the shared backbone
+        continuous.collect_value_group(
+            arch=s.arch, tasks=s.tasks, data=s.data, backbone_path=backbone_path, split=split, group=group,
+            values=list(g.task_ids), out_paths=[out_dir / Path(n).name for n in names],
+            table_path=out_dir / GROUP_TABLE, device=s.device,
+        )  # fmt: skip
+        write_digests(out_dir)
+        return
     collect.collect_task_group(
         arch=s.arch, arch_kwargs=s.arch_kwargs, tasks=s.tasks, data=s.data, backbone_path=backbone_path,
         split=split, group=group, task_ids=list(g.task_ids), out_paths=[out_dir / Path(n).name for n in names],
@@ -69,6 +77,12 @@ def evaluate_tasks(
     out_dir: str | Path,
 ) -> dict[str, Any]:
     """Evaluate the task zoo on its held-out and seen tasks; ``out_dir`` gets the summary, tables and plots."""
+    if settings.is_continuous_task_zoo:
+        return continuous_eval.evaluate_continuous(
+            manifest=manifest, data=settings.data, tasks=settings.tasks, backbone_path=backbone_path,
+            token_dir=tokens_dir, generator_dir=generator_dir, out_dir=out_dir, device=settings.device,
+            plan=read_json(plan_path),
+        )  # fmt: skip
     return evaluate.evaluate_tasks(
         manifest=manifest, data=settings.data, tasks=settings.tasks, backbone_path=backbone_path,
         token_dir=tokens_dir, generator_dir=generator_dir, out_dir=out_dir, device=settings.device,

@@ -81,7 +81,7 @@ def generate_task_models(
     cfg = GenerateConfig.parse(generate_cfg, "generate").replace(task=None)
     generate_models(
         generator_dir=generator_dir, token_dir=token_dir, out_paths=out_paths, generate_cfg=cfg, device=device,
-        tasks=[[int(b) for b in t] for t in tasks] if cond else None,
+        tasks=[[float(b) for b in t] for t in tasks] if cond else None,
     )  # fmt: skip
 
 

@@ -119,8 +119,16 @@ def make_groups(task_ids: Sequence[int], group_size: int, split: str) -> list[Ta
 
 
 def plan_task_zoo(tasks_cfg: Mapping[str, Any] | TasksConfig, data_cfg: Mapping[str, Any] | DataConfig) -> TaskZooPlan:
-    """The split, collection groups and evaluated tasks of a task zoo (cheap: no data is read)."""
+    """The split, collection groups and evaluated tasks of a task zoo (cheap: no data is read).
+
+    A continuous family (``tasks.family`` other than binary) gets a :class:`rpg.tasks.continuous.ContinuousPlan`,
+    which has the same interface for the workflow.
+    """
     cfg = TasksConfig.parse(tasks_cfg, "tasks")
+    if cfg.is_continuous:
+        from rpg.tasks.continuous import plan_continuous
+
+        return plan_continuous(cfg)  # type: ignore[return-value]
     num_classes = dataset_info(data_cfg)["num_classes"]
     split = split_tasks(
         num_classes=num_classes,

@@ -258,9 +258,10 @@ def _index_record(path: Path, meta: Mapping[str, Any]) -> dict[str, Any]:
 
     task = meta.get("task")
     if task is not None:
-        if not isinstance(task, list) or not all(isinstance(b, (int, float)) for b in task):
-            raise RPGInputError(f"metadata 'task' must be a list of ints or null, got {task!r}", path)
-        task = [int(b) for b in task]
+        if not isinstance(task, list) or not all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in task):
+            raise RPGInputError(f"metadata 'task' must be a list of numbers or null, got {task!r}", path)
+        # binary task vectors stay ints; a continuous family's task vector holds floats (rpg.tasks.continuous)
+        task = [int(b) if float(b).is_integer() else float(b) for b in task]
     if "run" not in meta:
         log.warning("%s: no 'run' in metadata; counted as run 0", path)
     return {
@@ -281,6 +282,14 @@ def _states(records: Sequence[Mapping[str, Any]], mode: str) -> tuple[list[int],
     return [rank[r["run"]] for r in records], len(runs)
 
 
+def _task_type(records: Sequence[Mapping[str, Any]]):
+    """The task column's item type: int64 when every task vector is integral (binary tasks), else float64."""
+    import pyarrow as pa
+
+    tasks = [t for r in records if (t := r.get("task")) is not None]
+    return pa.int64() if all(isinstance(b, int) for t in tasks for b in t) else pa.float64()
+
+
 def _write_index(records: Sequence[Mapping[str, Any]], states: Sequence[int], path: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -294,10 +303,12 @@ def _write_index(records: Sequence[Mapping[str, Any]], states: Sequence[int], pa
             ("state", pa.int64()),
             ("step", pa.int64()),
             ("val_accuracy", pa.float64()),
-            ("task", pa.list_(pa.int64())),
+            ("task", pa.list_(_task_type(records))),
         ]
     )
     columns = {c: [r.get(c) for r in records] for c in INDEX_COLUMNS}
+    if schema.field("task").type.value_type == pa.float64():
+        columns["task"] = [None if t is None else [float(b) for b in t] for t in columns["task"]]
     columns["state"] = list(states)
     table = pa.table(columns, schema=schema)
     with atomic_path(path) as tmp:

@@ -160,6 +160,17 @@ TASK_PLANS = {
     for exp, zoo in TASK_ZOOS
 }
 TASK_ZOO_REGEX = zoo_regex([z for _, z in TASK_ZOOS])
+# binary and continuous task zoos share every task rule but the evaluation (different outputs); a zoo name is one
+# or the other in every experiment
+_CONTINUOUS = {z for e, z in TASK_ZOOS if SETTINGS[e][z].is_continuous_task_zoo}
+_BINARY = {z for e, z in TASK_ZOOS if not SETTINGS[e][z].is_continuous_task_zoo}
+if _CONTINUOUS & _BINARY:
+    raise WorkflowError(
+        f"invalid configuration:\nzoo name '{sorted(_CONTINUOUS & _BINARY)[0]}' is a continuous task zoo in one "
+        "experiment and a binary one in another; give them different names"
+    )
+BINARY_TASK_ZOO_REGEX = zoo_regex(_BINARY)
+CONTINUOUS_TASK_ZOO_REGEX = zoo_regex(_CONTINUOUS)
 ADAPTER_ZOO_REGEX = zoo_regex([z for _, z in ADAPTER_ZOOS])
 
 

@@ -6,6 +6,8 @@
 #                                               (split: seen | held_out; the group's task ids are in tasks.json)
 # generated/<zoo>/tasks/<split>/task<k>_model<m>.safetensors   model m for the k-th evaluated task of the split
 # evaluation/<zoo>/tasks/                       summary.json, table.csv, init_finetune.csv, plots
+#                                               (a continuous family, tasks.family: rotation: summary.json,
+#                                               table.csv, finetune.csv, plots; rpg.tasks.continuous_eval)
 #
 # Seen groups go through the standard tokenize and train_generator rules (zoo_dirs in common.smk); held-out
 # groups are reference models for the evaluation only.
@@ -153,7 +155,64 @@ rule evaluate_tasks:
     benchmark:
         "results/{exp}/benchmarks/evaluate/{zoo}_tasks.tsv"
     wildcard_constraints:
-        zoo=TASK_ZOO_REGEX,
+        zoo=BINARY_TASK_ZOO_REGEX,
+    conda:
+        "../../environment.yml"
+    threads: 1
+    resources:
+        mem_mb=lambda wildcards, attempt: 8000 * attempt,
+        runtime=lambda wildcards, attempt: 120 * attempt,
+    params:
+        settings=P("evaluate_tasks"),
+        manifest=task_manifest,
+    script:
+        "../scripts/task_evaluate.py"
+
+
+rule evaluate_continuous_tasks:
+    input:
+        backbone="results/{exp}/zoo/{zoo}/backbone.safetensors",
+        plan="results/{exp}/zoo/{zoo}/tasks.json",
+        tokens="results/{exp}/tokens/{zoo}",
+        generator="results/{exp}/generator/{zoo}/model.safetensors",
+        train_log="results/{exp}/generator/{zoo}/train_log.csv",
+        seen=lambda w: task_group_dirs(w.exp, w.zoo, "seen"),
+        held_out=lambda w: task_group_dirs(w.exp, w.zoo, "held_out"),
+        generated="results/{exp}/generated/{zoo}/tasks",
+    output:
+        summary="results/{exp}/evaluation/{zoo}/tasks/summary.json",
+        table=report(
+            "results/{exp}/evaluation/{zoo}/tasks/table.csv",
+            caption="../report/continuous_table.rst",
+            category="{exp}",
+            subcategory="{zoo}",
+        ),
+        parquet="results/{exp}/evaluation/{zoo}/tasks/table.parquet",
+        finetune="results/{exp}/evaluation/{zoo}/tasks/finetune.csv",
+        accuracy=report(
+            "results/{exp}/evaluation/{zoo}/tasks/accuracy_vs_value.png",
+            caption="../report/continuous_accuracy.rst",
+            category="{exp}",
+            subcategory="{zoo}",
+        ),
+        finetune_plot=report(
+            "results/{exp}/evaluation/{zoo}/tasks/finetune.png",
+            caption="../report/continuous_finetune.rst",
+            category="{exp}",
+            subcategory="{zoo}",
+        ),
+        loss=report(
+            "results/{exp}/evaluation/{zoo}/tasks/loss.png",
+            caption="../report/loss.rst",
+            category="{exp}",
+            subcategory="{zoo}",
+        ),
+    log:
+        "results/{exp}/logs/evaluate/{zoo}_tasks.log",
+    benchmark:
+        "results/{exp}/benchmarks/evaluate/{zoo}_tasks.tsv"
+    wildcard_constraints:
+        zoo=CONTINUOUS_TASK_ZOO_REGEX,
     conda:
         "../../environment.yml"
     threads: 1
