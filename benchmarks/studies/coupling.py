@@ -15,6 +15,11 @@ add to them and a row is remeasured only with ``--rerun``; ``coupling.md`` is th
     python benchmarks/studies/coupling.py --configs default --zoos cnn_m --seeds 0                  # one zoo
     python benchmarks/studies/coupling.py --configs default test_timm --seeds 0 1 2                 # the study
     python benchmarks/studies/coupling.py --render-only                                             # the table again
+    python benchmarks/studies/coupling.py --add DIR/results/digits cnn_m_ar cnn_m autoregressive     # a finished run
+
+``--add EXP_DIR RUN_ZOO ZOO MODE`` takes a row from a pipeline run made by hand (its evaluation summary and
+benchmarks under ``EXP_DIR``, the zoo named ``RUN_ZOO`` there), recorded as (``--add-config``, ZOO, ``--add-seed``,
+MODE); the mode's overrides must be what that run used.
 
 ``test_timm`` runs ``configs/test_timm.yaml`` (three zoos) for seed 0 only (``--timm-seeds`` for more). The peak memory
 of generation at 197.8M parameters in each mode is the scale benchmark's, e.g.::
@@ -179,9 +184,25 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     p.add_argument("--rerun", action="store_true", help="remeasure rows already in the CSV")
     p.add_argument("--render-only", action="store_true")
+    p.add_argument("--add", nargs=4, metavar=("EXP_DIR", "RUN_ZOO", "ZOO", "MODE"), help="a row from a finished run")
+    p.add_argument("--add-config", default="default")
+    p.add_argument("--add-seed", type=int, default=0)
     args = p.parse_args(argv)
     out = Path(args.out)
     rows = load_rows(out / "coupling.csv")
+    if args.add:
+        exp_dir, run_zoo, zoo, mode = args.add
+        if mode not in MODES:
+            raise SystemExit(f"mode {mode!r} unknown; one of {list(MODES)}")
+        exp_dir = Path(exp_dir)
+        summary = json.loads((exp_dir / "evaluation" / run_zoo / "summary.json").read_text())
+        row = row_of(summary, config=args.add_config, zoo=run_zoo, seed=args.add_seed, mode=mode,
+                     bench=exp_dir / "benchmarks", wall=float("nan"))  # fmt: skip
+        row.update(zoo=zoo, wall_s=None)
+        rows[(args.add_config, zoo, str(args.add_seed), mode)] = row
+        write_rows(rows, out)
+        print((out / "coupling.md").read_text())
+        return
     if args.render_only:
         write_rows(rows, out)
         print((out / "coupling.md").read_text())
