@@ -17,6 +17,13 @@ add to them and a row is remeasured only with ``--rerun``; ``coupling.md`` is th
     python benchmarks/studies/coupling.py --render-only                                             # the table again
     python benchmarks/studies/coupling.py --add DIR/results/digits cnn_m_ar cnn_m autoregressive     # a finished run
 
+    python benchmarks/studies/coupling.py --costs DIR/results/digits/tokens/cnn_m        # CPU-s per step and model
+    python benchmarks/studies/coupling.py --scale paper=/tmp/paper/scale.csv autoregressive=/tmp/ar/scale.csv
+
+``--costs TOKEN_DIR``: CPU seconds per training step and per generated model of each mode on a token store, with
+config.yaml's recipe (untrained generators; steps interleaved, medians), written to ``coupling_costs.{csv,md}``.
+``--scale MODE=CSV ...``: the scale benchmark's rows (e.g. convnext_large, 197.8M parameters) per mode, written to
+``coupling_scale.{csv,md}``.
 ``--add EXP_DIR RUN_ZOO ZOO MODE`` takes a row from a pipeline run made by hand (its evaluation summary and
 benchmarks under ``EXP_DIR``, the zoo named ``RUN_ZOO`` there), recorded as (``--add-config``, ZOO, ``--add-seed``,
 MODE); the mode's overrides must be what that run used.
@@ -172,6 +179,104 @@ def render(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def costs(token_dir: Path, modes: list[str], out: Path, *, train_steps: int = 10, repeats: int = 3,
+          models: int = 10) -> None:  # fmt: skip
+    """CPU-seconds per training step (batch 4, diffusion batch 128) and per model (a batch of ``models``, DDIM-20)
+    of every mode, with config.yaml's generator recipe, on the token store ``token_dir`` (medians of ``repeats``
+    interleaved measurements; 1 thread)."""
+    import statistics
+
+    import torch
+
+    from rpg.config import GeneratorConfig
+    from rpg.generator.model import build_generator
+    from rpg.generator.samplers import build_sampler
+    from rpg.optim import batch_rows
+    from rpg.tokens.store import TokenStore
+
+    torch.set_num_threads(1)
+    store = TokenStore(token_dir)
+    recipe = yaml.safe_load((ROOT / "config.yaml").read_text())
+    (_, exp), *_ = recipe["experiments"].items()
+    tokens_all = store.tokens(range(len(store)))
+    states_all = torch.tensor(store.index["state"].tolist())
+    setups = {}
+    for mode in modes:
+        torch.manual_seed(0)
+        model = build_generator(GeneratorConfig.parse({**exp["generator"], **MODES[mode]}), store.layout,
+                                store.num_states)  # fmt: skip
+        setups[mode] = (model, torch.optim.AdamW(model.parameters(), lr=3e-3))
+    train = {m: [] for m in modes}
+    gen = {m: [] for m in modes}
+    for rep in range(repeats):
+        for mode, (model, opt) in setups.items():
+            t0 = time.process_time()
+            for step in range(train_steps):
+                rows = batch_rows(step + train_steps * rep, batch_size=4, num_checkpoints=len(store), seed=0)
+                loss = model(tokens_all[rows], states_all[rows], diffusion_batch=128,
+                             generator=torch.Generator().manual_seed(step))  # fmt: skip
+                opt.zero_grad()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                opt.step()
+            train[mode].append((time.process_time() - t0) / train_steps)
+            sampler = build_sampler("ddim", schedule=model.schedule, steps=20)
+            t0 = time.process_time()
+            states = [i % store.num_states for i in range(models)]
+            gens = [torch.Generator().manual_seed(i) for i in range(models)]
+            for _ in model.sample_batch(states=states, sampler=sampler, generators=gens):
+                pass
+            gen[mode].append((time.process_time() - t0) / models)
+    rows = [{"mode": m, "train_cpu_s_per_step": statistics.median(train[m]),
+             "gen_cpu_s_per_model": statistics.median(gen[m])} for m in modes]  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / "coupling_costs.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    first = rows[0]
+    lines = ["| mode | train CPU-s / step | x first | gen. CPU-s / model | x first |", "|---|---|---|---|---|"]
+    for r in rows:
+        tr, ge = r["train_cpu_s_per_step"], r["gen_cpu_s_per_model"]
+        lines.append(f"| {r['mode']} | {tr:.3f} | {tr / first['train_cpu_s_per_step']:.2f} | {ge:.3f} | "
+                     f"{ge / first['gen_cpu_s_per_model']:.2f} |")  # fmt: skip
+    lines += ["", f"- Token store: {store.layout.num_tokens} tokens of {store.layout.token_size}, {len(store)} "
+              "checkpoints; config.yaml's generator recipe; untrained generators; a training step = batch of 4 "
+              "checkpoints, 128 token samples, backward, clipping, AdamW; a model = DDIM-20 in a batch of "
+              f"{models}; medians of {repeats} interleaved measurements (CPU time, 1 thread)."]  # fmt: skip
+    (out / "coupling_costs.md").write_text("\n".join(lines) + "\n")
+
+
+def scale_rows(pairs: list[str], out: Path) -> None:
+    """The scale benchmark's rows per mode (``MODE=path/scale.csv``) into ``coupling_scale.{csv,md}``."""
+    rows = []
+    for pair in pairs:
+        mode, path = pair.split("=", 1)
+        with open(path) as f:
+            for r in csv.DictReader(f):
+                rows.append({"mode": mode, "target": r["target"], "params": int(r["params"]),
+                             "tokens": int(r["tokens"]), "token_size": int(r["token_size"]), "method": r["method"],
+                             "gen_peak_gib": float(r["gen_peak_gib"]), "model_s": float(r["model_s"])})  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / "coupling_scale.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    first = rows[0]
+    lines = ["| mode | target | parameters | tokens | generation peak RSS GiB | x first | s / model | x first |",
+             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for r in rows:
+        peak, sec = r["gen_peak_gib"], r["model_s"]
+        ratios = f"{peak / first['gen_peak_gib']:.2f} | {sec:.0f} | {sec / first['model_s']:.2f}"
+        lines.append(f"| {r['mode']} | {r['target']} | {r['params'] / 1e6:.1f}M | {r['tokens']:,} of {r['token_size']} "
+                     f"| {peak:.2f} | {ratios} |")  # fmt: skip
+    lines += ["", "- `benchmarks/scale.py --targets convnext_large --backbones mamba2 --no-pdiff --train-steps 0` (an "
+              "untrained tiny generator with the narrow denoiser 1-4-8-4-1, DDIM-2, 1 thread, the pipeline's "
+              "streamed generation path), with `--set 'coupling=\"autoregressive\"'` for the coupled mode; peak RSS "
+              "of the generating process."]  # fmt: skip
+    (out / "coupling_scale.md").write_text("\n".join(lines) + "\n")
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--configs", nargs="+", default=["default", "test_timm"], choices=sorted(CONFIGS))
@@ -187,8 +292,18 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--add", nargs=4, metavar=("EXP_DIR", "RUN_ZOO", "ZOO", "MODE"), help="a row from a finished run")
     p.add_argument("--add-config", default="default")
     p.add_argument("--add-seed", type=int, default=0)
+    p.add_argument("--costs", metavar="TOKEN_DIR", help="CPU-s per training step and per model of --modes")
+    p.add_argument("--scale", nargs="+", metavar="MODE=CSV", help="the scale benchmark's rows per mode")
     args = p.parse_args(argv)
     out = Path(args.out)
+    if args.costs or args.scale:
+        if args.costs:
+            costs(Path(args.costs), args.modes, out)
+            print((out / "coupling_costs.md").read_text())
+        if args.scale:
+            scale_rows(args.scale, out)
+            print((out / "coupling_scale.md").read_text())
+        return
     rows = load_rows(out / "coupling.csv")
     if args.add:
         exp_dir, run_zoo, zoo, mode = args.add
