@@ -69,7 +69,7 @@ MODES: dict[str, dict] = {
 COLUMNS = ["config", "zoo", "seed", "mode", "orig_mean", "gen_mean", "gen_lo", "gen_hi", "n", "distinct", "copies",
            "pairwise_similarity", "similarity", "nearest_distance", "noise_margin", "noise_lo", "noise_hi",
            "noise_verdict", "gaussian_margin", "gaussian_lo", "gaussian_hi", "gaussian_verdict", "dominated_share",
-           "train_cpu_s", "gen_s_per_model", "wall_s"]  # fmt: skip
+           "train_cpu_s", "gen_s_per_model", "wall_s", "note"]  # fmt: skip
 
 
 def experiment_config(config: str, seed: int, mode: str, zoos: list[str] | None) -> tuple[str, dict]:
@@ -169,13 +169,16 @@ def render(rows: list[dict]) -> str:
             f"{_f(r['dominated_share'], 100, '.0f')}% | {_f(r['train_cpu_s'], 1, '.0f')} | "
             f"{_f(r['gen_s_per_model'], 1, '.2f')} |"
         )
+    notes = [f"{r['zoo']} seed {r['seed']} {r['mode']}: {r['note']}" for r in rows if r.get("note")]
     used = [m for m in MODES if any(r["mode"] == m for r in rows)]
     modes = "; ".join(f"`{m}`: {json.dumps(MODES[m], sort_keys=True)}" for m in used)
     lines += ["", f"- Modes (generator overrides): {modes}.",
               "- Test split; originals at equal n; margins = generated mean - frontier at the generated similarity, "
-              "with the evaluation's bootstrap interval and verdict; dominated = share of generated models some "
-              "baseline model beats in both accuracy and similarity; train CPU-s from the train rule's Snakemake "
-              "benchmark; gen. s / model = the generate rule's wall seconds / models."]  # fmt: skip
+              "with the evaluation's bootstrap interval and verdict; dominated = share of generated models that "
+              "some baseline model matches in accuracy at a lower similarity; train CPU-s from the train rule's "
+              "Snakemake benchmark; gen. s / model = the generate rule's wall seconds / models (on a shared machine: "
+              "CPU costs measured side by side are in coupling_costs.md)."]  # fmt: skip
+    lines += [f"- {n}." for n in notes]
     return "\n".join(lines) + "\n"
 
 
@@ -273,7 +276,7 @@ def scale_rows(pairs: list[str], out: Path) -> None:
     lines += ["", "- `benchmarks/scale.py --targets convnext_large --backbones mamba2 --no-pdiff --train-steps 0` (an "
               "untrained tiny generator with the narrow denoiser 1-4-8-4-1, DDIM-2, 1 thread, the pipeline's "
               "streamed generation path), with `--set 'coupling=\"autoregressive\"'` for the coupled mode; peak RSS "
-              "of the generating process."]  # fmt: skip
+              "of the generating process; s / model: its wall time (on a shared machine)."]  # fmt: skip
     (out / "coupling_scale.md").write_text("\n".join(lines) + "\n")
 
 
@@ -314,6 +317,12 @@ def main(argv: list[str] | None = None) -> None:
         row = row_of(summary, config=args.add_config, zoo=run_zoo, seed=args.add_seed, mode=mode,
                      bench=exp_dir / "benchmarks", wall=float("nan"))  # fmt: skip
         row.update(zoo=zoo, wall_s=None)
+        log = exp_dir / "logs" / "train" / f"{run_zoo}.log"
+        resumed = [ln for ln in log.read_text().splitlines() if "resuming from" in ln] if log.is_file() else []
+        if resumed:  # the train rule's benchmark covers only the last attempt
+            row["train_cpu_s"] = None
+            row["note"] = (f"training was resumed at step {resumed[-1].rsplit(' ', 1)[-1]}, so the train rule's "
+                           "benchmark covers only the last attempt: CPU-s left out")  # fmt: skip
         rows[(args.add_config, zoo, str(args.add_seed), mode)] = row
         write_rows(rows, out)
         print((out / "coupling.md").read_text())
