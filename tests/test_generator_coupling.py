@@ -152,10 +152,10 @@ def test_teacher_tokens_noise_and_dropout():
     assert torch.equal(out, again)
 
 
-@pytest.mark.parametrize("chunk_tokens", [1, 2, 256])
-def test_sampling_feeds_back_the_generated_tokens(chunk_tokens):
+@pytest.mark.parametrize(("chunk_tokens", "backbone"), [(1, "mamba2"), (2, "mamba2"), (256, "mamba2"), (2, "lstm")])
+def test_sampling_feeds_back_the_generated_tokens(chunk_tokens, backbone):
     """The prototypes used block by block are those of one teacher-forced pass over the generated model."""
-    model = make()
+    model = make(backbone=backbone)
     sampler = build_sampler("ddim", schedule=model.schedule, steps=4)
     seen = []
     frozen_condition = type(model.denoiser.frozen()).condition
