@@ -66,11 +66,12 @@ def test_store_copies_unselected_entries_from_the_reference(make_token_store, tm
     assert err.value.path == str(paths[0]) and not (tmp_path / "bad").exists()
 
 
-def test_generated_models_copy_the_unselected_entries(make_token_store, tmp_path, tiny_gen, tiny_train):
+@pytest.mark.parametrize("coupling", ["none", "autoregressive"])
+def test_generated_models_copy_the_unselected_entries(make_token_store, tmp_path, tiny_gen, tiny_train, coupling):
     paths = _zoo(tmp_path, make_token_store)
     tokens = tmp_path / "partial"
     write_token_store(paths, tokens, token_size=8, shard_size=4, include=["head.*"])
-    train_generator(token_dir=tokens, out_dir=tmp_path / "gen", generator_cfg=tiny_gen,
+    train_generator(token_dir=tokens, out_dir=tmp_path / "gen", generator_cfg={**tiny_gen, "coupling": coupling},
                     train_cfg={**tiny_train, "steps": 3}, device="cpu")  # fmt: skip
     out = [tmp_path / "generated" / f"model_{i}.safetensors" for i in range(2)]
     generate_models(generator_dir=tmp_path / "gen", token_dir=tokens, out_paths=out,

@@ -73,7 +73,10 @@ def test_killed_run_resumes_to_the_same_loss_curve(tmp_path, token_dir, tiny_gen
     assert pd.read_csv(killed / "train_log.csv")["step"].tolist() == [1, 2]
 
 
-def test_ddp_two_processes_gloo(tmp_path, token_dir, tiny_gen, tiny_train):
+@pytest.mark.parametrize("coupling", [{}, {"coupling": "autoregressive", "coupling_block": 2}],
+                         ids=["paper", "autoregressive"])  # fmt: skip
+def test_ddp_two_processes_gloo(tmp_path, token_dir, tiny_gen, tiny_train, coupling):
+    tiny_gen = {**tiny_gen, **coupling}
     out = tmp_path / "ddp"
     train_generator(token_dir=token_dir, out_dir=out, generator_cfg=tiny_gen,
                     train_cfg={**tiny_train, "steps": 3, "nproc": 2, "threads": 1}, device="cpu")  # fmt: skip

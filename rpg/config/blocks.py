@@ -17,6 +17,7 @@ from rpg.config.typed import Block, option
 
 CORRUPTIONS = ("shift", "blur", "noise", "erase", "contrast")
 BACKBONES = ("mamba2", "lstm", "transformer")
+COUPLINGS = ("none", "autoregressive")
 POSITION_KINDS = ("sin2d", "sin1d", "learned", "sin2d+learned", "sin1d+learned")
 PREDICTIONS = ("epsilon", "sample", "v")
 LOSS_WEIGHTINGS = ("none", "min_snr")
@@ -327,6 +328,31 @@ class GeneratorConfig(Block):
     )
     head_tokens: int = option(8, min=1)
     token_size: int | None = option(None, min=1, doc="a check against the token store's (null: take the store's)")
+    coupling: Literal[COUPLINGS] = option(
+        "none", neutral="none",
+        doc="none: the paper's backbone reads only (position, state, task), every token is denoised independently; "
+        "autoregressive: the backbone also reads the model's tokens of the previous block (teacher forcing with noisy "
+        "inputs in training, the generated ones at sampling, block by block)",
+    )  # fmt: skip
+    coupling_block: int = option(
+        8, min=1,
+        doc="autoregressive: tokens per block; a token's prototype sees the tokens of the blocks before its own (the "
+        "input at position i is the token at i - coupling_block); 1: token by token",
+    )  # fmt: skip
+    coupling_noise: float = option(
+        0.2, min=0.0,
+        doc="autoregressive: the teacher-forced input tokens get Gaussian noise of a std drawn uniformly in "
+        "[0, coupling_noise] per token (against exposure bias; tokens are in normalised units)",
+    )  # fmt: skip
+    coupling_dropout: float = option(
+        0.1, min=0.0, max=1.0, doc="autoregressive: each teacher-forced input token is zeroed with this probability"
+    )
+
+    COUPLING_KEYS = ("coupling_block", "coupling_noise", "coupling_dropout")
+
+    def inactive_keys(self) -> set[str]:
+        """The coupling settings without coupling (left out of the params)."""
+        return set(self.COUPLING_KEYS) if self.coupling == "none" else set()
 
     @classmethod
     def defaults_for(cls, data):
@@ -351,6 +377,8 @@ class GeneratorConfig(Block):
             yield "headdim", f"must divide expand * dim = {self.expand * self.dim}, got {self.headdim}"
         if self.backbone == "transformer" and self.dim % self.transformer_heads:
             yield "transformer_heads", f"must divide dim = {self.dim}, got {self.transformer_heads}"
+        if self.coupling != "none" and self.backbone == "transformer":
+            yield "coupling", "needs a recurrent backbone (mamba2 or lstm) that carries a state from block to block"
         if self.position.startswith("sin2d") and self.dim % 4:
             yield "dim", f"the 2D sinusoid needs a multiple of 4, got {self.dim}"
 

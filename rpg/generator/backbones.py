@@ -1,7 +1,9 @@
 """Recurrent backbones: [B, L, D] position/state inputs -> [B, L, D] prototypes.
 
 "mamba2" (the paper's default: stacked Mamba2 layers), "lstm" and a causal "transformer" (ablations).
-Parameter tokens are never an input: the backbone is a sequence model over positions.
+In the paper's mode parameter tokens are never an input: the backbone is a sequence model over positions (with
+``generator.coupling: autoregressive`` the model adds the previous block's tokens to the input, and the recurrent
+backbones run piece by piece with ``forward_stateful``).
 """
 
 from __future__ import annotations
@@ -44,6 +46,17 @@ class MambaStack(nn.Module):
             x = x + y if y.shape[-1] == x.shape[-1] else y
         return self.final_norm(x)
 
+    def forward_stateful(self, x: torch.Tensor, state: list | None = None) -> tuple[torch.Tensor, list]:
+        """:meth:`forward` on a piece of a longer sequence, given the state after the positions before (None: the
+        sequence starts here); returns (output, the state after the piece: one per layer)."""
+        states = [None] * len(self.layers) if state is None else state
+        out = []
+        for norm, layer, s in zip(self.norms, self.layers, states):
+            y, s = layer.forward_stateful(norm(x), s)
+            out.append(s)
+            x = x + y if y.shape[-1] == x.shape[-1] else y
+        return self.final_norm(x), out
+
 
 class LSTMBackbone(nn.Module):
     """A stacked LSTM of width D."""
@@ -54,6 +67,10 @@ class LSTMBackbone(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.lstm(x)[0]
+
+    def forward_stateful(self, x: torch.Tensor, state=None):
+        """:meth:`forward` on a piece of a longer sequence; ``state``: the LSTM's (h, c) after the positions before."""
+        return self.lstm(x, state)
 
 
 class CausalTransformer(nn.Module):

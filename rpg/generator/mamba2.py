@@ -57,9 +57,21 @@ def _segsum(a: torch.Tensor) -> torch.Tensor:
 
 
 def ssd_scan_chunked(
-    x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor, *, chunk_size: int = 64
-) -> torch.Tensor:
-    """The same y as :func:`ssd_scan_reference`, by chunks (state space duality)."""
+    x: torch.Tensor,
+    dt: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    *,
+    chunk_size: int = 64,
+    initial_state: torch.Tensor | None = None,
+    return_final_state: bool = False,
+):
+    """The same y as :func:`ssd_scan_reference`, by chunks (state space duality).
+
+    ``initial_state`` [b,h,p,n]: the state entering the sequence (default zero); with ``return_final_state`` the
+    result is (y, the state after the last position [b,h,p,n]), so a sequence can be scanned piece by piece.
+    """
     b, length, h, p = x.shape
     g, n = B.shape[2], B.shape[3]
     r = h // g
@@ -84,7 +96,10 @@ def ssd_scan_chunked(
 
     # 3. short recurrence across chunks: the state entering each chunk
     chunk_decay = torch.exp(a_cum[..., -1]).permute(0, 3, 1, 2)  # [b,c,g,r]
-    carried = [states.new_zeros(states[:, 0].shape)]
+    if initial_state is None:
+        carried = [states.new_zeros(states[:, 0].shape)]
+    else:
+        carried = [initial_state.to(states.dtype).reshape(b, g, r, p, n)]
     for k in range(c - 1):
         carried.append(carried[-1] * chunk_decay[:, k, ..., None, None] + states[:, k])
     entering = torch.stack(carried, dim=1)  # [b,c,g,r,p,n]
@@ -92,7 +107,12 @@ def ssd_scan_chunked(
     # 4. contribution of the entering state to every output in the chunk
     y_off = torch.einsum("bclgn,bcgrpn->bclgrp", C, entering)
     y = y + y_off * torch.exp(a_cum).permute(0, 3, 4, 1, 2)[..., None]
-    return y.reshape(b, c * q, h, p)[:, :length]
+    y = y.reshape(b, c * q, h, p)[:, :length]
+    if not return_final_state:
+        return y
+    # padding has zero input and zero log-decay: the state after the last chunk is the state after the last position
+    final = carried[-1] * chunk_decay[:, c - 1, ..., None, None] + states[:, c - 1]
+    return y, final.reshape(b, h, p, n)
 
 
 class RMSNormGated(nn.Module):
@@ -158,6 +178,39 @@ class Mamba2(nn.Module):
         if kernel is None and self.scan == "mamba_ssm":
             raise RuntimeError("scan='mamba_ssm' but mamba_ssm is not importable")
         return kernel is not None
+
+    def forward_stateful(
+        self, u: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """:meth:`forward` on a piece of a longer sequence: ``state`` = (conv state: the last d_conv - 1 conv inputs
+        [b, conv_dim, d_conv - 1], scan state [b, h, p, n]) of the positions before (None: the sequence starts
+        here); returns (y, the state after the piece). Running a sequence piece by piece gives the outputs of one
+        pass up to float rounding. Always the pure-torch scan."""
+        b, length, _ = u.shape
+        e, g, n, h, p = self.d_inner, self.ngroups, self.d_state, self.nheads, self.headdim
+        width = self.conv1d.kernel_size[0]
+        z, xbc, dt = torch.split(self.in_proj(u), [e, e + 2 * g * n, h], dim=-1)
+        xbc = xbc.transpose(1, 2)  # [b, conv_dim, length]
+        if state is None:
+            conv_state = xbc.new_zeros(b, xbc.shape[1], width - 1)
+            ssm_state = None
+        else:
+            conv_state, ssm_state = state
+        padded = torch.cat([conv_state.to(xbc.dtype), xbc], dim=2)
+        new_conv_state = padded[:, :, padded.shape[2] - (width - 1) :]
+        xbc = F.silu(F.conv1d(padded, self.conv1d.weight, self.conv1d.bias, groups=self.conv1d.groups).transpose(1, 2))
+        x, B, C = torch.split(xbc, [e, g * n, g * n], dim=-1)
+        x = x.reshape(b, length, h, p)
+        B = B.reshape(b, length, g, n)
+        C = C.reshape(b, length, g, n)
+        A = -torch.exp(self.A_log.float())
+        with torch.autocast(u.device.type, enabled=False):
+            dt_f = F.softplus(dt.float() + self.dt_bias.float())
+            y, ssm_state = ssd_scan_chunked(x.float(), dt_f, A, B.float(), C.float(), chunk_size=self.chunk_size,
+                                            initial_state=ssm_state, return_final_state=True)  # fmt: skip
+            y = y + self.D.float()[:, None] * x.float()
+        y = y.reshape(b, length, e)
+        return self.out_proj(self.norm(y.to(z.dtype), z)), (new_conv_state, ssm_state)
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
         b, length, _ = u.shape

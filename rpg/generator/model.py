@@ -1,7 +1,15 @@
 """The RPG model: (position + permutation state [+ task]) -> recurrent backbone -> prototypes -> denoiser.
 
-The recurrent input depends only on (state, task), so prototypes are computed once per distinct (state, task)
-of a batch and gathered per checkpoint; at generation once per model. Tokens are denoised in chunks.
+The paper's mode (``generator.coupling: none``): the recurrent input depends only on (state, task), so prototypes
+are computed once per distinct (state, task) of a batch and gathered per checkpoint; at generation once per model.
+Tokens are denoised in chunks.
+
+``generator.coupling: autoregressive``: the input at position i also holds a projection of the model's token at
+i - m (m = ``generator.coupling_block``; a learned start vector for i < m), so a token's prototype depends on the
+weights of the same model in the blocks before its own. Training feeds the checkpoint's own tokens (teacher
+forcing, with noise and dropout on them) and computes prototypes per checkpoint; sampling goes block by block:
+the backbone reads the block's positions and the generated tokens of the previous block, carrying its recurrent
+state across blocks, and the block's tokens are denoised together (in chunks of ``chunk_tokens``).
 """
 
 from __future__ import annotations
@@ -60,6 +68,37 @@ class TaskEncoder(nn.Module):
         return self.net(tasks.float())
 
 
+class TokenInput(nn.Module):
+    """Autoregressive coupling: the backbone input added at position i from the model's token at i - m.
+
+    A Linear(k -> D) of the token (padding as 0) and a learned start vector for the first m positions; both start at
+    zero, so an untrained coupled model computes the paper's prototypes.
+    """
+
+    def __init__(self, *, token_size: int, dim: int, block: int) -> None:
+        super().__init__()
+        self.block = block
+        self.proj = nn.Linear(token_size, dim)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+        self.start = nn.Parameter(torch.zeros(dim))
+
+    def shifted(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Inputs [B, L, D] for whole sequences ``tokens`` [B, L, k] (no NaN): the start vector at the first m
+        positions, then the projection of the token m positions before."""
+        b, length, _ = tokens.shape
+        head = self.start.expand(b, min(self.block, length), -1)
+        if length <= self.block:
+            return head
+        return torch.cat([head, self.proj(tokens[:, : length - self.block])], dim=1)
+
+    def block_input(self, previous: torch.Tensor | None, n: int) -> torch.Tensor:
+        """Inputs [n, D] of a block of n positions from the previous block's tokens [>= n, k] (None: the first)."""
+        if previous is None:
+            return self.start.expand(n, -1)
+        return self.proj(previous[:n])
+
+
 class RPGModel(nn.Module):
     """Recurrent diffusion parameter generator over a fixed token layout (L tokens of size k)."""
 
@@ -105,6 +144,16 @@ class RPGModel(nn.Module):
         self.schedule = DiffusionSchedule(
             num_timesteps=config.num_timesteps, beta_start=config.beta_start, beta_end=config.beta_end
         )
+        self.token_input: TokenInput | None = None  # created last: the paper's mode draws the same initial weights
+        if config.coupling == "autoregressive":
+            if not hasattr(self.backbone, "forward_stateful"):
+                raise ValueError(f"coupling {config.coupling!r} needs a recurrent backbone, got {config.backbone!r}")
+            self.token_input = TokenInput(token_size=token_size, dim=config.dim, block=config.coupling_block)
+
+    @property
+    def coupled(self) -> bool:
+        """Whether tokens see the weights of the same model already generated (``generator.coupling``)."""
+        return self.token_input is not None
 
     @property
     def token_mask(self) -> torch.Tensor:
@@ -125,13 +174,41 @@ class RPGModel(nn.Module):
             want = f"[{n}, {self.config.task_bits}]"
             raise ValueError(f"task-conditioned generator needs tasks of shape {want}, got {got}")
 
-    def prototypes(self, states: torch.Tensor, tasks: torch.Tensor | None = None) -> torch.Tensor:
-        """[S] states (+ [S, bits] tasks) -> [S, L, D] prototypes."""
+    def prototypes(
+        self, states: torch.Tensor, tasks: torch.Tensor | None = None, tokens: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """[S] states (+ [S, bits] tasks) -> [S, L, D] prototypes. A coupled model also needs each sequence's
+        ``tokens`` [S, L, k] (padding as 0; the inputs it is teacher-forced with)."""
         self._check_tasks(tasks, states.shape[0])
         h = self.position()[None] + self.permutation(states)[:, None, :]
         if self.task_encoder is not None:
             h = h + self.task_encoder(tasks)[:, None, :] * self.task_where[None, :, None]
+        if self.token_input is not None:
+            if tokens is None or tuple(tokens.shape) != (states.shape[0], self.num_tokens, self.token_size):
+                got = None if tokens is None else tuple(tokens.shape)
+                raise ValueError(f"a coupled generator needs tokens [{states.shape[0]}, {self.num_tokens}, "
+                                 f"{self.token_size}] beside the states, got {got}")  # fmt: skip
+            h = h + self.token_input.shifted(tokens)
+        elif tokens is not None:
+            raise ValueError("tokens given but the generator is not coupled (generator.coupling: none)")
         return self.backbone(h)
+
+    def teacher_tokens(self, tokens: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """The teacher-forced inputs of a coupled model from checkpoints ``tokens`` [B, L, k] (NaN padding):
+        padding set to 0, every token given Gaussian noise of a std drawn uniformly in [0, coupling_noise] and
+        zeroed with probability coupling_dropout (padding stays 0)."""
+        real = ~torch.isnan(tokens)
+        clean = tokens.nan_to_num(0.0)
+        b, length, _ = tokens.shape
+        cfg = self.config
+        out = clean
+        if cfg.coupling_noise > 0:
+            std = torch.rand(b, length, 1, generator=generator, device=tokens.device) * cfg.coupling_noise
+            out = out + std * torch.randn(tokens.shape, generator=generator, device=tokens.device)
+        if cfg.coupling_dropout > 0:
+            keep = torch.rand(b, length, 1, generator=generator, device=tokens.device) >= cfg.coupling_dropout
+            out = out * keep
+        return out * real
 
     def forward(
         self,
@@ -146,7 +223,8 @@ class RPGModel(nn.Module):
     ) -> torch.Tensor:
         """The training loss for checkpoints ``tokens`` [B, L, k] (NaN padding) with ``states`` [B].
 
-        Prototypes are computed once per distinct (state, task); a random subset of ``diffusion_batch`` tokens
+        Prototypes are computed once per distinct (state, task) (coupled: once per checkpoint, from its noisy
+        tokens, :meth:`teacher_tokens`); a random subset of ``diffusion_batch`` tokens
         (all-padding tokens excluded) is denoised, each at ``noise_samples`` timesteps with as many noises (its
         own timestep and noise per sample), so one backbone pass serves ``noise_samples`` x ``diffusion_batch``
         denoising samples. The subset is uniform, or drawn without replacement in proportion to ``token_weights``
@@ -157,8 +235,12 @@ class RPGModel(nn.Module):
         if noise_samples < 1:
             raise ValueError(f"noise_samples must be >= 1, got {noise_samples}")
         self._check_tasks(tasks, tokens.shape[0])
-        uniq_states, uniq_tasks, inverse = unique_conditions(states, tasks)
-        protos = self.prototypes(uniq_states, uniq_tasks)
+        if self.token_input is not None:  # prototypes per checkpoint: they depend on its tokens
+            protos = self.prototypes(states, tasks, self.teacher_tokens(tokens, generator))
+            inverse = torch.arange(tokens.shape[0], device=tokens.device)
+        else:
+            uniq_states, uniq_tasks, inverse = unique_conditions(states, tasks)
+            protos = self.prototypes(uniq_states, uniq_tasks)
         b_idx, l_idx = draw_tokens(~torch.isnan(tokens).all(dim=-1), diffusion_batch, generator, token_weights)
         cond = protos[inverse[b_idx], l_idx]
         x0 = tokens[b_idx, l_idx]
@@ -240,7 +322,8 @@ class RPGModel(nn.Module):
         Model b has permutation state ``states[b]`` (and task ``tasks[b]``) and draws all its noise from
         ``generators[b]``, in the order one model alone would, so each model is bit-identical to sampling it in a
         batch of one (on the CPU; see :mod:`rpg.generator.denoiser`). Prototypes are computed once per distinct
-        (state, task); then ``chunk_tokens`` tokens of every model at a time ([B x chunk_tokens] tokens per
+        (state, task) (a coupled model: block by block, :meth:`_sample_batch_coupled`); then ``chunk_tokens``
+        tokens of every model at a time ([B x chunk_tokens] tokens per
         denoiser step, in micro-batches of ``micro_batch`` tokens) are denoised, so memory holds one chunk of
         tokens per model, never the [L, k] tokens of a model. ``dtype``: the denoiser's compute dtype (bfloat16:
         its convs in bf16 and the backbone under autocast; the sampler's arithmetic stays float32). The mode
@@ -254,6 +337,11 @@ class RPGModel(nn.Module):
         was_training = self.training
         self.eval()
         try:
+            if self.token_input is not None:
+                yield from self._sample_batch_coupled(states=states, sampler=sampler, generators=generators,
+                                                      tasks=tasks, chunk_tokens=chunk_tokens, dtype=dtype,
+                                                      micro_batch=micro_batch)  # fmt: skip
+                return
             device = self.token_lengths.device
             protos, which = self._batch_prototypes(states, tasks, dtype)
             frozen = self.denoiser.frozen()
@@ -274,6 +362,59 @@ class RPGModel(nn.Module):
                 yield start, x.masked_fill(~mask, float("nan")).cpu()
         finally:
             self.train(was_training)
+
+    def _sample_batch_coupled(self, *, states, sampler, generators, tasks, chunk_tokens: int, dtype: torch.dtype,
+                              micro_batch: int | None) -> Iterator[tuple[int, torch.Tensor]]:  # fmt: skip
+        """:meth:`sample_batch` for a coupled model: blocks of m = ``coupling_block`` tokens, one after the other.
+
+        For each block and model, the backbone reads the block's positions, the model's state (and task) and the
+        model's generated tokens of the previous block (padding as 0), continuing from its recurrent state after
+        the previous block; the block's prototypes are then denoised ``chunk_tokens`` at a time (noise drawn per
+        model in the order of a batch of one). Memory holds one block of tokens and prototypes per model and the
+        backbone's recurrent state, never [L, k] or [L, D]. The backbone runs per model (like a batch of one), so a
+        model does not depend on the others of its batch.
+        """
+        device = self.token_lengths.device
+        m = self.config.coupling_block
+        frozen = self.denoiser.frozen()
+        if dtype != torch.float32:
+            frozen = frozen.to(dtype)
+        if micro_batch is None:
+            micro_batch = default_micro_batch(self.denoiser, device)
+        conditions = []  # per model: state embedding [D] and task embedding [D] (or None)
+        for b, state in enumerate(states):
+            task = None if tasks is None or tasks[b] is None else torch.as_tensor(tasks[b], device=device)
+            self._check_tasks(None if task is None else task.reshape(1, -1), 1)
+            s = self.permutation(torch.tensor([int(state)], device=device))[0]
+            t = None if task is None else self.task_encoder(task.float().reshape(1, -1))[0]
+            conditions.append((s, t))
+        recurrent: list = [None] * len(states)
+        previous: torch.Tensor | None = None  # [B, m, k] the generated tokens of the previous block, padding 0
+        times: dict[int, torch.Tensor] = {}
+        for first in range(0, self.num_tokens, m):
+            n = min(m, self.num_tokens - first)
+            pos = self.position.rows(first, first + n)
+            protos = []
+            for b, (s, t) in enumerate(conditions):
+                u = pos + s
+                if t is not None:
+                    u = u + t * self.task_where[first : first + n, None]
+                u = u + self.token_input.block_input(None if previous is None else previous[b], n)
+                with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32, cache_enabled=False):
+                    p, recurrent[b] = self.backbone.forward_stateful(u[None], recurrent[b])
+                protos.append(p[0].float())
+            block = torch.zeros(len(states), n, self.token_size, device=device)
+            for start in range(first, first + n, chunk_tokens):
+                cn = min(chunk_tokens, first + n - start)
+                off = start - first
+                c = torch.cat([frozen.condition(p[off : off + cn]) for p in protos])
+                noise = torch.stack([torch.randn(cn, self.token_size, generator=g, device=device) for g in generators])
+                eps = self._chunk_epsilon(frozen, c, times=times, micro_batch=micro_batch)
+                x = sample(eps, noise, sampler, generator=list(generators))
+                mask = self.chunk_mask(start, start + cn)
+                block[:, off : off + cn] = x.masked_fill(~mask, 0.0)
+                yield start, x.masked_fill(~mask, float("nan")).cpu()
+            previous = block
 
     def _chunk_epsilon(self, frozen, c: torch.Tensor, *, times: dict[int, torch.Tensor], micro_batch: int):
         """The sampler's network function for one chunk of B models (x [B, n, k], its prototypes' projections

@@ -61,3 +61,8 @@ class PositionEmbedding(nn.Module):
     def forward(self) -> torch.Tensor:
         """The [L, D] position table."""
         return self.fixed if self.learned is None else self.fixed + self.learned
+
+    def rows(self, start: int, stop: int) -> torch.Tensor:
+        """Rows ``start:stop`` of the table (the same values as ``self()[start:stop]``)."""
+        fixed = self.fixed[start:stop]
+        return fixed if self.learned is None else fixed + self.learned[start:stop]
