@@ -18,11 +18,11 @@ originals' vs generated test mean, distinct models, copies) goes to ``benchmarks
 rows to ``auto_steps.json`` beside it; a run of some zoos replaces their rows and keeps the others', so the zoos can
 be run a few at a time.
 
-    python benchmarks/studies/auto_steps.py                          # all 7 zoos (hours on 2 CPU cores)
-    python benchmarks/studies/auto_steps.py --zoos cnn_m vit mlp     # some of them
-    python benchmarks/studies/auto_steps.py --smoke                  # the plain-MLP zoo with tiny settings (minutes)
+    python benchmarks/auto_steps.py                          # all 7 zoos (hours on 2 CPU cores)
+    python benchmarks/auto_steps.py --zoos cnn_m vit mlp     # some of them
+    python benchmarks/auto_steps.py --smoke                  # the plain-MLP zoo with tiny settings (minutes)
 
-A study (docs/development.md, "Studies"): prepared; docs/tuning.md reports its smoke run.
+The table: docs/results.md, "Training that stops by itself" (``python docs/make.py`` copies it there).
 """
 
 from __future__ import annotations
@@ -39,9 +39,7 @@ import time
 from pathlib import Path
 
 import yaml
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/_common.py
-from _common import ROOT, machine  # noqa: E402
+from _common import ROOT, machine
 
 DIGITS_ZOOS = ("cnn_m", "vit")
 TIMM_ZOOS = ("test_resnet", "test_convnext", "test_vit")
@@ -49,7 +47,7 @@ BYO_ZOOS = ("mixer", "mlp")
 ALL_ZOOS = DIGITS_ZOOS + TIMM_ZOOS + BYO_ZOOS
 
 BYO_MODULE = '''
-"""Architectures of the bring-your-own zoos of benchmarks/studies/auto_steps.py (imported by the pipeline)."""
+"""Architectures of the bring-your-own zoos of benchmarks/auto_steps.py (imported by the pipeline)."""
 from torch import nn
 
 
@@ -294,7 +292,7 @@ def main(argv: list[str] | None = None) -> None:
         experiments = {name: smoke(exp) for name, exp in experiments.items()}
     wall = run_pipeline(experiments, work, args.cores)
     rows = [row(work, e, z) for e, exp in experiments.items() for z in exp["zoos"]]
-    command = "python benchmarks/studies/auto_steps.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python benchmarks/auto_steps.py " + " ".join(argv if argv is not None else sys.argv[1:])
     note = " (smoke settings: not a result)" if args.smoke else ""
     out = Path(args.out or (work / "auto_steps_smoke.md" if args.smoke else ROOT / "benchmarks" / "results" /
                             "auto_steps.md"))  # fmt: skip
