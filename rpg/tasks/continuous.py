@@ -11,7 +11,8 @@ the network, and a held-out angle has no trained model to copy.
 - **Collection.** One shared initialisation (the task zoo's backbone, trained on untransformed data) is fine-tuned,
   whole network, for every task value (:func:`collect_value_group`): models of nearby values share a basin, so
   averaging or interpolating them is meaningful (the baselines of :mod:`rpg.tasks.continuous_eval`).
-- **Plan.** :class:`ContinuousPlan` has the interface of :class:`rpg.tasks.plan.TaskZooPlan` that the workflow
+- **Plan.** :class:`rpg.tasks.plan.ContinuousPlan` (with the task vectors, in :mod:`rpg.tasks.plan`: cheap, no data
+  read) has the interface of :class:`rpg.tasks.plan.TaskZooPlan` that the workflow
   uses (groups, manifest, file names); a group's ``task_ids`` are its task values, so changing a value reruns its
   collection job.
 """
@@ -22,23 +23,28 @@ import logging
 import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, TensorDataset
 
 from rpg.classifier import finetune, score, steps_per_epoch
-from rpg.config import ContinuousTasksConfig, DataConfig, TasksConfig
+from rpg.config import DataConfig, TasksConfig
 from rpg.data import build_dataset, data_config
 from rpg.errors import RPGInputError
 from rpg.io import write_table
 from rpg.runtime import progress, resolve_device
-from rpg.tasks.plan import TaskGroup, generated_name, make_groups, member_checkpoint
+from rpg.tasks.plan import (
+    ContinuousPlan,
+    feature_dim,
+    plan_continuous,
+    task_features,
+    value_label,
+    value_seed,
+)
 from rpg.zoo.checkpoint import load_checkpoint, save_checkpoint
 from rpg.zoo.collect import checkpoint_steps
 from rpg.zoo.models import build_model
@@ -50,20 +56,6 @@ GROUP_COLUMNS = ["path", "split", "group", "task_value", "task", "run", "seed", 
 
 # ---------------------------------------------------------------------------------------------------------
 # task vectors and transforms
-
-
-def task_features(value: float, cfg: ContinuousTasksConfig) -> list[float]:
-    """The task vector of value ``value`` (see the module docstring); rounded to 6 digits (a stable JSON key)."""
-    v = float(value)
-    out = [v / cfg.scale]
-    if cfg.features == "fourier":
-        r = math.radians(v)
-        out += [math.sin(r), math.cos(r), math.sin(2 * r), math.cos(2 * r)]
-    return [round(x, 6) for x in out]
-
-
-def feature_dim(cfg: ContinuousTasksConfig) -> int:
-    return len(task_features(0.0, cfg))
 
 
 def rotate_images(x: torch.Tensor, degrees: float, *, fill: float) -> torch.Tensor:
@@ -92,110 +84,6 @@ def transformed(dataset: Dataset, value: float, *, family: str) -> TensorDataset
         raise RPGInputError("a continuous task family needs an in-memory image dataset (digits)", "config data")
     x, y = dataset.tensors
     return TensorDataset(rotate_images(x, value, fill=float(x.min())).contiguous(), y)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# plan
-
-
-def value_seed(seed: int, value: float) -> int:
-    """The seed of task value ``value``'s data order (the same whether seen or held out)."""
-    return int(seed) * 10_007 + int(round(float(value) * 1000)) % 1_000_003
-
-
-def _fmt(v: float) -> str:
-    return f"{float(v):g}"
-
-
-@dataclass(frozen=True)
-class ContinuousPlan:
-    """The plan of a continuous task zoo: seen / held-out task values, collection groups, evaluated values.
-
-    Interface of :class:`rpg.tasks.plan.TaskZooPlan` as the workflow uses it; groups hold task values.
-    """
-
-    cfg: ContinuousTasksConfig
-    family: str
-    groups: dict[str, list[TaskGroup]]
-    eval_tasks: dict[str, tuple[float, ...]]
-    checkpoints_per_task: int
-
-    @property
-    def seen(self) -> tuple[float, ...]:
-        return tuple(float(v) for v in self.cfg.seen)
-
-    @property
-    def held_out(self) -> tuple[float, ...]:
-        return tuple(float(v) for v in self.cfg.held_out)
-
-    def group(self, split: str, name: str) -> TaskGroup:
-        for g in self.groups[split]:
-            if g.name == name:
-                return g
-        raise KeyError(f"no task group {split}/{name}")
-
-    def checkpoint_names(self, split: str) -> list[str]:
-        return [n for g in self.groups[split] for n in g.checkpoint_names(self.checkpoints_per_task)]
-
-    def task_checkpoints(self, split: str, value: float) -> list[str]:
-        for g in self.groups[split]:
-            if float(value) in g.task_ids:
-                j = g.task_ids.index(float(value))
-                return [member_checkpoint(split, g.name, j, i) for i in range(self.checkpoints_per_task)]
-        raise KeyError(f"task value {value} is not a {split} value")
-
-    def inside(self, value: float) -> bool:
-        """Whether ``value`` lies inside the seen range (interpolation) rather than beyond it."""
-        return min(self.seen) <= float(value) <= max(self.seen)
-
-    def manifest(self, *, zoo_dir: str, generated_dir: str, models_per_task: int) -> list[dict[str, Any]]:
-        """A row per evaluated value: split, task_value, task vector, reference checkpoints, generated models."""
-        rows = []
-        for split in ("held_out", "seen"):
-            for k, v in enumerate(self.eval_tasks[split]):
-                rows.append(
-                    {
-                        "split": split,
-                        "task_value": float(v),
-                        "task": task_features(v, self.cfg),
-                        "inside": self.inside(v),
-                        "reference": [f"{zoo_dir}/{n}" for n in self.task_checkpoints(split, v)],
-                        "generated": [f"{generated_dir}/{generated_name(split, k, m)}" for m in range(models_per_task)],
-                    }
-                )
-        return rows
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "family": self.family,
-            "seen": list(self.seen),
-            "held_out": list(self.held_out),
-            "task_vectors": {_fmt(v): task_features(v, self.cfg) for v in self.seen + self.held_out},
-            "checkpoints_per_task": self.checkpoints_per_task,
-            "groups": {s: {g.name: list(g.task_ids) for g in gs} for s, gs in self.groups.items()},
-            "eval_tasks": {s: list(v) for s, v in self.eval_tasks.items()},
-        }
-
-
-def plan_continuous(cfg: TasksConfig) -> ContinuousPlan:
-    """The plan of a continuous task zoo (cheap: no data is read). Evaluated: every held-out value and
-    ``evaluate.seen_tasks`` seen values spread over the seen range."""
-    if cfg.continuous is None:
-        raise RPGInputError(f"family {cfg.family!r} needs tasks.continuous (seen, held_out)", "config tasks")
-    c = cfg.continuous
-    seen = tuple(float(v) for v in c.seen)
-    n_eval = min(int(cfg.evaluate.seen_tasks), len(seen))
-    picks = sorted({int(round(i)) for i in np.linspace(0, len(seen) - 1, n_eval)}) if n_eval else []
-    return ContinuousPlan(
-        cfg=c,
-        family=cfg.family,
-        groups={
-            "seen": make_groups(seen, cfg.group_size, "seen"),
-            "held_out": make_groups([float(v) for v in c.held_out], cfg.group_size, "held_out"),
-        },
-        eval_tasks={"held_out": tuple(float(v) for v in c.held_out), "seen": tuple(seen[i] for i in picks)},
-        checkpoints_per_task=cfg.checkpoints_per_task,
-    )
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -272,7 +160,7 @@ def collect_value_group(
 
         finetune(model, train_set, steps=steps, lr=cfg.finetune_lr, weight_decay=cfg.weight_decay,
                  batch_size=cfg.batch_size, seed=seed, device=dev, on_step=on_step)  # fmt: skip
-        log.info("task value %s: val accuracy %.4f (%.1fs)", _fmt(value), rows[-1]["val_accuracy"],
+        log.info("task value %s: val accuracy %.4f (%.1fs)", value_label(value), rows[-1]["val_accuracy"],
                  time.perf_counter() - start)  # fmt: skip
     write_table(pd.DataFrame(rows, columns=GROUP_COLUMNS), table_path)
 
