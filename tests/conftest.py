@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny fake zoo and its token store, tiny generator/training configs, a trained generator.
+"""Shared fixtures: a tiny fake zoo and its token store, tiny generator/training configs, a trained generator, and
+the tiny pipelines run to the end through Snakemake (built once per session, only when a selected test asks).
 
 The fake zoo holds checkpoints of a linear + BatchNorm "architecture" (arch "fake"): every kind of entry the
 tokenizer treats differently (weights, biases, BN weights, running_var, an integer buffer), in two runs.
@@ -17,7 +18,10 @@ from rpg.io import save_safetensors
 from rpg.tokens.store import write_token_store
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests/snakemake_helpers.py
+from snakemake_helpers import snakemake  # noqa: E402
+
 torch.set_num_threads(1)
+CONFIGS = Path(__file__).parent / "configs"
 
 TINY_GENERATOR = {"preset": "tiny", "dim": 32, "d_state": 8, "headdim": 16, "chunk_size": 8,
                   "denoiser_channels": [1, 4, 8, 4, 1], "time_dim": 16}  # fmt: skip
@@ -79,3 +83,26 @@ def trained_generator(tmp_path_factory):
     train_generator(token_dir=tokens, out_dir=root / "generator", generator_cfg=TINY_GENERATOR,
                     train_cfg={**TINY_TRAIN, "steps": 3}, device="cpu")  # fmt: skip
     return root, tokens, root / "generator"
+
+
+def _finished_run(tmp_path_factory, config: Path):
+    """``config`` run to the end in a new working directory; after the session, a check that no test wrote into it."""
+    workdir = tmp_path_factory.mktemp(config.stem + "_run")
+    snakemake("--cores", "2", "--configfile", str(config), "--directory", str(workdir))
+    files = lambda: {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in workdir.rglob("*") if p.is_file()}
+    before = files()
+    yield workdir
+    assert files() == before, f"a test wrote into the shared run {workdir}: copy it first (snakemake_helpers.copy_run)"
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """The working directory of tests/configs/tiny.yaml run to the end (``--cores 2``), shared by the session's slow
+    tests: read it, never run Snakemake in it; to rerun or change anything, copy it (``copy_run``) first."""
+    yield from _finished_run(tmp_path_factory, CONFIGS / "tiny.yaml")
+
+
+@pytest.fixture(scope="session")
+def tasks_tiny_run(tmp_path_factory):
+    """The same for tests/configs/tasks_tiny.yaml (the unseen-task experiment)."""
+    yield from _finished_run(tmp_path_factory, CONFIGS / "tasks_tiny.yaml")

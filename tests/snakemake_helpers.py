@@ -1,6 +1,8 @@
-"""Helpers shared by the workflow tests: run Snakemake on this repository's Snakefile, read its job counts."""
+"""Helpers shared by the workflow tests: run Snakemake on this repository's Snakefile, read its job counts, copy a
+finished run."""
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -32,3 +34,10 @@ def job_counts(output: str) -> dict[str, int]:
                 break
             counts[parts[0]] = int(parts[1])
     return counts
+
+
+def copy_run(src: Path, dst: Path) -> Path:
+    """A copy of a finished run's working directory (results and .snakemake, file times kept): up to date as the
+    original, so a test can rerun or change part of it without running the whole pipeline again."""
+    shutil.copytree(src, dst)
+    return dst
