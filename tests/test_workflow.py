@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from snakemake_helpers import job_counts, snakemake
+from snakemake_helpers import copy_run, job_counts, snakemake
 from test_params import reordered
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,9 +34,8 @@ def test_bad_config_names_key(tmp_path):
 
 
 @pytest.mark.slow
-def test_tiny_end_to_end(tmp_path):
-    snakemake("--cores", "2", "--configfile", str(TINY), "--directory", str(tmp_path))
-    res = tmp_path / "results"
+def test_tiny_end_to_end(tiny_run, tmp_path):
+    res = tiny_run / "results"  # the session's finished run of the tiny config (conftest.py)
     exp = "tiny"
     zoo_dirs = sorted(p.name for p in (res / exp / "evaluation").iterdir())
     assert zoo_dirs
@@ -75,13 +74,16 @@ def test_tiny_end_to_end(tmp_path):
                 assert torch.isfinite(model.eval()(torch.randn(2, *_input_shape(meta)))).all()
     assert (res / "report.html").stat().st_size > 10_000
 
+    # the rest runs Snakemake in a copy of the finished run
+    work = copy_run(tiny_run, tmp_path / "work")
+
     # config edits rerun only what they change (dry runs against the finished results)
     def dry_run_after(edit, *, whole=lambda cfg: cfg, sort_keys=True) -> dict[str, int]:
         cfg = yaml.safe_load(TINY.read_text())
         edit(cfg["experiments"]["tiny"])
         path = tmp_path / "edited.yaml"
         path.write_text(yaml.safe_dump(whole(cfg), sort_keys=sort_keys))
-        proc = snakemake("-n", "--configfile", str(path), "--directory", str(tmp_path))
+        proc = snakemake("-n", "--configfile", str(path), "--directory", str(work))
         return job_counts(proc.stdout + proc.stderr)
 
     # the same settings written otherwise rerun nothing: keys in reverse order at every depth (dry_run_after
@@ -93,7 +95,7 @@ def test_tiny_end_to_end(tmp_path):
     assert dry_run_after(floats_as_ints, whole=reordered, sort_keys=False) == {}
     # what Snakemake recorded for each job is what tests/golden/params.json pins
     golden = json.loads((ROOT / "tests/golden/params.json").read_text())["tests/configs/tiny.yaml"]["tiny"]["cnn_s"]
-    records = [json.loads(p.read_text()) for p in (tmp_path / ".snakemake" / "metadata").iterdir()]
+    records = [json.loads(p.read_text()) for p in (work / ".snakemake" / "metadata").iterdir()]
     pinned = [r for r in records if r["rule"] in golden]
     assert {r["rule"] for r in pinned} == set(golden)
     assert all(repr(golden[r["rule"]]) in r["params"] for r in pinned)
@@ -105,35 +107,37 @@ def test_tiny_end_to_end(tmp_path):
     # two more models: one new generation job (models 2-3), then the evaluation and the report
     assert dry_run_after(lambda e: e["generate"].update(num_models=4)) == {
         "generate": 1, "evaluate": 1, "report": 1, "all": 1}  # fmt: skip
-    # execution settings rerun nothing
-    for block, key, value in (("train", "threads", 2), ("train", "log_every", 1), ("train", "save_every", 3),
-                              ("generate", "threads", 2), ("evaluate", "batch_size", 7)):  # fmt: skip
-        edit = lambda e, b=block, k=key, v=value: e.setdefault(b, {}).update({k: v})
-        assert dry_run_after(edit) == {}, (block, key)
+
+    # execution settings rerun nothing (all at once: a setting that reached a stage's params would rerun it)
+    def execution_settings(e):
+        for block, key, value in (("train", "threads", 2), ("train", "log_every", 1), ("train", "save_every", 3),
+                                  ("generate", "threads", 2), ("evaluate", "batch_size", 7)):  # fmt: skip
+            e.setdefault(block, {})[key] = value
+
+    assert dry_run_after(execution_settings) == {}
     # a result setting reruns its stage and what follows it
     assert dry_run_after(lambda e: e["train"].update(steps=21)) == {
         "train_generator": 1, "generate": 1, "evaluate": 1, "report": 1, "all": 1}  # fmt: skip
 
-    # naming one run's directory as the target reruns only the job that makes it, nothing downstream
-    run0 = res / exp / "zoo" / "cnn_s" / "run0"
-    other = res / exp / "zoo" / "cnn_s" / "run1" / "ckpt_000.safetensors"
+    # every command of README's usage section runs (on the tiny config, in the copy), the one that rebuilds a run
+    # last: it reruns only the job that makes the run, nothing downstream; the later stages rerun next time
+    other = work / "results" / exp / "zoo" / "cnn_s" / "run1" / "ckpt_000.safetensors"
     before = other.stat().st_mtime_ns
-    proc = snakemake("--cores", "2", "--configfile", str(TINY), "--directory", str(tmp_path), "-f",
-                     str(run0.relative_to(tmp_path)))  # fmt: skip
-    counts = job_counts(proc.stdout + proc.stderr)
-    assert counts == {"collect_run": 1}, counts
-    assert other.stat().st_mtime_ns == before
-
-    # every command of README's usage section runs (on the tiny config, in this directory)
-    for line in readme_usage():
+    lines = sorted(readme_usage(), key=lambda line: "--force" in line)
+    for line in lines:
         args = line.replace("results/digits/", "results/tiny/").replace("cnn_m", "cnn_s").split()[1:]
         if "--configfile" in args:
             args[args.index("--configfile") + 1] = str(TINY)
         else:
             args += ["--configfile", str(TINY)]
-        proc = snakemake(*args, "--directory", str(tmp_path), check=False)
+        proc = snakemake(*args, "--directory", str(work), check=False)
         assert proc.returncode == 0, (line, proc.stderr[-3000:])
-    assert (tmp_path / "report.html").stat().st_size > 10_000  # snakemake --report
+    assert (work / "report.html").stat().st_size > 10_000  # snakemake --report
+    assert "--force" in lines[-1] and "results/tiny/zoo/cnn_s/run0" in args, lines[-1]
+    assert job_counts(proc.stdout + proc.stderr) == {"collect_run": 1}, lines[-1]
+    assert other.stat().st_mtime_ns == before
+    proc = snakemake("-n", "--configfile", str(TINY), "--directory", str(work))
+    assert job_counts(proc.stdout + proc.stderr) == {"zoo_table": 1, **downstream}
 
 
 def readme_usage() -> list[str]:
