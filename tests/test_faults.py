@@ -50,11 +50,11 @@ def run(workdir: Path, *args: str, fault: str | None = None, config: Path = TINY
     )  # fmt: skip
 
 
-def recover(workdir: Path, fault: str | None = None, config: Path = TINY) -> subprocess.CompletedProcess:
+def recover(workdir: Path, *targets: str, fault: str | None = None, config: Path = TINY) -> subprocess.CompletedProcess:
     """The README's recovery: unlock (no other run is active), then rerun with --rerun-incomplete."""
     unlocked = run(workdir, "--unlock", config=config)
     assert unlocked.returncode == 0, unlocked.stderr[-2000:]
-    return run(workdir, "--rerun-incomplete", fault=fault, config=config)
+    return run(workdir, "--rerun-incomplete", *targets, fault=fault, config=config)
 
 
 def artefacts(workdir: Path) -> dict[str, bytes]:
@@ -73,11 +73,8 @@ def artefacts(workdir: Path) -> dict[str, bytes]:
 
 
 @pytest.mark.slow
-def test_kill_9_in_every_stage_then_recovery_gives_identical_outputs(tmp_path):
-    reference, faulty = tmp_path / "reference", tmp_path / "faulty"
-    done = run(reference)
-    assert done.returncode == 0, done.stderr[-3000:]
-
+def test_kill_9_in_every_stage_then_recovery_gives_identical_outputs(tiny_run, tmp_path):
+    reference, faulty = tiny_run, tmp_path / "faulty"  # the reference: the session's uninterrupted run (conftest.py)
     proc = run(faulty, fault=f"{FAULTS[0][0]}:{FAULTS[0][1]}")
     for i, (stage, _) in enumerate(FAULTS):
         assert proc.returncode != 0, f"the run survived the fault in {stage}"
@@ -111,9 +108,9 @@ def test_kill_9_in_every_stage_then_recovery_gives_identical_outputs(tmp_path):
     cfg["experiments"]["tiny"]["zoos"]["cnn_s"]["collect"]["seed"] = 1
     reseeded = tmp_path / "reseeded.yaml"
     reseeded.write_text(yaml.safe_dump(cfg))
-    proc = run(faulty, fault="train:150", config=reseeded)  # killed after the save at step 100
+    proc = run(faulty, model, fault="train:150", config=reseeded)  # killed after the save at step 100
     assert proc.returncode != 0
-    proc = recover(faulty, config=reseeded)
+    proc = recover(faulty, model, config=reseeded)
     assert proc.returncode == 0, proc.stderr[-3000:]
     new = load_safetensors(faulty / "results/tiny/generator/cnn_s/model.safetensors")[0]
     old = load_safetensors(reference / "results/tiny/generator/cnn_s/model.safetensors")[0]
