@@ -84,23 +84,27 @@ def test_prompt_config_keys():
 
 
 @pytest.mark.slow
-def test_prompted_target_end_to_end(tmp_path):
+def test_prompted_target_end_to_end(tasks_tiny_run, tmp_path):
     """The tiny task zoo, then results/<exp>/prompted/<slug>/summary.json for a prompt given with --config."""
-    from snakemake_helpers import job_counts, snakemake
+    from snakemake_helpers import copy_run, job_counts, snakemake
 
     tiny = ROOT / "tests" / "configs" / "tasks_tiny.yaml"
     target = "results/tasks_tiny/prompted/find-the-fours-and-the-nines/summary.json"
-    args = ("--configfile", str(tiny), "--directory", str(tmp_path), "--config", "prompt=find the fours and the nines")
-    counts = job_counts(snakemake("-n", target, *args).stdout)
-    assert counts["prompted"] == 1 and "evaluate_tasks" not in counts
-    snakemake("--cores", "2", target, *args)
-    summary = json.loads((tmp_path / target).read_text())
+    args = ("--configfile", str(tiny), "--config", "prompt=find the fours and the nines")
+    counts = job_counts(snakemake("-n", target, *args, "--directory", str(tmp_path / "new")).stdout)
+    assert counts["prompted"] == 1 and "evaluate_tasks" not in counts  # from scratch: the zoo, then the prompt
+    # on the session's finished run of the config (a copy): the prompt alone
+    work = copy_run(tasks_tiny_run, tmp_path / "work")
+    proc = snakemake("--cores", "2", target, *args, "--directory", str(work))
+    assert job_counts(proc.stdout + proc.stderr) == {"prompted": 1}
+    summary = json.loads((work / target).read_text())
     assert summary["task_bits"] == "0000100001" and summary["positive_classes"] == ["four", "nine"]
     assert summary["task_split"] in ("seen", "held_out", "new")
     assert summary["generated_balanced_accuracy"]["n"] == 2
     assert 0.0 <= summary["generated_balanced_accuracy"]["mean"] <= 1.0
     assert len(summary["reference_checkpoints_balanced_accuracy"]) == 2  # trained by the stage with the zoo's recipe
     assert 0.0 <= summary["reference_balanced_accuracy"] <= 1.0
-    assert len(list((tmp_path / target).parent.glob("generated/*.safetensors"))) == 2
-    proc = snakemake("-n", "results/tasks_tiny/prompted/nope/summary.json", *args, check=False)
+    assert len(list((work / target).parent.glob("generated/*.safetensors"))) == 2
+    nope = "results/tasks_tiny/prompted/nope/summary.json"
+    proc = snakemake("-n", nope, *args, "--directory", str(work), check=False)
     assert proc.returncode != 0 and "no prompt 'nope'" in proc.stdout + proc.stderr

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from snakemake_helpers import job_counts, snakemake
+from snakemake_helpers import copy_run, job_counts, snakemake
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ROOT / "tests" / "configs" / "tasks_tiny.yaml"
@@ -71,9 +71,8 @@ def test_bad_task_config_names_the_key(tmp_path, change, key):
 
 
 @pytest.mark.slow
-def test_tiny_task_experiment_end_to_end(tmp_path):
-    snakemake("--cores", "2", "--configfile", str(TINY), "--directory", str(tmp_path))
-    res = tmp_path / "results" / "tasks_tiny"
+def test_tiny_task_experiment_end_to_end(tasks_tiny_run, tmp_path):
+    res = tasks_tiny_run / "results" / "tasks_tiny"  # the session's finished run of the config (conftest.py)
     ev = res / "evaluation" / "cnn_s" / "tasks"
     summary = json.loads((ev / "summary.json").read_text())
     assert summary["kind"] == "tasks"
@@ -117,9 +116,9 @@ def test_tiny_task_experiment_end_to_end(tmp_path):
     build_model(meta["arch"], meta["arch_kwargs"]).load_state_dict(state, strict=True)
     assert meta["arch_kwargs"]["num_classes"] == 2
 
-    report = (tmp_path / "results" / "report.html").read_text()
+    report = (tasks_tiny_run / "results" / "report.html").read_text()
     assert "generated (RPG)" in report and "task_accuracy" in report
 
-    # everything is up to date now
-    proc = snakemake("-n", "--configfile", str(TINY), "--directory", str(tmp_path))
+    # everything is up to date now (a dry run writes Snakemake's caches: in a copy)
+    proc = snakemake("-n", "--configfile", str(TINY), "--directory", str(copy_run(tasks_tiny_run, tmp_path / "work")))
     assert "Nothing to be done" in proc.stdout + proc.stderr

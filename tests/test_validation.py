@@ -304,23 +304,26 @@ def test_auto_steps_resume_after_a_kill(tmp_path, token_dir, tiny_gen, tiny_trai
 
 
 @pytest.mark.slow
-def test_tiny_pipeline_with_auto_steps(tmp_path):
+def test_tiny_pipeline_with_auto_steps(tiny_run, tmp_path):
     """The tiny config with ``steps: auto``: validation on digits with the classification evaluator, the training
-    stops by its rule, the generator kept is the best validation's, and the evaluation reads the validation log."""
+    stops by its rule, the generator kept is the best validation's, and the evaluation reads the validation log.
+    Run in a copy of the session's finished tiny run: only the training and what follows it rerun."""
     import json
     from pathlib import Path
 
     import yaml
-    from snakemake_helpers import snakemake
+    from snakemake_helpers import copy_run, job_counts, snakemake
 
     tiny = Path(__file__).parent / "configs" / "tiny.yaml"
     cfg = yaml.safe_load(tiny.read_text())
     cfg["experiments"]["tiny"]["train"].update(steps="auto", max_steps=300, validate_every=50, patience=2)
     config = tmp_path / "auto.yaml"
     config.write_text(yaml.safe_dump(cfg))
-    snakemake("--cores", "2", "--configfile", str(config), "--directory", str(tmp_path),
-              "results/tiny/evaluation/cnn_s/summary.json")  # fmt: skip
-    gen = tmp_path / "results" / "tiny" / "generator" / "cnn_s"
+    work = copy_run(tiny_run, tmp_path / "work")
+    proc = snakemake("--cores", "2", "--configfile", str(config), "--directory", str(work),
+                     "results/tiny/evaluation/cnn_s/summary.json")  # fmt: skip
+    assert job_counts(proc.stdout + proc.stderr) == {"train_generator": 1, "generate": 1, "evaluate": 1}
+    gen = work / "results" / "tiny" / "generator" / "cnn_s"
     training = json.loads((gen / "config.json").read_text())["training"]
     assert training["stopped"] in ("reached", "plateau", "max_steps") and training["validations"] >= 2
     assert training["kept_step"] == training["best_step"] and training["kept_step"] % 50 == 0
@@ -328,6 +331,6 @@ def test_tiny_pipeline_with_auto_steps(tmp_path):
     assert log["step"].max() == training["steps_run"] and log["val_score"].notna().sum() == training["validations"]
     assert 0.3 < log["val_target"].dropna().iloc[0] <= 1.0  # the originals' val accuracy
     assert log.loc[log["step"] == training["kept_step"], "val_score"].item() == training["best_val_score"]
-    summary = json.loads((tmp_path / "results" / "tiny" / "evaluation" / "cnn_s" / "summary.json").read_text())
+    summary = json.loads((work / "results" / "tiny" / "evaluation" / "cnn_s" / "summary.json").read_text())
     assert summary["diagnosis"]["validation_trend"] is not None  # the evaluation read the validation columns
-    assert "validation at step 50" in (tmp_path / "results" / "tiny" / "logs" / "train" / "cnn_s.log").read_text()
+    assert "validation at step 50" in (work / "results" / "tiny" / "logs" / "train" / "cnn_s.log").read_text()
