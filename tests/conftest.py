@@ -7,11 +7,14 @@ tokenizer treats differently (weights, biases, BN weights, running_var, an integ
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from filelock import FileLock
 
 from rpg.generator.trainer import train_generator
 from rpg.io import save_safetensors
@@ -28,6 +31,14 @@ TINY_GENERATOR = {"preset": "tiny", "dim": 32, "d_state": 8, "headdim": 16, "chu
 TINY_TRAIN = {"steps": 6, "batch_size": 2, "diffusion_batch": 16, "lr": 1e-3, "warmup_steps": 2, "save_every": 2,
               "log_every": 2, "seed": 0, "ema_decay": 0.9}  # fmt: skip
 FAKE_KEYS = ["fc.weight", "fc.bias", "bn.weight", "bn.running_var", "bn.num_batches_tracked", "head.weight"]
+
+
+def pytest_xdist_auto_num_workers(config) -> int:
+    """``-n auto`` (README's test command): one worker more than CPU cores. The end-to-end tests spend part of their
+    time waiting on subprocesses (Snakemake's jobs, the Slurm cluster's status checks), and a third worker on 2 cores
+    fills it (docs/development.md has the timings)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return cores + 1
 
 
 def _make_token_store(root: Path, *, runs: int = 2, per_run: int = 3, tasks: bool = False, token_size: int = 16):
@@ -86,9 +97,20 @@ def trained_generator(tmp_path_factory):
 
 
 def _finished_run(tmp_path_factory, config: Path):
-    """``config`` run to the end in a new working directory; after the session, a check that no test wrote into it."""
-    workdir = tmp_path_factory.mktemp(config.stem + "_run")
-    snakemake("--cores", "2", "--configfile", str(config), "--directory", str(workdir))
+    """``config`` run to the end in a new working directory; after the session, a check that no test wrote into it.
+
+    Under pytest-xdist (``-n``) the workers share one run: the first to ask builds it under a file lock in the
+    session's common temporary folder, the others wait for it and read it."""
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # .../pytest-N/popen-gw0 -> .../pytest-N, shared by the workers
+    workdir, done = base / f"{config.stem}_run", base / f"{config.stem}_run.done"
+    with FileLock(str(base / f"{config.stem}_run.lock")):
+        if not done.exists():
+            shutil.rmtree(workdir, ignore_errors=True)  # a build that failed in another worker
+            workdir.mkdir()
+            snakemake("--cores", "2", "--configfile", str(config), "--directory", str(workdir))
+            done.touch()
     files = lambda: {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in workdir.rglob("*") if p.is_file()}
     before = files()
     yield workdir

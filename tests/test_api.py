@@ -39,7 +39,7 @@ def results(tmp_path_factory) -> Path:
 
     cfg = yaml.safe_load((ROOT / "tests" / "configs" / "tiny.yaml").read_text())
     exp = cfg["experiments"]["tiny"]
-    exp["train"].update(steps=30, save_every=1000, log_every=10)
+    exp["train"].update(steps=30, save_every=1000, log_every=1)  # 30 steps: far from converged
     exp["evaluate"].update(bootstrap=100)
     exp["zoos"]["cnn_s"]["collect"].update(epochs=1, checkpoints=2)
     root = tmp_path_factory.mktemp("pipeline")
@@ -76,6 +76,24 @@ def table_score(root: Path, name: str) -> float:
 def logits(model: torch.nn.Module) -> torch.Tensor:
     with torch.no_grad():
         return model.eval()(X)
+
+
+def test_an_under_trained_generator_is_diagnosed_and_gets_no_frontier_verdict(results):
+    """The fixture's generator, trained 30 steps through the pipeline's stages, samples broken models: the evaluation
+    says 'not converged' from the real training log, the report's section for the zoo says so first, and no frontier
+    check passes or fails them."""
+    from rpg.report import _zoo_section
+
+    out = results / "results/tiny/evaluation/cnn_s"
+    s = json.loads((out / "summary.json").read_text())
+    gap = s["original"]["score"]["mean"] - s["generated"]["score"]["mean"]
+    d = s["diagnosis"]
+    assert gap > s["diagnosis"]["tolerance"] and d["gap"] == pytest.approx(gap), (gap, d)
+    assert d["status"] == "not converged" and d["loss_trend"] < 0 and "train.steps" in d["message"], d
+    frontier = [k for k in s["checks"] if k.startswith("generated_beats_")]
+    assert frontier and {s["checks"][k] for k in frontier} <= {"not applicable"}, {k: s["checks"][k] for k in frontier}
+    section = _zoo_section("tiny", "cnn_s", out)
+    assert section.index("Diagnosis (not converged)") < section.index("<table")
 
 
 def test_import_is_cheap_and_the_surface_small():

@@ -250,7 +250,7 @@ def test_summary_copies_frontier_not_covered_and_missing_generated():
     t = synthetic_table()
     gen = t["kind"] == "generated"
     t.loc[gen, ["max_iou", "score", "nearest_distance", "copy"]] = [0.95, 0.80, 0.01, True]
-    s = summarize(t)
+    s = summarize(t, cfg=EvaluateConfig(frontier_max_gap=0.2))  # 10 points below the originals: still a claim
     assert s["checks"]["generated_not_copies"] is False and s["generated"]["copies"] == 2
     # 0.95 lies above the noise frontier's range (0.4 .. 0.9): not covered, no clamping
     assert s["checks"]["generated_beats_noise_at_equal_similarity"] == "not covered"
@@ -260,6 +260,8 @@ def test_summary_copies_frontier_not_covered_and_missing_generated():
     s = summarize(t[~gen])
     assert s["generated"]["score"]["mean"] is None and s["checks"]["generated_not_copies"] is None
     assert s["checks"]["generated_beats_noise_at_equal_similarity"] == "no generated models"
+    # beyond the tolerance (default 5 points) no frontier speaks, covered or not
+    assert summarize(t)["checks"]["generated_beats_noise_at_equal_similarity"] == "not applicable"
 
 
 def test_frontier_ties_are_averaged_and_levels_extend_until_covered():
@@ -881,5 +883,4 @@ def test_under_trained_generator_is_diagnosed_and_gets_no_frontier_verdict():
     s = summarize(table, cfg=EvaluateConfig(bootstrap=200), train_log=_log(np.linspace(1.0, 0.3, 200)))
     assert s["diagnosis"]["status"] == "not converged"
     verdicts = {s["checks"][f"generated_beats_{f}_at_equal_similarity"] for f in ("noise", "interpolation", "gaussian")}
-    assert verdicts <= {"not applicable", "not covered", "no baseline"}
-    assert s["checks"]["generated_beats_noise_at_equal_similarity"] == "not applicable"
+    assert verdicts == {"not applicable"}

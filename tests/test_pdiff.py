@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
+from snakemake_helpers import snakemake
 
 from rpg.config import ConfigError, PDiffConfig, resolve_config
 from rpg.errors import RPGInputError
@@ -22,6 +21,7 @@ from rpg.stages import pdiff as pdiff_stage
 from rpg.tokens.store import TokenStore, write_token_store
 
 ROOT = Path(__file__).resolve().parent.parent
+TINY = ROOT / "tests" / "configs" / "tiny.yaml"
 FAST = {"channels": [2, 4], "latent_dim": 8, "kernel_size": 3, "ae_steps": 30, "ae_batch_size": 4, "steps": 30,
         "batch_size": 4, "denoiser_channels": [1, 4, 1], "time_dim": 8, "warmup_steps": 2,
         "sampling_steps": 10}  # fmt: skip
@@ -194,17 +194,14 @@ def test_summary_and_report_show_pdiff_beside_rpg():
 
 
 def test_workflow_adds_pdiff_rules_only_when_enabled(tmp_path):
-    tiny = (ROOT / "tests" / "configs" / "tiny.yaml").read_text()
+    tiny = TINY.read_text()
     enabled = tmp_path / "pdiff.yaml"
     enabled.write_text(tiny.replace("collect: {epochs: 2, checkpoints: 3, batch_size: 128}",
                                     "collect: {epochs: 2, checkpoints: 3, batch_size: 128}\n"
                                     "        pdiff: {enabled: true, ae_steps: 5}"))  # fmt: skip
     assert "pdiff: {enabled: true" in enabled.read_text()
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-n", "--cores", "1",
-           "--directory", str(tmp_path)]  # fmt: skip
-    out = subprocess.run([*cmd, "--configfile", str(enabled)], capture_output=True, text=True, check=True).stdout
+    out = snakemake("-n", "--cores", "1", "--directory", str(tmp_path), "--configfile", str(enabled)).stdout
     assert "rule train_pdiff:" in out and "rule generate_pdiff:" in out
     assert "results/tiny/generated_pdiff/cnn_s/batch000" in out  # an input of the evaluation
-    plain = subprocess.run([*cmd, "--configfile", str(ROOT / "tests" / "configs" / "tiny.yaml")], capture_output=True,
-                           text=True, check=True).stdout  # fmt: skip
+    plain = snakemake("-n", "--cores", "1", "--directory", str(tmp_path), "--configfile", str(TINY)).stdout
     assert "rule train_pdiff:" not in plain and "generated_pdiff" not in plain and "rule evaluate:" in plain

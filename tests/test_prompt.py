@@ -59,6 +59,7 @@ def test_rules_with_a_word_encoder():
         prompt_task("x", names=DIGIT_NAMES, encoder=enc, rule="vote")
 
 
+@pytest.mark.slow  # the real all-MiniLM-L6-v2 (transformers, 90 MB of weights)
 def test_minilm_on_prompts_that_name_digits(capsys):
     from rpg.adapters.encoder import sentence_encoder
 

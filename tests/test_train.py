@@ -73,8 +73,8 @@ def test_killed_run_resumes_to_the_same_loss_curve(tmp_path, token_dir, tiny_gen
     assert pd.read_csv(killed / "train_log.csv")["step"].tolist() == [1, 2]
 
 
-@pytest.mark.parametrize("coupling", [{}, {"coupling": "autoregressive", "coupling_block": 2}],
-                         ids=["paper", "autoregressive"])  # fmt: skip
+@pytest.mark.parametrize("coupling", [pytest.param({}, id="paper"), pytest.param(
+    {"coupling": "autoregressive", "coupling_block": 2}, id="autoregressive", marks=pytest.mark.slow)])  # fmt: skip
 def test_ddp_two_processes_gloo(tmp_path, token_dir, tiny_gen, tiny_train, coupling):
     tiny_gen = {**tiny_gen, **coupling}
     out = tmp_path / "ddp"

@@ -131,7 +131,7 @@ def test_tiny_end_to_end(tiny_run, tmp_path):
         else:
             args += ["--configfile", str(TINY)]
         proc = snakemake(*args, "--directory", str(work), check=False)
-        assert proc.returncode == 0, (line, proc.stderr[-3000:])
+        assert proc.returncode == 0, (line, (proc.stdout + proc.stderr)[-3000:])
     assert (work / "report.html").stat().st_size > 10_000  # snakemake --report
     assert "--force" in lines[-1] and "results/tiny/zoo/cnn_s/run0" in args, lines[-1]
     assert job_counts(proc.stdout + proc.stderr) == {"collect_run": 1}, lines[-1]

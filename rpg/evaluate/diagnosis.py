@@ -5,8 +5,9 @@ below the originals' (equal n, test split) they are "not applicable", and this d
 and what to change, from the generator's training log:
 
 * ``ok``: the generated mean is within the tolerance of the originals';
-* ``not converged``: the smoothed training loss was still falling over the last fifth of training (by more than
-  :data:`STILL_FALLING`), or the sampled validation score was still rising: train longer;
+* ``not converged``: the training loss was still falling at the end (as much training again, at the rate of its
+  second half in learning-rate time, would lower it by more than :data:`STILL_FALLING`: :func:`loss_trend`), or
+  the sampled validation score was still rising: train longer;
 * ``plateau``: the loss (and the validation score, where logged) had flattened while the models stay far off: more
   steps will not help; a larger generator, smaller tokens or another recipe might;
 * ``unknown``: far off, and no training log to tell which.
@@ -19,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-STILL_FALLING = 0.05  # relative fall of the smoothed loss over the last fifth of training that counts as falling
+STILL_FALLING = 0.1  # relative fall of the loss over as much training again (loss_trend) that counts as falling
 STILL_RISING = 0.01  # rise of the validation score (metric units) over the last validations that counts as rising
 ADVICE = {
     "ok": "the generated models are within the tolerance of the originals",
@@ -37,17 +38,29 @@ ADVICE = {
 
 
 def loss_trend(train_log: pd.DataFrame | None) -> float | None:
-    """Relative change of the mean loss from the fifth of training before the last to the last fifth (negative:
-    still falling), or None without a usable log."""
+    """Relative change of the loss that as much training again would bring at the rate of the second half of
+    training (negative: still falling), or None without a usable log (10 rows or more with a positive loss).
+
+    The rate is measured in learning-rate time, the learning rate summed over the steps (the log's ``lr`` column;
+    steps without it): a warm-up + cosine schedule flattens every loss curve at its end, converged or not, and a
+    trend read in steps would call a 30-step generator converged. ``exp(slope * T) - 1``, with ``slope`` the
+    least-squares slope of the log loss against learning-rate time over the second half of it and ``T`` its total.
+    """
     if train_log is None or "loss" not in train_log or len(train_log) < 10:
         return None
-    loss = train_log.sort_values("step")["loss"].to_numpy(np.float64)
-    loss = loss[np.isfinite(loss)]
-    if len(loss) < 10:
+    df = train_log.sort_values("step")
+    step = df["step"].to_numpy(np.float64)
+    lr = df["lr"].to_numpy(np.float64) if "lr" in df else np.ones_like(step)
+    lr = np.where(np.isfinite(lr) & (lr >= 0), lr, 0.0)
+    tau = np.cumsum(lr * np.diff(step, prepend=0.0))  # each row stands for the steps since the row before
+    loss = df["loss"].to_numpy(np.float64)
+    ok = np.isfinite(loss) & (loss > 0)
+    total = tau[-1]
+    late = ok & (tau >= total / 2)
+    if ok.sum() < 10 or late.sum() < 5 or total <= 0 or np.ptp(tau[late]) <= 0:
         return None
-    fifth = len(loss) // 5
-    before, last = loss[-2 * fifth : -fifth].mean(), loss[-fifth:].mean()
-    return float((last - before) / before) if before > 0 else None
+    slope = np.polyfit(tau[late], np.log(loss[late]), 1)[0]
+    return float(np.expm1(slope * total))
 
 
 def validation_trend(train_log: pd.DataFrame | None) -> float | None:
@@ -75,14 +88,17 @@ def diagnose(*, gap: float | None, tolerance: float, train_log: pd.DataFrame | N
     if falling or rising:
         evidence = []
         if falling:
-            evidence.append(f"training loss was still falling ({100 * trend:+.1f}% over the last fifth of training)")
+            evidence.append(
+                f"training loss was still falling ({100 * trend:+.1f}% over as much training again at the rate of its "
+                "second half)"
+            )
         if rising:
             evidence.append(f"sampled models' validation score was still rising ({100 * val:+.1f} points)")
         status, message = "not converged", ADVICE["not converged"].format(evidence=" and its ".join(evidence))
     elif trend is None and val is None:
         status, message = "unknown", ADVICE["unknown"]
     else:
-        parts = [f"loss {100 * trend:+.1f}% over the last fifth" if trend is not None else None,
+        parts = [f"loss {100 * trend:+.1f}% over as much training again" if trend is not None else None,
                  f"validation score {100 * val:+.1f} points" if val is not None else None]  # fmt: skip
         status, message = "plateau", ADVICE["plateau"].format(evidence=", ".join(p for p in parts if p))
     head = f"generated mean {100 * gap:.2f} points below the originals' (tolerance {100 * tolerance:.2f}): "

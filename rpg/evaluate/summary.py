@@ -18,8 +18,9 @@ checks: a verdict string):
   (:mod:`rpg.evaluate.frontier`): ``pass`` (interval above 0), ``fail`` (below), ``undecided``; and where no claim
   can be made: ``not covered`` (the frontier does not reach the generated similarity; never clamped), ``no
   baseline``, ``not applicable`` (the generated mean lies more than ``evaluate.frontier_max_gap`` below the
-  originals': a frontier claim about broken models says nothing) or ``no resolution`` (``resolution_ok`` is False:
-  similarity cannot tell models apart). The margins and intervals are in ``frontiers`` either way.
+  originals': a frontier claim about broken models says nothing; it takes precedence over the others) or ``no
+  resolution`` (``resolution_ok`` is False: similarity cannot tell models apart). The margins and intervals are in
+  ``frontiers`` either way.
 * ``resolution_ok``: every original and generated model fails at least ``evaluate.min_probe_failures`` times on the
   probe split, so failure-set IoU has resolution.
 
@@ -238,7 +239,7 @@ def summarize(
         verdict = summary["frontiers"][family.name]["verdict"]
         if not len(gen):
             verdict = "no generated models"
-        elif verdict in ("pass", "fail", "undecided") and gap is not None and gap > cfg.frontier_max_gap:
+        elif gap is not None and gap > cfg.frontier_max_gap:  # before coverage: no frontier speaks for broken models
             verdict = "not applicable"
         elif verdict in ("pass", "fail", "undecided") and resolution_ok is False:
             verdict = "no resolution"
