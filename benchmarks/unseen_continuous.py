@@ -4,12 +4,15 @@ For each seed the preset runs as experiment ``<exp>`` (seed 0: the preset itself
 ``snakemake --configfile configs/unseen_continuous.yaml`` counts) or ``<exp>_s<seed>`` with the experiment key
 ``seed`` set (backbone, collection, generator training, generation and evaluation all reseeded; the data split
 stays); then every seed's evaluation summary is collected into ``benchmarks/results/unseen_continuous.json`` and the
-tables ``unseen_continuous.md`` (per held-out value) and ``unseen_continuous_short.md`` (the claims), which
+tables ``unseen_continuous.md`` (per held-out value), ``unseen_continuous_short.md`` (the claims) and
+``unseen_continuous_levers.md`` (what each lever tried gave, beside the preset on the same seeds), which
 ``python docs/make.py`` copies into docs/results.md and README.md.
 
     python benchmarks/unseen_continuous.py                 # seeds 0 1 2 (about 3 x the preset's time)
     python benchmarks/unseen_continuous.py --seeds 0       # one seed
     python benchmarks/unseen_continuous.py --tables-only   # rewrite the tables from the JSON
+    python benchmarks/unseen_continuous.py --seeds 0 --lever long --set train.steps=9000 --workdir DIR
+                                                          # a lever: the preset changed, in its own directory
 
 Cells: mean over seeds with the 95% bootstrap interval of each seed's own test set beside it when there is one seed,
 or the range over seeds (min..max) with more; margins: generated mean - baseline in points, and how many seeds pass
@@ -36,8 +39,8 @@ BASELINES = ("nearest", "interpolation", "average")
 INITS = ("generated", "nearest", "interpolation", "scratch")
 
 
-def run_seed(exp_name: str, exp: dict, seed: int, cores: int) -> tuple[dict, float]:
-    """Run (or reuse) the preset for ``seed``; ``(summary, seconds of all jobs)``."""
+def run_seed(exp_name: str, exp: dict, seed: int, cores: int, workdir: Path = ROOT) -> tuple[dict, float]:
+    """Run (or reuse) the preset for ``seed`` in ``workdir``; ``(summary, seconds of all jobs)``."""
     name = exp_name if seed == 0 else f"{exp_name}_s{seed}"
     cfg = {"experiments": {name: {**exp, "seed": seed}}}
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
@@ -52,15 +55,17 @@ def run_seed(exp_name: str, exp: dict, seed: int, cores: int) -> tuple[dict, flo
         str(cores),
         "--configfile",
         f.name,
+        "--directory",
+        str(workdir),
     ]
     print(f"seed {seed}: {' '.join(cmd)}", flush=True)
     subprocess.run(cmd, cwd=ROOT, check=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     os.unlink(f.name)
     zoo = next(iter(exp["zoos"]))
-    summary = json.loads((ROOT / f"results/{name}/evaluation/{zoo}/tasks/summary.json").read_text())
+    summary = json.loads((workdir / f"results/{name}/evaluation/{zoo}/tasks/summary.json").read_text())
     seconds = sum(
         float(list(csv.DictReader(t.open(), delimiter="\t"))[-1]["s"])
-        for t in (ROOT / f"results/{name}/benchmarks").rglob("*.tsv")
+        for t in (workdir / f"results/{name}/benchmarks").rglob("*.tsv")
     )
     return summary, seconds
 
@@ -197,6 +202,52 @@ def tables(data: dict) -> tuple[str, str]:
     return full, short_text
 
 
+def _summary_row(label: str, runs: list[dict]) -> list[str]:
+    """Generated and trained accuracy on the seen and the inside held-out angles, and the inside margins' passes."""
+
+    def mean(where: str, kind: str) -> str:
+        vals = [
+            v["accuracy"][kind]["mean"]
+            for r in runs
+            for v in r["values"]
+            if (v["split"] == "seen") == (where == "seen") and (where == "seen" or v.get("inside"))
+        ]
+        return _pct(sum(vals) / len(vals)) if vals else "-"
+
+    inside = [r["checks"]["inside"] for r in runs]
+    total = sum(len(c["values"]) for c in inside)
+    passes = [f"{sum(v == 'pass' for c in inside for v in c['verdicts'][b])}/{total}" for b in BASELINES]
+    margins = [
+        v["margins"][b]["margin"] for r in runs for v in r["values"] if v["split"] != "seen" and v.get("inside")
+        for b in ("nearest",)
+    ]  # fmt: skip
+    return [label, mean("seen", "generated"), mean("seen", "reference"), mean("inside", "generated"),
+            mean("inside", "nearest"), f"{100 * sum(margins) / max(len(margins), 1):+.1f}", *passes]  # fmt: skip
+
+
+def lever_table(data: dict) -> str:
+    """The study's levers beside the preset, seed by seed as measured (same seeds where the lever ran)."""
+    head = ["run", "seeds", "seen: generated", "seen: trained", "inside: generated", "inside: nearest",
+            "inside: gen. - nearest", *(f"inside: beats {b}" for b in BASELINES)]  # fmt: skip
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, lever in sorted(data.get("levers", {}).items()):
+        seeds = sorted(lever["runs"], key=int)
+        base = [data["runs"][x]["summary"] for x in seeds if x in data["runs"]]
+        if len(base) == len(seeds):
+            row = _summary_row("the preset", base)
+            lines.append("| " + " | ".join([row[0], ", ".join(seeds), *row[1:]]) + " |")
+        row = _summary_row(f"{name}: {', '.join(f'{k}={v}' for k, v in lever['set'].items())}",
+                           [lever["runs"][x]["summary"] for x in seeds])  # fmt: skip
+        minutes = ", ".join(f"{lever['runs'][x]['seconds'] / 60:.1f}" for x in seeds)
+        lines.append("| " + " | ".join([row[0] + f" ({minutes} min)", ", ".join(seeds), *row[1:]]) + " |")
+    return (
+        "\n".join(lines)
+        + "\n\nTest accuracy (%), means over angles and seeds: seen = the generator's training angles evaluated "
+        "(-90, 0, 90), inside = held-out angles between seen ones; gen. - nearest in points; beats: angles x seeds "
+        "whose paired 95% interval over test images lies above 0. A lever changes the preset only where it says.\n"
+    )
+
+
 K = (0, 10, 100)  # the fine-tuning budgets of the study's second table
 
 
@@ -234,6 +285,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--cores", type=int, default=1)
     p.add_argument("--tables-only", action="store_true", help="rewrite the tables from the JSON")
     p.add_argument("--note", default=None, help="the machine's state during the runs, e.g. other load (kept)")
+    p.add_argument("--lever", default=None, help="a name: run the preset changed by --set as a lever of the study")
+    p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="experiment keys the lever changes, dotted (train.steps=9000), values as YAML")  # fmt: skip
+    p.add_argument("--workdir", default=str(ROOT), help="the working directory of the runs (a lever's own)")
     args = p.parse_args(argv)
     path = OUT.with_suffix(".json")
     data = json.loads(path.read_text()) if path.is_file() else {"runs": {}}
@@ -242,11 +297,25 @@ def main(argv: list[str] | None = None) -> None:
         (exp_name, exp), *rest = base["experiments"].items()
         if rest:
             raise SystemExit("the config must hold one experiment")
+        changes = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.set)}
+        for key, value in changes.items():
+            *parents, leaf = key.split(".")
+            node = exp
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = value
+        if changes and not args.lever:
+            raise SystemExit("--set needs --lever NAME (the preset's own rows are not changed)")
+        runs = data
+        if args.lever:
+            runs = data.setdefault("levers", {}).setdefault(args.lever, {"runs": {}})
+            runs["set"] = changes
         for seed in args.seeds:
-            summary, seconds = run_seed(exp_name, exp, seed, args.cores)
-            data["runs"][str(seed)] = {"seconds": round(seconds, 1), "summary": summary}
+            summary, seconds = run_seed(exp_name, exp, seed, args.cores, Path(args.workdir))
+            runs["runs"][str(seed)] = {"seconds": round(seconds, 1), "summary": summary}
             print(f"seed {seed}: {seconds / 60:.1f} min of jobs", flush=True)
-        data["machine"] = machine() + (f" ({args.note})" if args.note else data.get("note_suffix", ""))
+        if not args.lever:
+            data["machine"] = machine() + (f" ({args.note})" if args.note else data.get("note_suffix", ""))
     if not data["runs"]:
         raise SystemExit(f"{path}: no runs yet")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -254,7 +323,10 @@ def main(argv: list[str] | None = None) -> None:
     full, short = tables(data)
     OUT.with_suffix(".md").write_text(full)
     OUT.with_name(OUT.name + "_short.md").write_text(short)
-    print(full + "\n" + short)
+    levers = lever_table(data) if data.get("levers") else ""
+    if levers:
+        OUT.with_name(OUT.name + "_levers.md").write_text(levers)
+    print(full + "\n" + short + "\n" + levers)
 
 
 if __name__ == "__main__":
