@@ -239,12 +239,14 @@ def lever_table(data: dict) -> str:
         row = _summary_row(f"{name}: {', '.join(f'{k}={v}' for k, v in lever['set'].items())}",
                            [lever["runs"][x]["summary"] for x in seeds])  # fmt: skip
         minutes = ", ".join(f"{lever['runs'][x]['seconds'] / 60:.1f}" for x in seeds)
-        lines.append("| " + " | ".join([row[0] + f" ({minutes} min)", ", ".join(seeds), *row[1:]]) + " |")
+        note = f"; {lever['note']}" if lever.get("note") else ""
+        lines.append("| " + " | ".join([row[0] + f" ({minutes} min of jobs{note})", ", ".join(seeds), *row[1:]]) + " |")
     return (
         "\n".join(lines)
         + "\n\nTest accuracy (%), means over angles and seeds: seen = the generator's training angles evaluated "
         "(-90, 0, 90), inside = held-out angles between seen ones; gen. - nearest in points; beats: angles x seeds "
-        "whose paired 95% interval over test images lies above 0. A lever changes the preset only where it says.\n"
+        "whose paired 95% interval over test images lies above 0. A lever changes the preset only where it says; its "
+        "minutes are the sum of the jobs' times in its working directory, zoo collection included.\n"
     )
 
 
@@ -310,6 +312,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.lever:
             runs = data.setdefault("levers", {}).setdefault(args.lever, {"runs": {}})
             runs["set"] = changes
+            runs["note"] = args.note
         for seed in args.seeds:
             summary, seconds = run_seed(exp_name, exp, seed, args.cores, Path(args.workdir))
             runs["runs"][str(seed)] = {"seconds": round(seconds, 1), "summary": summary}
