@@ -60,13 +60,11 @@ def generated_name(split: str, k: int, m: int) -> str:
     return f"{split}/task{k:02d}_model{m:02d}.safetensors"
 
 
-@dataclass(frozen=True)
-class TaskZooPlan:
-    """Everything the workflow needs to know about a task zoo before running anything."""
+class GroupedTasks:
+    """What a plan's task groups answer, binary task ids and continuous task values alike (``groups`` and
+    ``checkpoints_per_task`` are the plan's fields)."""
 
-    split: TaskSplit
     groups: dict[str, list[TaskGroup]]
-    eval_tasks: dict[str, tuple[int, ...]]  # held_out: every held-out task; seen: a seeded sample
     checkpoints_per_task: int
 
     def group(self, split: str, name: str) -> TaskGroup:
@@ -78,13 +76,30 @@ class TaskZooPlan:
     def checkpoint_names(self, split: str) -> list[str]:
         return [n for g in self.groups[split] for n in g.checkpoint_names(self.checkpoints_per_task)]
 
+    def _member_checkpoints(self, split: str, task) -> list[str] | None:
+        """Checkpoint names of the task with id (or value) ``task`` in ``split``, or None if no group holds it."""
+        for g in self.groups[split]:
+            if task in g.task_ids:
+                j = g.task_ids.index(task)
+                return [member_checkpoint(split, g.name, j, i) for i in range(self.checkpoints_per_task)]
+        return None
+
+
+@dataclass(frozen=True)
+class TaskZooPlan(GroupedTasks):
+    """Everything the workflow needs to know about a task zoo before running anything."""
+
+    split: TaskSplit
+    groups: dict[str, list[TaskGroup]]
+    eval_tasks: dict[str, tuple[int, ...]]  # held_out: every held-out task; seen: a seeded sample
+    checkpoints_per_task: int
+
     def task_checkpoints(self, split: str, tid: int) -> list[str]:
         """Checkpoint names of task ``tid`` (all its checkpoints)."""
-        for g in self.groups[split]:
-            if tid in g.task_ids:
-                j = g.task_ids.index(tid)
-                return [member_checkpoint(split, g.name, j, i) for i in range(self.checkpoints_per_task)]
-        raise KeyError(f"task {tid} is not a {split} task")
+        names = self._member_checkpoints(split, tid)
+        if names is None:
+            raise KeyError(f"task {tid} is not a {split} task")
+        return names
 
     def manifest(self, *, zoo_dir: str, generated_dir: str, models_per_task: int) -> list[dict[str, Any]]:
         """A row per evaluated task: split, task_id, task vector, reference checkpoints, generated models."""
@@ -176,7 +191,7 @@ def value_label(v: float) -> str:
 
 
 @dataclass(frozen=True)
-class ContinuousPlan:
+class ContinuousPlan(GroupedTasks):
     """The plan of a continuous task zoo: seen / held-out task values, collection groups, evaluated values.
 
     Interface of :class:`rpg.tasks.plan.TaskZooPlan` as the workflow uses it; groups hold task values.
@@ -196,21 +211,11 @@ class ContinuousPlan:
     def held_out(self) -> tuple[float, ...]:
         return tuple(float(v) for v in self.cfg.held_out)
 
-    def group(self, split: str, name: str) -> TaskGroup:
-        for g in self.groups[split]:
-            if g.name == name:
-                return g
-        raise KeyError(f"no task group {split}/{name}")
-
-    def checkpoint_names(self, split: str) -> list[str]:
-        return [n for g in self.groups[split] for n in g.checkpoint_names(self.checkpoints_per_task)]
-
     def task_checkpoints(self, split: str, value: float) -> list[str]:
-        for g in self.groups[split]:
-            if float(value) in g.task_ids:
-                j = g.task_ids.index(float(value))
-                return [member_checkpoint(split, g.name, j, i) for i in range(self.checkpoints_per_task)]
-        raise KeyError(f"task value {value} is not a {split} value")
+        names = self._member_checkpoints(split, float(value))
+        if names is None:
+            raise KeyError(f"task value {value} is not a {split} value")
+        return names
 
     def inside(self, value: float) -> bool:
         """Whether ``value`` lies inside the seen range (interpolation) rather than beyond it."""
