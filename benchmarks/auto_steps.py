@@ -21,6 +21,13 @@ be run a few at a time.
     python benchmarks/auto_steps.py                          # all 7 zoos (hours on 2 CPU cores)
     python benchmarks/auto_steps.py --zoos cnn_m vit mlp     # some of them
     python benchmarks/auto_steps.py --smoke                  # the plain-MLP zoo with tiny settings (minutes)
+    python benchmarks/auto_steps.py --zoos mlp --reevaluate  # a finished run's evaluation again (new evaluation code)
+    python benchmarks/auto_steps.py --merge W/auto_steps.json  # rows of runs written elsewhere (--out) into the table
+    python benchmarks/auto_steps.py --compare A.json B.json --out C.md  # two variants' rows side by side, per zoo
+
+``--reevaluate`` reruns only the evaluation of the chosen zoos in ``--work`` (trained generators and generated
+models kept): their rows keep the run that trained them (command, date, training time) and record the
+re-evaluation's command and date.
 
 The table: docs/results.md, "Training that stops by itself" (``python docs/make.py`` copies it there).
 """
@@ -71,6 +78,8 @@ SMOKE_EVALUATE = {"noise_levels": [0.01, 0.05], "noise_models_per_level": 1, "in
 
 def auto_train(train: dict, args, recipe_auto: bool) -> dict:
     out = {**train, "steps": "auto", "max_steps": args.max_steps, "validate_every": args.validate_every}
+    if args.cooldown is not None:
+        out["cooldown"] = args.cooldown
     if recipe_auto:
         out.update(lr="auto", warmup_steps="auto", diffusion_batch="auto")
     return out
@@ -171,13 +180,18 @@ def smoke(exp: dict) -> dict:
     return exp
 
 
-def run_pipeline(experiments: dict, work: Path, cores: int) -> float:
+def run_pipeline(experiments: dict, work: Path, cores: int, *, reevaluate: bool = False) -> float:
     config = work / "auto_steps.yaml"
-    config.write_text(yaml.safe_dump({"experiments": experiments}, sort_keys=False))
+    if not reevaluate:
+        config.write_text(yaml.safe_dump({"experiments": experiments}, sort_keys=False))
+    elif not config.is_file():
+        sys.exit(f"--reevaluate: no finished run in {work} ({config.name} is missing)")
     targets = [f"results/{e}/evaluation/{z}/summary.json" for e, exp in experiments.items() for z in exp["zoos"]]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(work), str(ROOT), os.environ.get("PYTHONPATH", "")])}
     cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--cores", str(cores), "--configfile",
            str(config), "--directory", str(work), *targets]  # fmt: skip
+    if reevaluate:  # only the evaluation jobs of the targets; a missing upstream output is an error, not a rerun
+        cmd += ["--forcerun", "evaluate", "--allowed-rules", "evaluate"]
     print(" ".join(cmd), flush=True)
     start = time.perf_counter()
     subprocess.run(cmd, cwd=work, env=env, check=True)
@@ -202,7 +216,8 @@ def row(work: Path, exp: str, zoo: str) -> dict:
     return {
         "zoo": zoo, "experiment": exp, "tokens": f"{gen['num_tokens']} x {gen['token_size']}",
         "steps_run": training.get("steps_run"), "kept_step": training.get("kept_step"),
-        "stopped": training.get("stopped"), "validation_share": training.get("validation_share"),
+        "stopped": training.get("stopped"), "cooldown_steps": (training.get("cooldown") or {}).get("steps"),
+        "validation_share": training.get("validation_share"),
         "train_s": seconds(res / "benchmarks" / "train" / f"{zoo}.tsv"),
         "original_mean": summary["original"]["score"]["mean"], "generated_mean": summary["generated"]["score"]["mean"],
         "distinct": diversity.get("distinct"), "n": diversity.get("n"), "copies": summary["generated"].get("copies"),
@@ -217,11 +232,17 @@ def chosen(recipe: dict) -> str:
     return ", ".join(cells) or "shipped"
 
 
-def merged(stored: Path, rows: list[dict], *, command: str, wall: float) -> list[dict]:
-    """This run's rows (with its command, date, machine and wall time) replacing the stored rows of their zoos."""
+def merged(stored: Path, rows: list[dict], *, command: str, wall: float, reevaluate: bool = False) -> list[dict]:
+    """This run's rows (with its command, date, machine and wall time) replacing the stored rows of their zoos; a
+    re-evaluation keeps each stored row's training run and records itself beside it."""
     run = {"command": command, "date": time.strftime("%Y-%m-%d"), "machine": machine(), "wall_min": wall / 60}
-    rows = [{**r, "run": run} for r in rows]
     old = json.loads(stored.read_text()) if stored.is_file() else []
+    if reevaluate:
+        trained = {r["zoo"]: r["run"] for r in old if "run" in r}
+        rows = [{**r, "run": trained.get(r["zoo"], run), "reevaluated": {"command": command, "date": run["date"]}}
+                for r in rows]  # fmt: skip
+    else:
+        rows = [{**r, "run": run} for r in rows]
     new = {r["zoo"] for r in rows}
     order = {z: i for i, z in enumerate(ALL_ZOOS)}
     return sorted([r for r in old if r["zoo"] not in new] + rows, key=lambda r: order.get(r["zoo"], len(order)))
@@ -230,11 +251,18 @@ def merged(stored: Path, rows: list[dict], *, command: str, wall: float) -> list
 def table(rows: list[dict], *, note: str) -> str:
     runs = list({json.dumps(r["run"], sort_keys=True): r["run"] for r in rows if "run" in r}.values())
     written = "; ".join(f"`{r['command']}` ({r['date']}, {r['machine']}; {r['wall_min']:.1f} min wall)" for r in runs)
+    again: dict[tuple[str, str], list[str]] = {}
+    for r in rows:
+        if "reevaluated" in r:
+            again.setdefault((r["reevaluated"]["command"], r["reevaluated"]["date"]), []).append(r["zoo"])
+    if again:
+        note += "; evaluated again by " + "; ".join(f"`{c}` ({d}: {', '.join(z)})" for (c, d), z in again.items())
     lines = [
         "# `train.steps: auto` on the shipped zoos and two bring-your-own zoos",
         "",
         f"Written by {written}{note}.",
-        "Test split, equal n; `steps` = steps run / step kept; `val share` = validation's share of the training time.",
+        "Test split, equal n; `steps` = steps run / step kept; `stopped`: the rule that fired (+ the steps of the lr's "
+        "cool-down after it, `train.cooldown`); `val share` = validation's share of the training time.",
         "",
         "| zoo | tokens | auto recipe | steps | stopped | val share | train min | originals | generated | gap (points) "
         "| distinct | copies | diagnosis |",
@@ -244,12 +272,45 @@ def table(rows: list[dict], *, note: str) -> str:
         gap = 100 * (r["original_mean"] - r["generated_mean"])
         share = "" if r["validation_share"] is None else f"{100 * r['validation_share']:.1f} %"
         train = "" if r["train_s"] is None else f"{r['train_s'] / 60:.1f}"
+        cooled = f" + {r['cooldown_steps']} cool-down" if r.get("cooldown_steps") else ""
         scores = f"{100 * r['original_mean']:.2f} | {100 * r['generated_mean']:.2f} | {gap:+.2f}"
         lines.append(
             f"| {r['zoo']} | {r['tokens']} | {chosen(r['recipe'])} | {r['steps_run']} / {r['kept_step']} "
-            f"| {r['stopped']} | {share} | {train} | {scores} | {r['distinct']}/{r['n']} | {r['copies']} "
+            f"| {r['stopped']}{cooled} | {share} | {train} | {scores} | {r['distinct']}/{r['n']} | {r['copies']} "
             f"| {r['diagnosis']} |"
         )
+    return "\n".join(lines) + "\n"
+
+
+def compare(base: Path, variant: Path, *, labels: tuple[str, str]) -> str:
+    """The rows two runs share (by zoo) side by side: steps run / kept, generated mean, its change, distinct and
+    the training time of each."""
+    a = {r["zoo"]: r for r in json.loads(base.read_text())}
+    b = {r["zoo"]: r for r in json.loads(variant.read_text())}
+    zoos = [z for z in ALL_ZOOS if z in a and z in b]
+    x, y = labels
+    lines = [
+        f"# `train.steps: auto`: {x} against {y}, zoo by zoo",
+        "",
+        f"Rows of `{base.name}` ({x}) and `{variant.name}` ({y}), written by `benchmarks/auto_steps.py --compare`; "
+        "test split, equal n; each run's command is in its table.",
+        "",
+        f"| zoo | originals | steps {x} | steps {y} | generated {x} | generated {y} | change (points) "
+        f"| distinct {x} | distinct {y} | train min {x} | train min {y} |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for z in zoos:
+        r, v = a[z], b[z]
+        if abs(r["original_mean"] - v["original_mean"]) > 1e-9:
+            raise SystemExit(f"{z}: the two runs' originals differ ({r['original_mean']} vs {v['original_mean']})")
+        cells = [
+            z, f"{100 * r['original_mean']:.2f}", f"{r['steps_run']} / {r['kept_step']}",
+            f"{v['steps_run']} / {v['kept_step']}", f"{100 * r['generated_mean']:.2f}",
+            f"{100 * v['generated_mean']:.2f}", f"{100 * (v['generated_mean'] - r['generated_mean']):+.2f}",
+            f"{r['distinct']}/{r['n']}", f"{v['distinct']}/{v['n']}",
+            *("" if t is None else f"{t / 60:.1f}" for t in (r["train_s"], v["train_s"])),
+        ]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -259,6 +320,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--work", default=str(ROOT / "benchmarks" / ".cache" / "auto_steps"), help="pipeline directory")
     p.add_argument("--max-steps", type=int, default=6000)
     p.add_argument("--validate-every", type=int, default=250)
+    p.add_argument("--cooldown", type=float, default=None,
+                   help="train.cooldown: when the rule fires at step s, decay the lr over this share of s")  # fmt: skip
     p.add_argument("--recipe-auto", choices=("byo", "all", "none"), default="byo",
                    help="which zoos get token size, lr, warm-up and diffusion batch 'auto'")  # fmt: skip
     p.add_argument("--byo-checkpoints", type=int, default=10, help="checkpoints per run of the BYO zoos")
@@ -267,8 +330,34 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--smoke", action="store_true",
                    help="tiny settings (max 300 steps, validation every 100, 2 models, a cheap evaluation); "
                         "only the plain-MLP zoo unless --zoos is given")  # fmt: skip
+    p.add_argument("--reevaluate", action="store_true",
+                   help="rerun only the evaluation of the chosen zoos of a finished run in --work")  # fmt: skip
+    p.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                   help="no run: merge the rows of these auto_steps.json files (other --out) into --out")  # fmt: skip
+    p.add_argument("--compare", nargs=2, default=None, metavar="JSON",
+                   help="no run: the rows of two auto_steps.json files side by side (table to --out)")  # fmt: skip
+    p.add_argument("--labels", nargs=2, default=("without", "with"), help="the two columns' names for --compare")
     p.add_argument("--out", default=None, help="default benchmarks/results/auto_steps.md (smoke: in --work)")
     args = p.parse_args(argv)
+    if args.compare:
+        if not args.out:
+            sys.exit("--compare needs --out (the table's file)")
+        Path(args.out).write_text(compare(*map(Path, args.compare), labels=tuple(args.labels)))
+        print(Path(args.out).read_text())
+        return
+    if args.merge:
+        out = Path(args.out or ROOT / "benchmarks" / "results" / "auto_steps.md")
+        rows = json.loads(out.with_suffix(".json").read_text()) if out.with_suffix(".json").is_file() else []
+        for path in args.merge:
+            new = json.loads(Path(path).read_text())
+            zoos = {r["zoo"] for r in new}
+            rows = [r for r in rows if r["zoo"] not in zoos] + new
+        order = {z: i for i, z in enumerate(ALL_ZOOS)}
+        rows.sort(key=lambda r: order.get(r["zoo"], len(order)))
+        out.write_text(table(rows, note=""))
+        out.with_suffix(".json").write_text(json.dumps(rows, indent=1) + "\n")
+        print(out.read_text())
+        return
     if args.smoke:
         if argv is None and "--zoos" not in sys.argv:
             args.zoos = ["mlp"]
@@ -290,14 +379,14 @@ def main(argv: list[str] | None = None) -> None:
         experiments[name] = exp
     if args.smoke:
         experiments = {name: smoke(exp) for name, exp in experiments.items()}
-    wall = run_pipeline(experiments, work, args.cores)
+    wall = run_pipeline(experiments, work, args.cores, reevaluate=args.reevaluate)
     rows = [row(work, e, z) for e, exp in experiments.items() for z in exp["zoos"]]
     command = "python benchmarks/auto_steps.py " + " ".join(argv if argv is not None else sys.argv[1:])
     note = " (smoke settings: not a result)" if args.smoke else ""
     out = Path(args.out or (work / "auto_steps_smoke.md" if args.smoke else ROOT / "benchmarks" / "results" /
                             "auto_steps.md"))  # fmt: skip
     out.parent.mkdir(parents=True, exist_ok=True)
-    rows = merged(out.with_suffix(".json"), rows, command=command.strip(), wall=wall)
+    rows = merged(out.with_suffix(".json"), rows, command=command.strip(), wall=wall, reevaluate=args.reevaluate)
     out.write_text(table(rows, note=note))
     out.with_suffix(".json").write_text(json.dumps(rows, indent=1) + "\n")
     print(out.read_text())

@@ -1,5 +1,5 @@
-"""Pieces shared by every training loop: weight-decay groups, the warm-up + cosine schedule, seeded batches, AdamW
-(optionally 8-bit)."""
+"""Pieces shared by every training loop: weight-decay groups, the warm-up + cosine schedule (and a linear cool-down
+that ends a run stopped by validation), seeded batches, AdamW (optionally 8-bit)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,13 @@ def warmup_cosine(step: int, *, lr: float, warmup: int, total: int, min_ratio: f
         return lr * (step + 1) / warmup
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
     return lr * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def linear_cooldown(step: int, *, start: int, end: int, factor: float, min_ratio: float = 0.0) -> float:
+    """The lr factor at ``step`` of a linear decay from ``factor`` at ``start`` to ``min_ratio`` at ``end`` (the
+    cool-down that ends a run of unknown length: the schedule before ``start`` is whatever it was)."""
+    progress = min(1.0, max(0.0, (step - start) / max(1, end - start)))
+    return factor + (min_ratio - factor) * progress
 
 
 def decay_groups(params: Iterable[nn.Parameter], weight_decay: float) -> list[dict]:

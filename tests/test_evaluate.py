@@ -373,18 +373,36 @@ def test_dominance_per_generated_model():
 
 
 def test_diversity_counts_distinct_models_and_groups():
-    # models 0 and 1 share their test failures, 2 is within the spacing of 3, 4 stands alone
+    # models 0 and 1 share their failures, 2 is within the spacing of 3, 4 stands alone
     d = [[0.0, 0.5, 0.5, 0.5, 0.5], [0.5, 0.0, 0.5, 0.5, 0.5], [0.5, 0.5, 0.0, 0.001, 0.5],
          [0.5, 0.5, 0.001, 0.0, 0.5], [0.5, 0.5, 0.5, 0.5, 0.0]]  # fmt: skip
     same = np.eye(5, dtype=bool)
     same[0, 1] = same[1, 0] = True
     pairs = {"names": list("abcde"), "states": [0, 0, 1, 1, 1], "distance": d, "iou": np.eye(5).tolist(),
-             "same_test_failures": same.tolist()}  # fmt: skip
+             "same_failures": same.tolist()}  # fmt: skip
     out = diversity(pairs, spacing=0.01)
     assert out["n"] == 5 and out["distinct"] == 1 and out["clusters"] == 3
     assert out["pairwise_similarity_mean"] == pytest.approx(0.0) and out["pairwise_distance_mean"] > 0.3
     assert out["per_state"]["0"]["distinct"] == 0 and out["per_state"]["1"]["clusters"] == 2
     assert diversity({"names": []}, 0.01)["distinct"] == 0
+
+
+def test_duplicates_are_judged_on_probe_failures_not_on_the_few_test_failures():
+    # three accurate models failing on the same 2 of 6 test samples: on the probe samples after the test split, a
+    # and b still fail alike (the same function) while c differs, so only a and b are duplicates
+    from rpg.evaluate.evaluate import _Job, _Results, generated_pairs
+
+    test = torch.tensor([0, 1, 0, 0, 1, 0], dtype=torch.bool)
+    extra = {"a": [1, 1, 0, 1], "b": [1, 1, 0, 1], "c": [0, 1, 1, 1]}
+    probe = [torch.cat([test, torch.tensor(v, dtype=torch.bool)]) for v in extra.values()]
+    jobs = [_Job(row={"kind": "generated", "name": n, "state": 0}, make=dict) for n in extra]
+    flats = [torch.full((8,), float(i)) for i in range(3)]  # far apart: only the failure rule can pair them
+    results = _Results(test_failures=[test] * 3, probe_failures=probe, flats=flats, outputs=[None] * 3,
+                       functional=[None] * 3)  # fmt: skip
+    pairs = generated_pairs(jobs, results, "generated")
+    assert pairs["same_failures"] == [[True, True, False], [True, True, False], [False, False, True]]
+    out = diversity(pairs, spacing=0.01)
+    assert out["distinct"] == 1 and out["clusters"] == 2
 
 
 def test_score_stats_bootstrap_interval():

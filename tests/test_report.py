@@ -46,7 +46,7 @@ def _table() -> pd.DataFrame:
 def _evaluation(directory: Path, *, plots: bool = True) -> Path:
     table = _table()
     pairs = {"generated": {"names": ["m2", "m3"], "states": [0, 0], "distance": [[0.0, 0.0], [0.0, 0.0]],
-                           "iou": [[1.0, 1.0], [1.0, 1.0]], "same_test_failures": [[True, True], [True, True]]},
+                           "iou": [[1.0, 1.0], [1.0, 1.0]], "same_failures": [[True, True], [True, True]]},
              "spacing": 0.01}  # fmt: skip
     write_json(summarize(table, pairs=pairs), directory / "summary.json")
     if plots:

@@ -15,6 +15,7 @@ from rpg.evaluate.outcome import Outcome
 from rpg.generator.trainer import train_generator
 from rpg.generator.validation import VAL_COLUMNS, AutoStop, SampleValidator, validation_states
 from rpg.io import load_safetensors, read_json
+from rpg.optim import linear_cooldown, warmup_cosine
 from rpg.stages.params import stage_params
 from rpg.tokens.store import TokenStore, write_token_store
 
@@ -75,8 +76,13 @@ def test_auto_steps_config_errors_and_params():
     cfg = TrainConfig.parse({"steps": "auto", "max_steps": 100, "validate_every": 10})
     assert cfg.auto_steps and cfg.total_steps == 100
     # nothing new reaches the params of a run without validation (adding the options reruns no training)
-    plain = result_dict(TrainConfig.parse({"validate_models": 8, "patience": 5, "max_steps": 7}))
+    plain = result_dict(TrainConfig.parse({"validate_models": 8, "patience": 5, "max_steps": 7, "cooldown": 0.2}))
     assert plain == result_dict(TrainConfig.parse({}))
+    auto = {"steps": "auto", "max_steps": 100, "validate_every": 10}
+    assert "cooldown" not in result_dict(TrainConfig.parse(auto))  # null (the rule as before): no rerun
+    assert result_dict(TrainConfig.parse({**auto, "cooldown": 0.2}))["cooldown"] == 0.2
+    with pytest.raises(ConfigError, match="cooldown"):
+        TrainConfig.parse({**auto, "cooldown": 1.5})
     on = result_dict(TrainConfig.parse({"validate_every": 50}))
     assert on["validate_every"] == 50 and on["validate_models"] == 4 and "patience" not in on
     # with validation, the training stage's params include the data and the evaluator it scores with
@@ -298,6 +304,66 @@ def test_auto_steps_resume_after_a_kill(tmp_path, token_dir, tiny_gen, tiny_trai
     ta, tb = read_json(full / "config.json")["training"], read_json(killed / "config.json")["training"]
     for key in ("stopped", "kept_step", "steps_run", "best_step", "validations"):
         assert ta[key] == tb[key], key
+
+
+def test_cooldown_schedule_and_the_rule_that_starts_it():
+    assert linear_cooldown(10, start=10, end=15, factor=0.8) == pytest.approx(0.8)
+    assert linear_cooldown(14, start=10, end=15, factor=0.8) == pytest.approx(0.16)
+    assert linear_cooldown(99, start=10, end=15, factor=0.8, min_ratio=0.1) == pytest.approx(0.1)
+    rule = AutoStop(target=0.9, tolerance=0.01, patience=2, min_delta=0.0)
+    for step, score in ((10, 0.95), (20, 0.5), (30, 0.45)):
+        rule.update(step, score)
+    assert rule.reason == "plateau"
+    rule.update(40, 0.95), rule.update(50, 0.95)
+    assert rule.reason == "plateau"  # the first reason stays while a cool-down runs on
+    assert rule.lr_factor(31, lambda s: 1.0, 0.0) == 1.0 and not rule.cooling(31)
+    rule.begin_cooldown(30, 40, factor=0.5)
+    assert rule.cooling(39) and not rule.cooling(40)
+    assert rule.lr_factor(29, lambda s: 1.0, 0.0) == 1.0 and rule.lr_factor(35, lambda s: 1.0, 0.0) == 0.25
+    again = AutoStop(target=None, tolerance=0.01, patience=2, min_delta=0.0)
+    again.load_state_dict(rule.state_dict())
+    assert again.state_dict() == rule.state_dict() and again.cooldown_end == 40
+
+
+COOL = {**AUTO, "max_steps": 20, "cooldown": 0.5}
+COOL_SCRIPT = [*SCRIPT[:5], 0.96, 0.9, 0.91]  # fires at 10 (reached): cools down over 5 steps, validated at 12, 14, 15
+
+
+def test_auto_steps_cool_down_before_stopping(tmp_path, token_dir, tiny_gen, tiny_train):
+    out = tmp_path / "cool"
+    train_generator(token_dir=token_dir, out_dir=out, generator_cfg=tiny_gen, device="cpu",
+                    train_cfg={**tiny_train, **COOL}, validator=ScriptedValidator(COOL_SCRIPT))  # fmt: skip
+    log = pd.read_csv(out / "train_log.csv")
+    assert log["step"].max() == 15
+    assert log.dropna(subset=["val_score"])["step"].tolist() == [2, 4, 6, 8, 10, 12, 14, 15]
+    training = read_json(out / "config.json")["training"]
+    assert training["stopped"] == "reached" and training["cooldown"] == {"from_step": 10, "steps": 5}
+    assert training["steps_run"] == 15 and training["kept_step"] == 12  # the best of the whole run, in the cool-down
+    # the lr of steps 11..15 falls linearly from the cosine's value at step 10 towards 0 (min_lr_ratio 0)
+    cfg = TrainConfig.parse({**tiny_train, **COOL})
+    at10 = cfg.lr * warmup_cosine(10, lr=1.0, warmup=cfg.warmup_steps, total=20)
+    lrs = log.set_index("step")["lr"]
+    assert [lrs[s] for s in range(11, 16)] == pytest.approx([at10 * (1 - k / 5) for k in range(5)])
+    assert lrs[10] == pytest.approx(cfg.lr * warmup_cosine(9, lr=1.0, warmup=cfg.warmup_steps, total=20))
+    # without cooldown the same validations stop at 10 (the rule as before)
+    plain = tmp_path / "plain"
+    train_generator(token_dir=token_dir, out_dir=plain, generator_cfg=tiny_gen, device="cpu",
+                    train_cfg={**tiny_train, **COOL, "cooldown": None},
+                    validator=ScriptedValidator(COOL_SCRIPT))  # fmt: skip
+    assert read_json(plain / "config.json")["training"]["steps_run"] == 10
+    # killed in the cool-down (after 13 steps: saved at 12, the new best) and resumed: the same run
+    killed = tmp_path / "killed"
+    train_generator(token_dir=token_dir, out_dir=killed, generator_cfg=tiny_gen, device="cpu", stop_after=13,
+                    train_cfg={**tiny_train, **COOL}, validator=ScriptedValidator(COOL_SCRIPT))  # fmt: skip
+    state = torch.load(killed / "resume" / "state.pt", weights_only=True)
+    assert state["step"] == 12 and state["validation"]["cooldown_end"] == 15
+    train_generator(token_dir=token_dir, out_dir=killed, generator_cfg=tiny_gen, device="cpu",
+                    train_cfg={**tiny_train, **COOL}, validator=ScriptedValidator(COOL_SCRIPT[6:]))  # fmt: skip
+    a, b = pd.read_csv(out / "train_log.csv"), pd.read_csv(killed / "train_log.csv")
+    assert a.drop(columns=["time", "val_time"]).equals(b.drop(columns=["time", "val_time"]))
+    wa, wb = load_safetensors(out / "model.safetensors")[0], load_safetensors(killed / "model.safetensors")[0]
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert read_json(killed / "config.json")["training"]["cooldown"] == training["cooldown"]
 
 
 # --- end to end -------------------------------------------------------------------------------------------------

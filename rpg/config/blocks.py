@@ -428,6 +428,12 @@ class TrainConfig(Block):
     val_min_delta: float = option(
         0.002, min=0.0, doc="steps: auto: a new best must beat the best validation score by more than this"
     )
+    cooldown: float | None = option(
+        None, gt=0.0, max=1.0, neutral=None,
+        doc="steps: auto: when the stopping rule fires at step s, train cooldown x s more steps (at most to "
+        "max_steps) while the lr decays linearly to lr * min_lr_ratio, validating as before, then stop; the best "
+        "validation of the whole run is kept (null: stop at once)",
+    )  # fmt: skip
     batch_size: int = option(4, min=1, doc="checkpoints per step (paper 16; official scripts 2-8)")
     diffusion_batch: int | Literal["auto"] = option(
         512, min=1, doc="token samples denoised per step (paper 512-1024); auto: from the token count (config.recipe)"
@@ -464,7 +470,7 @@ class TrainConfig(Block):
     preload_max_mb: int = option(2048, min=0, result=False, doc="load the token store into memory below this size")
 
     VALIDATION_KEYS = ("validate_models", "validate_steps", "validate_seed")
-    AUTO_STOP_KEYS = ("max_steps", "val_tolerance", "patience", "val_min_delta")
+    AUTO_STOP_KEYS = ("max_steps", "val_tolerance", "patience", "val_min_delta", "cooldown")
 
     def problems(self) -> Iterator[tuple[str, str]]:
         if self.ema_decay is not None and self.ema_decay >= 1:

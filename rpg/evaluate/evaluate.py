@@ -372,10 +372,12 @@ def _nanmax(x: torch.Tensor) -> float | None:
 
 
 def generated_pairs(jobs: Sequence[_Job], results: _Results, kind: str) -> dict[str, Any]:
-    """Pairwise relations among the models of ``kind``: RMS distances, probe-failure IoU, equal test failure sets."""
+    """Pairwise relations among the models of ``kind``: RMS distances, probe-failure IoU, equal probe failure sets
+    (``same_failures``; the probe split, where every model fails often enough for equal sets to mean the same
+    function, not the test split, where accurate models share a dozen failures by chance)."""
     idx = [r for r, j in enumerate(jobs) if j.row["kind"] == kind]
     if not idx:
-        return {"names": [], "states": [], "distance": [], "iou": [], "same_test_failures": []}
+        return {"names": [], "states": [], "distance": [], "iou": [], "same_failures": []}
     finite = [results.flats[r] is not None for r in idx]
     flats = [results.flats[r].float() if f else None for r, f in zip(idx, finite)]
     dist = torch.full((len(idx), len(idx)), float("nan"), dtype=torch.float64)
@@ -386,14 +388,13 @@ def generated_pairs(jobs: Sequence[_Job], results: _Results, kind: str) -> dict[
             for b, j in enumerate(ok):
                 dist[i, j] = sub[a, b]
     probe = torch.stack([results.probe_failures[r] for r in idx])
-    test = torch.stack([results.test_failures[r] for r in idx])
-    same = (test[:, None, :] == test[None, :, :]).all(-1)
+    same = (probe[:, None, :] == probe[None, :, :]).all(-1)
     return {
         "names": [jobs[r].row["name"] for r in idx],
         "states": [jobs[r].row["state"] for r in idx],
         "distance": [[None if math.isnan(v) else v for v in row] for row in dist.tolist()],  # NaN: non-finite weights
         "iou": iou_matrix(probe, probe).tolist(),
-        "same_test_failures": same.tolist(),
+        "same_failures": same.tolist(),
     }
 
 

@@ -119,8 +119,9 @@ def model_block(rows: pd.DataFrame, *, bootstrap: int = 0, seed: int = 0) -> dic
 def diversity(pairs: Mapping[str, Any], spacing: float | None) -> dict[str, Any]:
     """How many of a generated set are distinct models.
 
-    Two models are duplicates when their test failure sets are equal or their RMS distance is at most ``spacing``
-    (the median distance between consecutive checkpoints of one run). ``distinct``: models with no duplicate among
+    Two models are duplicates when their failure sets are equal (``pairs["same_failures"]``: on the probe split in
+    the evaluation, on val in training's validation) or their RMS distance is at most ``spacing`` (the median
+    distance between consecutive checkpoints of one run). ``distinct``: models with no duplicate among
     the others; ``clusters``: groups of duplicates (connected). Pairwise means over all pairs, and the same per
     permutation state.
     """
@@ -131,7 +132,7 @@ def diversity(pairs: Mapping[str, Any], spacing: float | None) -> dict[str, Any]
     dist = np.array([[np.nan if v is None else v for v in row] for row in pairs["distance"]], dtype=np.float64)
     dist = dist.reshape(n, n)
     iou = np.array(pairs["iou"], dtype=np.float64).reshape(n, n)
-    same = np.array(pairs["same_test_failures"], dtype=bool).reshape(n, n)
+    same = np.array(pairs["same_failures"], dtype=bool).reshape(n, n)
     dup = same | (dist <= spacing if spacing is not None else np.zeros_like(same))
     np.fill_diagonal(dup, False)
 

@@ -13,7 +13,9 @@ sampled from the current (EMA) weights and scored on the val split; train_log.cs
 (the target), the distinct count and the nearest distance to the originals (NaN on the other rows). It runs on a
 copy of the generator under a forked RNG and draws its noise from its own generators, so the trained weights are
 those of the same run without validation. With ``train.steps: auto`` the validations decide when to stop
-(:class:`~rpg.generator.validation.AutoStop`), and the generator written is the one of the best validation.
+(:class:`~rpg.generator.validation.AutoStop`), and the generator written is the one of the best validation; with
+``train.cooldown`` the rule's firing starts a linear decay of the lr over a share of the steps done, validated as
+before, and training stops at its end (a run of unknown length annealed like a fixed one).
 ``auto`` recipe values (generator width, lr, warmup, diffusion batch) are chosen at the start by
 :mod:`rpg.config.recipe`.
 
@@ -220,17 +222,24 @@ def train_generator(
     model = build_generator(gcfg, layout, store.num_states).to(dev)
     ema = EMA(model, tcfg.ema_decay) if tcfg.ema_decay and rank == 0 else None
     opt = build_adamw(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay, eight_bit=tcfg.adamw_8bit)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: warmup_cosine(s, lr=1.0, warmup=tcfg.warmup_steps, total=total, min_ratio=tcfg.min_lr_ratio)
-    )
     validate = tcfg.validate_every is not None
     history: dict[str, list] = {"step": [], "loss": [], "lr": [], "time": []}
+    stopper = None
     if validate:
         from rpg.generator.validation import VAL_COLUMNS, AutoStop
 
         history.update({c: [] for c in VAL_COLUMNS})
         stopper = AutoStop(target=None, tolerance=tcfg.val_tolerance, patience=tcfg.patience,
                            min_delta=tcfg.val_min_delta)  # fmt: skip
+
+    def cosine(s: int) -> float:
+        return warmup_cosine(s, lr=1.0, warmup=tcfg.warmup_steps, total=total, min_ratio=tcfg.min_lr_ratio)
+
+    def cooled(s: int) -> float:  # train.cooldown: the cosine, then the cool-down once the stopping rule fired
+        return stopper.lr_factor(s, cosine, tcfg.min_lr_ratio)
+
+    cools = validate and tcfg.auto_steps and tcfg.cooldown is not None
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, cooled if cools else cosine)
     best: dict[str, dict[str, torch.Tensor]] | None = None  # steps: auto: weights of the best validation (CPU)
     start, elapsed = 0, 0.0
     state_path = out_dir / STATE_FILE
@@ -291,10 +300,12 @@ def train_generator(
         stopper.target = out["val_target"]
         new_best, reason = stopper.update(step, out["val_score"])
         out["new_best"], out["stop"] = new_best, reason if tcfg.auto_steps else None
+        cooling = stopper.cooling(step)
+        verdict = f"  (cooling down to step {stopper.cooldown_end})" if cooling else f"  -> stop ({reason})"
         log.info("validation at step %d: val score %.4f (originals %.4f), %d/%d distinct, nearest distance %.4f, "
                  "%.1f s%s%s", step, out["val_score"], out["val_target"], out["val_distinct"], len(out["scores"]),
                  out["val_nearest_distance"], out["val_time"], "  new best" if new_best else "",
-                 f"  -> stop ({reason})" if out["stop"] else "")  # fmt: skip
+                 verdict if out["stop"] else "")  # fmt: skip
         return out
 
     def save(step: int) -> None:
@@ -310,7 +321,7 @@ def train_generator(
 
     bar = progress(total=total, desc="train generator", initial=start, disable=rank != 0)
     t0, window_t, window_step = time.perf_counter(), time.perf_counter(), start
-    stop_reason = stopper.reason if validate and tcfg.auto_steps else None
+    stop_reason = stopper.reason if validate and tcfg.auto_steps and not stopper.cooling(start) else None
     last_step, val_postfix = start, {}
     with StopSignals() as signals:
         for step in range(start if stop_reason is None else total, total):
@@ -357,7 +368,8 @@ def train_generator(
                     log.info("step %d/%d loss %.5f lr %.3g  %.2f steps/s", step + 1, total, loss_value, lr, rate)
                     window_t, window_step = now, step + 1
             stop = kept = False
-            if validate and ((step + 1) % tcfg.validate_every == 0 or step + 1 == total):
+            cooldown_end = stopper.cooldown_end if cools else None
+            if validate and ((step + 1) % tcfg.validate_every == 0 or step + 1 in (total, cooldown_end)):
                 if rank == 0:
                     out = run_validation(step + 1)
                     for key in VAL_COLUMNS:
@@ -368,12 +380,23 @@ def train_generator(
                         kept = True
                     stop = out["stop"] is not None
                     stop_reason = out["stop"]
+                    if stop and cools and stopper.cooldown_end is None:
+                        length = min(max(1, round(tcfg.cooldown * (step + 1))), total - (step + 1))
+                        if length > 0:
+                            stopper.begin_cooldown(step + 1, step + 1 + length, factor=cosine(step + 1))
+                            log.info("stopping rule fired (%s) at step %d: cooling down over %d steps (lr %.3g -> "
+                                     "%.3g), validating as before", stop_reason, step + 1, length, lr,
+                                     tcfg.lr * tcfg.min_lr_ratio)  # fmt: skip
+                    stop = stop and not stopper.cooling(step + 1)
                     val_postfix = {"val": f"{out['val_score']:.4f}/{out['val_target']:.4f}"}
                     postfix.update(val_postfix)
-                if world > 1:
-                    flag = [stop, kept]
+                if world > 1:  # every rank stops, keeps and cools down (its lr schedule) with rank 0
+                    cool = (stopper.cooldown_start, stopper.cooldown_end, stopper.cooldown_factor)
+                    flag = [stop, kept, cool]
                     dist.broadcast_object_list(flag, src=0)
                     stop, kept = bool(flag[0]), bool(flag[1])
+                    if flag[2][0] is not None and stopper.cooldown_start is None:
+                        stopper.begin_cooldown(*flag[2])
             elif validate and rank == 0:
                 for key in VAL_COLUMNS:
                     history[key].append(math.nan)
@@ -437,6 +460,8 @@ def _training_block(history, *, tcfg: TrainConfig, stopper, last_step: int, reas
             validation_share=round(sum(val_time) / seconds, 4) if seconds > 0 else None,
             target=stopper.target, best_step=stopper.best_step, best_val_score=stopper.best_score,
         )  # fmt: skip
+        if stopper.cooldown_start is not None:
+            out["cooldown"] = {"from_step": stopper.cooldown_start, "steps": last_step - stopper.cooldown_start}
         if tcfg.auto_steps and stopper.best_step is not None:
             out["kept_step"] = stopper.best_step
     return out

@@ -33,6 +33,7 @@ from rpg.evaluate.evaluators import Evaluator
 from rpg.evaluate.similarity import iou_matrix, pairwise_rms_distances, rms_distances
 from rpg.evaluate.summary import diversity
 from rpg.generator.samplers import build_sampler
+from rpg.optim import linear_cooldown
 from rpg.tokens.store import TokenStore
 from rpg.tokens.tokenizer import detokenize
 from rpg.zoo.models import build_model
@@ -50,8 +51,10 @@ class AutoStop:
 
     :meth:`update` takes each validation's (step, score) and says whether it is a new best and why to stop, if so:
     ``reached`` (``patience`` consecutive scores at least ``target - tolerance``), ``plateau`` (``patience``
-    validations since the last one that beat the best by more than ``min_delta``). The best is the highest score
-    (ties: the earlier step). Its state (:meth:`state_dict`) goes into the resumable training state.
+    validations since the last one that beat the best by more than ``min_delta``); the first reason stays. The best
+    is the highest score (ties: the earlier step). With ``train.cooldown`` the trainer goes on from the step the rule
+    fired to ``cooldown_end`` while the lr decays (:meth:`begin_cooldown`; :meth:`lr_factor` is the schedule). Its
+    state (:meth:`state_dict`) goes into the resumable training state.
     """
 
     target: float | None
@@ -65,6 +68,9 @@ class AutoStop:
     reached_run: int = 0  # consecutive validations within the tolerance of the target
     since_best: int = 0  # validations since the last that improved the best by more than min_delta
     reason: str | None = None
+    cooldown_start: int | None = None  # the step the rule fired at, when a cool-down follows it
+    cooldown_end: int | None = None
+    cooldown_factor: float | None = None  # the lr factor at cooldown_start
 
     def update(self, step: int, score: float) -> tuple[bool, str | None]:
         """Record one validation; returns (new best, reason to stop or None)."""
@@ -79,15 +85,31 @@ class AutoStop:
         self.since_best = 0 if improved else self.since_best + 1
         reached = finite and self.target is not None and score >= self.target - self.tolerance
         self.reached_run = self.reached_run + 1 if reached else 0
-        if self.reached_run >= self.patience:
+        if self.reason is None and self.reached_run >= self.patience:
             self.reason = "reached"
-        elif self.since_best >= self.patience:
+        elif self.reason is None and self.since_best >= self.patience:
             self.reason = "plateau"
         return new_best, self.reason
 
+    def begin_cooldown(self, start: int, end: int, factor: float) -> None:
+        """Train on from step ``start`` to ``end`` while the lr factor decays linearly from ``factor``."""
+        self.cooldown_start, self.cooldown_end, self.cooldown_factor = int(start), int(end), float(factor)
+
+    def cooling(self, step: int) -> bool:
+        """True while a cool-down is under way before ``step`` (steps done) reaches its end."""
+        return self.cooldown_end is not None and step < self.cooldown_end
+
+    def lr_factor(self, step: int, schedule: Callable[[int], float], min_ratio: float) -> float:
+        """The lr factor at ``step``: ``schedule``'s, then the cool-down's once it has begun."""
+        if self.cooldown_start is None or step < self.cooldown_start:
+            return schedule(step)
+        return linear_cooldown(step, start=self.cooldown_start, end=self.cooldown_end, factor=self.cooldown_factor,
+                               min_ratio=min_ratio)  # fmt: skip
+
     def state_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in ("target", "steps", "scores", "best_step", "best_score", "reached_run",
-                                              "since_best", "reason")}  # fmt: skip
+                                              "since_best", "reason", "cooldown_start", "cooldown_end",
+                                              "cooldown_factor")}  # fmt: skip
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         for key, value in state.items():
@@ -227,7 +249,7 @@ class SampleValidator:
             "states": states,
             "distance": [[None if math.isnan(v) else v for v in row] for row in pairwise],
             "iou": iou_matrix(fails, fails).tolist(),
-            "same_test_failures": (fails[:, None, :] == fails[None, :, :]).all(-1).tolist(),
+            "same_failures": (fails[:, None, :] == fails[None, :, :]).all(-1).tolist(),
         }
         div = diversity(pairs, self.spacing)
         return {
