@@ -24,6 +24,8 @@ be run a few at a time.
     python benchmarks/auto_steps.py --zoos mlp --reevaluate  # a finished run's evaluation again (new evaluation code)
     python benchmarks/auto_steps.py --merge W/auto_steps.json  # rows of runs written elsewhere (--out) into the table
     python benchmarks/auto_steps.py --compare A.json B.json --out C.md  # two variants' rows side by side, per zoo
+    python benchmarks/auto_steps.py --cooldown none --out benchmarks/results/auto_steps_no_cooldown.md  # the rule
+                                                             # alone: stop when it fires (no lr cool-down)
 
 ``--reevaluate`` reruns only the evaluation of the chosen zoos in ``--work`` (trained generators and generated
 models kept): their rows keep the run that trained them (command, date, training time) and record the
@@ -78,8 +80,8 @@ SMOKE_EVALUATE = {"noise_levels": [0.01, 0.05], "noise_models_per_level": 1, "in
 
 def auto_train(train: dict, args, recipe_auto: bool) -> dict:
     out = {**train, "steps": "auto", "max_steps": args.max_steps, "validate_every": args.validate_every}
-    if args.cooldown is not None:
-        out["cooldown"] = args.cooldown
+    if args.cooldown is not None:  # a share, or "none" (stop when the rule fires); not given: the config default
+        out["cooldown"] = None if args.cooldown == "none" else float(args.cooldown)
     if recipe_auto:
         out.update(lr="auto", warmup_steps="auto", diffusion_batch="auto")
     return out
@@ -293,7 +295,8 @@ def compare(base: Path, variant: Path, *, labels: tuple[str, str]) -> str:
         f"# `train.steps: auto`: {x} against {y}, zoo by zoo",
         "",
         f"Rows of `{base.name}` ({x}) and `{variant.name}` ({y}), written by `benchmarks/auto_steps.py --compare`; "
-        "test split, equal n; each run's command is in its table.",
+        "test split, equal n; each run's command is in its table. `steps` = steps run / step kept. The training "
+        "minutes come from separate runs, each on its machine's load at the time: the steps are the cost measure.",
         "",
         f"| zoo | originals | steps {x} | steps {y} | generated {x} | generated {y} | change (points) "
         f"| distinct {x} | distinct {y} | train min {x} | train min {y} |",
@@ -314,14 +317,21 @@ def compare(base: Path, variant: Path, *, labels: tuple[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _cooldown(text: str) -> str:
+    if text != "none":
+        float(text)  # argparse reports a ValueError as an invalid --cooldown
+    return text
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--zoos", nargs="+", default=list(ALL_ZOOS), choices=ALL_ZOOS)
     p.add_argument("--work", default=str(ROOT / "benchmarks" / ".cache" / "auto_steps"), help="pipeline directory")
     p.add_argument("--max-steps", type=int, default=6000)
     p.add_argument("--validate-every", type=int, default=250)
-    p.add_argument("--cooldown", type=float, default=None,
-                   help="train.cooldown: when the rule fires at step s, decay the lr over this share of s")  # fmt: skip
+    p.add_argument("--cooldown", type=_cooldown, default=None,
+                   help="train.cooldown: when the rule fires at step s, decay the lr over this share of s; none: "
+                   "stop when it fires (default: train.cooldown's default)")  # fmt: skip
     p.add_argument("--recipe-auto", choices=("byo", "all", "none"), default="byo",
                    help="which zoos get token size, lr, warm-up and diffusion batch 'auto'")  # fmt: skip
     p.add_argument("--byo-checkpoints", type=int, default=10, help="checkpoints per run of the BYO zoos")

@@ -76,11 +76,11 @@ def test_auto_steps_config_errors_and_params():
     cfg = TrainConfig.parse({"steps": "auto", "max_steps": 100, "validate_every": 10})
     assert cfg.auto_steps and cfg.total_steps == 100
     # nothing new reaches the params of a run without validation (adding the options reruns no training)
-    plain = result_dict(TrainConfig.parse({"validate_models": 8, "patience": 5, "max_steps": 7, "cooldown": 0.2}))
+    plain = result_dict(TrainConfig.parse({"validate_models": 8, "patience": 5, "max_steps": 7, "cooldown": 0.5}))
     assert plain == result_dict(TrainConfig.parse({}))
     auto = {"steps": "auto", "max_steps": 100, "validate_every": 10}
-    assert "cooldown" not in result_dict(TrainConfig.parse(auto))  # null (the rule as before): no rerun
-    assert result_dict(TrainConfig.parse({**auto, "cooldown": 0.2}))["cooldown"] == 0.2
+    assert result_dict(TrainConfig.parse(auto))["cooldown"] == 0.2  # the default under steps: auto
+    assert "cooldown" not in result_dict(TrainConfig.parse({**auto, "cooldown": None}))  # null: the rule as before
     with pytest.raises(ConfigError, match="cooldown"):
         TrainConfig.parse({**auto, "cooldown": 1.5})
     on = result_dict(TrainConfig.parse({"validate_every": 50}))
@@ -246,7 +246,14 @@ class ScriptedValidator:
                 "val_time": 0.01, "scores": [score] * 4}  # fmt: skip
 
 
-AUTO = {"steps": "auto", "max_steps": 12, "validate_every": 2, "patience": 2, "val_tolerance": 0.01}
+AUTO = {
+    "steps": "auto",
+    "max_steps": 12,
+    "validate_every": 2,
+    "patience": 2,
+    "val_tolerance": 0.01,
+    "cooldown": None,
+}  # the rule alone (the cool-down: COOL below)
 SCRIPT = [0.3, 0.6, 0.88, 0.95, 0.93, 0.1]  # within 0.01 of 0.9 at steps 8 and 10: stop at 10, keep 8 (the best)
 
 
