@@ -337,6 +337,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--byo-checkpoints", type=int, default=10, help="checkpoints per run of the BYO zoos")
     p.add_argument("--byo-epochs", type=int, default=30)
     p.add_argument("--cores", type=int, default=2)
+    p.add_argument("--threads", type=int, default=None,
+                   help="train.threads and generate.threads (default: the configs'; 1 runs two of these side by side "
+                   "on 2 cores without oversubscribing)")  # fmt: skip
     p.add_argument("--smoke", action="store_true",
                    help="tiny settings (max 300 steps, validation every 100, 2 models, a cheap evaluation); "
                         "only the plain-MLP zoo unless --zoos is given")  # fmt: skip
@@ -389,6 +392,10 @@ def main(argv: list[str] | None = None) -> None:
         experiments[name] = exp
     if args.smoke:
         experiments = {name: smoke(exp) for name, exp in experiments.items()}
+    if args.threads:
+        for exp in experiments.values():
+            for block in ("train", "generate"):
+                exp[block] = {**exp.get(block, {}), "threads": args.threads}
     wall = run_pipeline(experiments, work, args.cores, reevaluate=args.reevaluate)
     rows = [row(work, e, z) for e, exp in experiments.items() for z in exp["zoos"]]
     command = "python benchmarks/auto_steps.py " + " ".join(argv if argv is not None else sys.argv[1:])
