@@ -224,6 +224,7 @@ def row(work: Path, exp: str, zoo: str) -> dict:
         "original_mean": summary["original"]["score"]["mean"], "generated_mean": summary["generated"]["score"]["mean"],
         "distinct": diversity.get("distinct"), "n": diversity.get("n"), "copies": summary["generated"].get("copies"),
         "diagnosis": (summary.get("diagnosis") or {}).get("status"), "recipe": gen.get("recipe", {}),
+        "generated_bn_mean": (summary.get("generated_bn") or {}).get("score", {}).get("mean"),
     }  # fmt: skip
 
 
@@ -264,7 +265,9 @@ def table(rows: list[dict], *, note: str) -> str:
         "",
         f"Written by {written}{note}.",
         "Test split, equal n; `steps` = steps run / step kept; `stopped`: the rule that fired (+ the steps of the lr's "
-        "cool-down after it, `train.cooldown`); `val share` = validation's share of the training time.",
+        "cool-down after it, `train.cooldown`); `val share` = validation's share of the training time; `BN "
+        "re-estimated`: a BatchNorm zoo's generated weights with running statistics re-estimated on training batches "
+        "(row `generated_bn`; `generated` is the models as generated).",
         "",
         "| zoo | tokens | auto recipe | steps | stopped | val share | train min | originals | generated | gap (points) "
         "| distinct | copies | diagnosis |",
@@ -276,10 +279,12 @@ def table(rows: list[dict], *, note: str) -> str:
         train = "" if r["train_s"] is None else f"{r['train_s'] / 60:.1f}"
         cooled = f" + {r['cooldown_steps']} cool-down" if r.get("cooldown_steps") else ""
         scores = f"{100 * r['original_mean']:.2f} | {100 * r['generated_mean']:.2f} | {gap:+.2f}"
+        bn = r.get("generated_bn_mean")  # a BatchNorm zoo: the same weights with re-estimated statistics
+        diagnosis = r["diagnosis"] if bn is None else f"{r['diagnosis']} (BN re-estimated: {100 * bn:.2f})"
         lines.append(
             f"| {r['zoo']} | {r['tokens']} | {chosen(r['recipe'])} | {r['steps_run']} / {r['kept_step']} "
             f"| {r['stopped']}{cooled} | {share} | {train} | {scores} | {r['distinct']}/{r['n']} | {r['copies']} "
-            f"| {r['diagnosis']} |"
+            f"| {diagnosis} |"
         )
     return "\n".join(lines) + "\n"
 

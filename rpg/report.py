@@ -222,6 +222,8 @@ def _zoo_section(exp: str, zoo: str, directory: Path) -> str:
     if diagnosis.get("status") not in (None, "ok"):  # first: the frontier claims say nothing about broken models
         parts.append(f'<p class="fail">Diagnosis ({html.escape(diagnosis["status"])}): '
                      f"{html.escape(diagnosis['message'])}</p>")  # fmt: skip
+    elif (diagnosis.get("batchnorm") or {}).get("message"):  # within the tolerance, yet the statistics cost points
+        parts.append(f"<p>Diagnosis (ok, BatchNorm): {html.escape(diagnosis['batchnorm']['message'])}</p>")
     if settings.get("arch"):
         parts.append(
             f"<p>architecture <code>{html.escape(str(settings['arch']))}</code>, evaluator "

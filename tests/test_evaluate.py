@@ -728,6 +728,11 @@ def test_generated_models_with_re_estimated_batchnorm_statistics_are_a_separate_
     assert "generated_bn" in s["settings"]["bn_recalibrated"]
     row = next(r for r in summary_rows(s) if r["group"] == GENERATED_BN)
     assert row["score"] == s["generated_bn"]["score"]
+    # the diagnosis names the statistics as what the generated models lose (only where the row was measured)
+    bn_note = s["diagnosis"]["batchnorm"]
+    assert bn_note["recovered"] == pytest.approx(s["generated_bn"]["score"]["mean"] - s["generated"]["score"]["mean"])
+    assert "BatchNorm running statistics" in bn_note["message"] and bn_note["message"] in s["diagnosis"]["message"]
+    assert "batchnorm" not in plain["diagnosis"]
 
 
 def _novelty(tmp_path, monkeypatch, make_generated) -> dict:
@@ -891,6 +896,20 @@ def test_diagnosis_tells_what_to_change():
     # a flat loss but a validation score still rising: not converged either
     rising = _log(np.full(100, 0.1), val=np.r_[np.full(96, np.nan), [0.3, 0.4, 0.5, 0.6]])
     assert diagnose(gap=0.4, tolerance=0.05, train_log=rising)["status"] == "not converged"
+
+
+def test_diagnosis_names_the_generated_batchnorm_statistics_when_re_estimating_them_recovers_points():
+    from rpg.evaluate.diagnosis import BN_RECOVERED, diagnose
+
+    flat = _log(np.r_[np.linspace(1.0, 0.1, 50), np.full(50, 0.1)])
+    d = diagnose(gap=0.03, tolerance=0.05, train_log=flat, generated=0.96, recalibrated=0.99)
+    assert d["status"] == "ok" and d["batchnorm"]["recovered"] == pytest.approx(0.03)
+    assert "cost 3.00 points" in d["message"] and "99.00" in d["message"] and "running_stats_weight" in d["message"]
+    far = diagnose(gap=0.3, tolerance=0.05, train_log=flat, generated=0.6, recalibrated=0.9)
+    assert far["status"] == "plateau" and far["batchnorm"]["message"] in far["message"]
+    small = diagnose(gap=0.01, tolerance=0.05, train_log=flat, generated=0.96, recalibrated=0.96 + BN_RECOVERED / 2)
+    assert small["batchnorm"]["message"] is None and "BatchNorm" not in small["message"]
+    assert "batchnorm" not in diagnose(gap=0.01, tolerance=0.05, train_log=flat, generated=0.96)
 
 
 def test_under_trained_generator_is_diagnosed_and_gets_no_frontier_verdict():

@@ -91,6 +91,21 @@ def test_report_marks_missing_plots_and_rejects_missing_summary(tmp_path: Path):
     assert not (tmp_path / "r2.html").exists()
 
 
+def test_report_names_the_generated_batchnorm_statistics_first(tmp_path: Path):
+    """Generated models within the tolerance whose re-estimated statistics score 3 points more: the report says so
+    before the table (the diagnosis stays ok)."""
+    table = _table()
+    bn = table[table["kind"] == "generated"].assign(kind="generated_bn", group="generated_bn", score=0.95)
+    directory = tmp_path / "zoo"
+    write_json(summarize(pd.concat([table, bn], ignore_index=True)), directory / "summary.json")
+    text = build_report(experiments={"e": {"z": directory}}, out_html=tmp_path / "r.html").read_text()
+    assert "Diagnosis (ok, BatchNorm): the generated BatchNorm running statistics cost 3.00 points" in text
+    assert text.index("Diagnosis (ok, BatchNorm)") < text.index("<table")
+    plain = tmp_path / "plain"
+    write_json(summarize(table), plain / "summary.json")
+    assert "Diagnosis" not in build_report(experiments={"e": {"z": plain}}, out_html=tmp_path / "p.html").read_text()
+
+
 def test_summary_rows_cover_all_groups():
     rows = summary_rows(summarize(_table()))
     assert [r["group"] for r in rows][:2] == ["original", "generated"]

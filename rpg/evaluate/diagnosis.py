@@ -11,6 +11,12 @@ and what to change, from the generator's training log:
 * ``plateau``: the loss (and the validation score, where logged) had flattened while the models stay far off: more
   steps will not help; a larger generator, smaller tokens or another recipe might;
 * ``unknown``: far off, and no training log to tell which.
+
+Where the zoo has the ``generated_bn`` row (``evaluate.bn_recalibrate_generated``: the same generated weights with
+BatchNorm statistics re-estimated on training batches), ``batchnorm`` says how much of the gap those statistics
+cost; when re-estimating them recovers more than :data:`BN_RECOVERED`, the message says so whatever the status
+(a BatchNorm zoo's generated weights can be good while its generated running statistics are not: more steps or a
+larger generator are then not the cheapest fix).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 STILL_FALLING = 0.1  # relative fall of the loss over as much training again (loss_trend) that counts as falling
+BN_RECOVERED = 0.01  # generated_bn mean minus generated mean (metric units) above which the statistics are named
 STILL_RISING = 0.01  # rise of the validation score (metric units) over the last validations that counts as rising
 ADVICE = {
     "ok": "the generated models are within the tolerance of the originals",
@@ -34,6 +41,11 @@ ADVICE = {
         "epsilon prediction (docs/tuning.md)"
     ),
     "unknown": "no training log to tell whether the generator had converged (docs/tuning.md)",
+    "batchnorm": (
+        "the generated BatchNorm running statistics cost {cost:.2f} points: the same weights with statistics "
+        "re-estimated on training batches score {recalibrated:.2f} (row generated_bn); re-estimate them before using "
+        "the models, or weight the statistics' tokens more in training (train.running_stats_weight; docs/tuning.md)"
+    ),
 }
 
 
@@ -75,14 +87,35 @@ def validation_trend(train_log: pd.DataFrame | None) -> float | None:
     return float(val[-2:].mean() - val[-4:-2].mean())
 
 
-def diagnose(*, gap: float | None, tolerance: float, train_log: pd.DataFrame | None) -> dict[str, Any]:
-    """The diagnosis block of summary.json (module docstring). ``gap``: originals' mean minus generated mean."""
+def batchnorm(generated: float | None, recalibrated: float | None) -> dict[str, Any] | None:
+    """What the generated BatchNorm statistics cost: the ``batchnorm`` block of the diagnosis (None without a
+    ``generated_bn`` mean); ``message`` only when re-estimating them recovers more than :data:`BN_RECOVERED`."""
+    if generated is None or recalibrated is None:
+        return None
+    cost = recalibrated - generated
+    message = None
+    if cost > BN_RECOVERED:
+        message = ADVICE["batchnorm"].format(cost=100 * cost, recalibrated=100 * recalibrated)
+    return {"generated": generated, "recalibrated": recalibrated, "recovered": cost, "message": message}
+
+
+def diagnose(
+    *, gap: float | None, tolerance: float, train_log: pd.DataFrame | None, generated: float | None = None,
+    recalibrated: float | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """The diagnosis block of summary.json (module docstring). ``gap``: originals' mean minus generated mean;
+    ``generated`` / ``recalibrated``: the generated models' mean as generated and with re-estimated BatchNorm
+    statistics (the ``generated_bn`` row), where the zoo has it."""
     trend, val = loss_trend(train_log), validation_trend(train_log)
     out: dict[str, Any] = {"gap": gap, "tolerance": tolerance, "loss_trend": trend, "validation_trend": val}
+    bn = batchnorm(generated, recalibrated)
+    if bn is not None:
+        out["batchnorm"] = bn
+    note = f"; {bn['message']}" if bn and bn["message"] else ""
     if gap is None:
         return {**out, "status": "unknown", "message": "no generated models to diagnose"}
     if gap <= tolerance:
-        return {**out, "status": "ok", "message": ADVICE["ok"]}
+        return {**out, "status": "ok", "message": ADVICE["ok"] + note}
     falling = trend is not None and trend < -STILL_FALLING
     rising = val is not None and val > STILL_RISING
     if falling or rising:
@@ -102,4 +135,4 @@ def diagnose(*, gap: float | None, tolerance: float, train_log: pd.DataFrame | N
                  f"validation score {100 * val:+.1f} points" if val is not None else None]  # fmt: skip
         status, message = "plateau", ADVICE["plateau"].format(evidence=", ".join(p for p in parts if p))
     head = f"generated mean {100 * gap:.2f} points below the originals' (tolerance {100 * tolerance:.2f}): "
-    return {**out, "status": status, "message": head + message}
+    return {**out, "status": status, "message": head + message + note}

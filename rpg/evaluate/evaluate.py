@@ -570,5 +570,5 @@ def _log_summary(summary: Mapping[str, Any]) -> None:
     checks = {k: v for k, v in summary["checks"].items() if k != "rules"}
     log.info("checks: %s", fmt(checks))
     diagnosis = summary.get("diagnosis") or {}
-    if diagnosis.get("status") not in (None, "ok"):
+    if diagnosis.get("status") not in (None, "ok") or (diagnosis.get("batchnorm") or {}).get("message"):
         log.warning("diagnosis (%s): %s", diagnosis["status"], diagnosis["message"])

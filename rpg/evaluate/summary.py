@@ -233,7 +233,9 @@ def summarize(
     summary["frontiers"]["applicable"] = {"originals_minus_generated": _num(gap), "max_gap": cfg.frontier_max_gap,
                                           "applicable": gap is not None and gap <= cfg.frontier_max_gap}  # fmt: skip
     summary["dominance"] = dominance(table)
-    summary["diagnosis"] = diagnose(gap=_num(gap), tolerance=cfg.frontier_max_gap, train_log=train_log)
+    means = {k: summary.get(k, {}).get("score", {}).get("mean") for k in ("generated", "generated_bn")}
+    summary["diagnosis"] = diagnose(gap=_num(gap), tolerance=cfg.frontier_max_gap, train_log=train_log,
+                                    generated=means["generated"], recalibrated=means["generated_bn"])  # fmt: skip
     not_copies = None if not len(gen) else summary["generated"]["copies"] == 0
     checks: dict[str, Any] = {"generated_not_copies": not_copies}
     for family in FAMILIES:
