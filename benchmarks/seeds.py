@@ -78,6 +78,9 @@ def main(argv: list[str] | None = None) -> None:
         for zoo, path in summaries.items():
             s = json.loads(path.read_text())
             zoos[zoo] = {k: s[k] for k in KEEP if k in s}
+            gen = path.parents[2] / "generator" / zoo / "config.json"  # the steps trained (and why it stopped)
+            if gen.is_file():
+                zoos[zoo]["training"] = json.loads(gen.read_text()).get("training", {})
         cpu = sum(float(list(csv.DictReader(tsv.open(), delimiter="\t"))[-1]["cpu_time"])
                   for tsv in (ROOT / f"results/{name}/benchmarks").rglob("*.tsv"))  # fmt: skip
         data["runs"][str(seed)] = {"wall_seconds": round(wall, 1), "cpu_seconds": round(cpu, 1), "zoos": zoos}

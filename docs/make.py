@@ -187,6 +187,60 @@ def seed_details(name: str = "default_seeds") -> str:
     return "\n".join(lines) + "\n"
 
 
+def fixed_vs_auto(names: tuple[str, str] = ("default_fixed_seeds", "default_auto_seeds")) -> str:
+    """docs/results.md: the default pipeline with its fixed steps and with ``train.steps: auto``, the same seeds run
+    one after the other on one machine (``docs/data/<name>.json``, each written by benchmarks/seeds.py)."""
+    runs = {name: _seeds(name) for name in names}
+    if not all(runs.values()):
+        return f"_Not measured yet: docs/data/{names[0]}.json and {names[1]}.json (python benchmarks/seeds.py)._\n"
+    seeds = sorted(set.intersection(*(set(d["runs"]) for d in runs.values())), key=int)
+    if not seeds:
+        return "_No seed measured with both recipes._\n"
+    lines = [
+        "| recipe | zoo | steps run / kept, per seed | originals: acc. mean % | generated: acc. mean % | distinct of n "
+        "| copies |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, data in runs.items():
+        label = "auto" if "auto" in name else "fixed"
+        zoos = data["runs"][seeds[0]]["zoos"]
+        for zoo in zoos:
+            s = [data["runs"][k]["zoos"][zoo] for k in seeds]
+            trained = [x.get("training", {}) for x in s]
+            steps = ", ".join(f"{t.get('steps_run', '?')} / {t.get('kept_step', '?')}" for t in trained)
+            lines.append(
+                f"| {label} | {zoo} | {steps} | {_mean_sd([x['original']['score']['mean'] for x in s], _pct)} "
+                f"| {_mean_sd([x['generated']['score']['mean'] for x in s], _pct)} "
+                f"| {_mean_sd([x['generated_diversity']['distinct'] for x in s], lambda v: f'{v:.1f}')} of "
+                f"{s[0]['generated_diversity']['n']} | {sum(x['generated']['copies'] for x in s)} |"
+            )
+    walls = {n: [d["runs"][k]["wall_seconds"] for k in seeds] for n, d in runs.items()}
+    cpus = {n: [d["runs"][k].get("cpu_seconds") for k in seeds] for n, d in runs.items()}
+    a, b = names
+    ratio = [y / x for x, y in zip(walls[a], walls[b])]
+
+    def minutes(v: float) -> str:
+        return f"{v / 60:.1f}"
+
+    lines += [
+        "",
+        f"- Seeds {', '.join(seeds)} ({len(seeds)}), each recipe run by `python benchmarks/seeds.py` (`--forceall`, "
+        f"`snakemake --cores 2`), the two recipes of a seed one after the other on "
+        f"{runs[a].get('machine', 'one machine')}; test split, equal n; mean ± sd over seeds.",
+        f"- Wall time of the whole pipeline per seed, fixed: {', '.join(f'{w / 60:.1f}' for w in walls[a])} min; "
+        f"auto: {', '.join(f'{w / 60:.1f}' for w in walls[b])} min; auto / fixed per seed: "
+        f"{', '.join(f'{r:.2f}' for r in ratio)} (median {float(np.median(ratio)):.2f}). CPU time of all jobs, "
+        f"summed: fixed {_mean_sd(cpus[a], minutes)} min, auto {_mean_sd(cpus[b], minutes)} min.",
+    ]
+    for name, data in runs.items():
+        if data.get("load"):
+            lines.append(f"- {name}: {data['load']}")
+        shared = (data.get("config") or {}).get("shared", {}).get("train")
+        if shared:
+            lines.append(f"- {name}, `train`: `{json.dumps(shared, sort_keys=True)}`")
+    return "\n".join(lines) + "\n"
+
+
 def _fmt(x: float | None) -> str:
     return "-" if x is None else f"{x:.3f}"
 
@@ -208,6 +262,7 @@ RENDERERS: dict[str, Callable[[], str]] = {
     "seed-details": seed_details,
     "seed-details.narrow": lambda: seed_details("narrow_recipe_seeds"),
     "seed-details.t100": lambda: seed_details("narrow_t100_recipe_seeds"),
+    "default-fixed-vs-auto": fixed_vs_auto,
     **{f"bench.{p.stem}": bench(p.stem) for p in sorted(BENCH.glob("*.md"))},
 }
 
