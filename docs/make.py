@@ -232,9 +232,9 @@ def fixed_vs_auto(names: tuple[str, str] = ("default_fixed_seeds", "default_auto
         f"{', '.join(f'{r:.2f}' for r in ratio)} (median {float(np.median(ratio)):.2f}). CPU time of all jobs, "
         f"summed: fixed {_mean_sd(cpus[a], minutes)} min, auto {_mean_sd(cpus[b], minutes)} min.",
     ]
+    for load in dict.fromkeys(d["load"] for d in runs.values() if d.get("load")):
+        lines.append(f"- {load[0].upper()}{load[1:]}.")
     for name, data in runs.items():
-        if data.get("load"):
-            lines.append(f"- {name}: {data['load']}")
         shared = (data.get("config") or {}).get("shared", {}).get("train")
         if shared:
             lines.append(f"- {name}, `train`: `{json.dumps(shared, sort_keys=True)}`")
