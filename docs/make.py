@@ -187,9 +187,9 @@ def seed_details(name: str = "default_seeds") -> str:
     return "\n".join(lines) + "\n"
 
 
-def fixed_vs_auto(names: tuple[str, str] = ("default_fixed_seeds", "default_auto_seeds")) -> str:
-    """docs/results.md: the default pipeline with its fixed steps and with ``train.steps: auto``, the same seeds run
-    one after the other on one machine (``docs/data/<name>.json``, each written by benchmarks/seeds.py)."""
+def side_by_side(names: tuple[str, str], labels: tuple[str, str], how: str) -> str:
+    """docs/results.md: the default pipeline with two recipes (e.g. fixed steps and ``train.steps: auto``), the same
+    seeds on one machine (``docs/data/<name>.json``, each written by benchmarks/seeds.py); ``how``: when they ran."""
     runs = {name: _seeds(name) for name in names}
     if not all(runs.values()):
         return f"_Not measured yet: docs/data/{names[0]}.json and {names[1]}.json (python benchmarks/seeds.py)._\n"
@@ -201,8 +201,7 @@ def fixed_vs_auto(names: tuple[str, str] = ("default_fixed_seeds", "default_auto
         "| copies |",
         "|---|---|---|---|---|---|---|",
     ]
-    for name, data in runs.items():
-        label = "auto" if "auto" in name else "fixed"
+    for label, data in zip(labels, runs.values()):
         zoos = data["runs"][seeds[0]]["zoos"]
         for zoo in zoos:
             s = [data["runs"][k]["zoos"][zoo] for k in seeds]
@@ -217,27 +216,27 @@ def fixed_vs_auto(names: tuple[str, str] = ("default_fixed_seeds", "default_auto
     walls = {n: [d["runs"][k]["wall_seconds"] for k in seeds] for n, d in runs.items()}
     cpus = {n: [d["runs"][k].get("cpu_seconds") for k in seeds] for n, d in runs.items()}
     a, b = names
-    ratio = [y / x for x, y in zip(walls[a], walls[b])]
+    x, y = labels
+    ratio = [v / u for u, v in zip(walls[a], walls[b])]
 
     def minutes(v: float) -> str:
         return f"{v / 60:.1f}"
 
     lines += [
         "",
-        f"- Seeds {', '.join(seeds)} ({len(seeds)}), each recipe run by `python benchmarks/seeds.py` (`--forceall`, "
-        f"`snakemake --cores 2`), the two recipes of a seed one after the other on "
-        f"{runs[a].get('machine', 'one machine')}; test split, equal n; mean ± sd over seeds.",
-        f"- Wall time of the whole pipeline per seed, fixed: {', '.join(f'{w / 60:.1f}' for w in walls[a])} min; "
-        f"auto: {', '.join(f'{w / 60:.1f}' for w in walls[b])} min; auto / fixed per seed: "
+        f"- {'Seeds' if len(seeds) > 1 else 'Seed'} {', '.join(seeds)}, each recipe run by `python "
+        f"benchmarks/seeds.py` (`--forceall`, `snakemake --cores 2`) on {runs[a].get('machine', 'one machine')}, "
+        f"{how}; test split, equal n" + ("; mean ± sd over seeds." if len(seeds) > 1 else "."),
+        f"- Wall time of the whole pipeline per seed, {x}: {', '.join(f'{w / 60:.1f}' for w in walls[a])} min; "
+        f"{y}: {', '.join(f'{w / 60:.1f}' for w in walls[b])} min; {y} / {x} per seed: "
         f"{', '.join(f'{r:.2f}' for r in ratio)} (median {float(np.median(ratio)):.2f}). CPU time of all jobs, "
-        f"summed: fixed {_mean_sd(cpus[a], minutes)} min, auto {_mean_sd(cpus[b], minutes)} min.",
+        f"summed: {x} {_mean_sd(cpus[a], minutes)} min, {y} {_mean_sd(cpus[b], minutes)} min.",
     ]
-    for load in dict.fromkeys(d["load"] for d in runs.values() if d.get("load")):
-        lines.append(f"- {load[0].upper()}{load[1:]}.")
-    for name, data in runs.items():
-        shared = (data.get("config") or {}).get("shared", {}).get("train")
-        if shared:
-            lines.append(f"- {name}, `train`: `{json.dumps(shared, sort_keys=True)}`")
+    for label, data in zip(labels, runs.values()):
+        shared = (data.get("config") or {}).get("shared", {})
+        for block in ("generator", "train"):
+            if block in shared:
+                lines.append(f"- {label}, `{block}`: `{json.dumps(shared[block], sort_keys=True)}`")
     return "\n".join(lines) + "\n"
 
 
@@ -262,7 +261,17 @@ RENDERERS: dict[str, Callable[[], str]] = {
     "seed-details": seed_details,
     "seed-details.narrow": lambda: seed_details("narrow_recipe_seeds"),
     "seed-details.t100": lambda: seed_details("narrow_t100_recipe_seeds"),
-    "default-fixed-vs-auto": fixed_vs_auto,
+    "default-fixed-vs-auto": lambda: side_by_side(
+        ("default_fixed_seeds", "default_auto_seeds"),
+        ("fixed", "auto"),
+        "the two recipes of a seed one after the other on the otherwise idle machine",
+    ),
+    "default-paper-vs-coupled": lambda: side_by_side(
+        ("default_fixed_seeds", "default_coupled_seeds"),
+        ("paper", "coupled"),
+        "the coupled run about an hour after the paper mode's (the fixed recipe's seed 0 above) on the same, otherwise "
+        "idle machine",
+    ),
     **{f"bench.{p.stem}": bench(p.stem) for p in sorted(BENCH.glob("*.md"))},
 }
 

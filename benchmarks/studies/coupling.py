@@ -26,7 +26,8 @@ config.yaml's recipe (untrained generators; steps interleaved, medians), written
 ``coupling_scale.{csv,md}``.
 ``--add EXP_DIR RUN_ZOO ZOO MODE`` takes a row from a pipeline run made by hand (its evaluation summary and
 benchmarks under ``EXP_DIR``, the zoo named ``RUN_ZOO`` there), recorded as (``--add-config``, ZOO, ``--add-seed``,
-MODE); the mode's overrides must be what that run used.
+MODE); the mode's overrides must be what that run used, and ``--add-note`` says how else it differs (kept in the
+row's note, e.g. a whole default pipeline with p-diff on).
 
 ``test_timm`` runs ``configs/test_timm.yaml`` (three zoos) for seed 0 only (``--timm-seeds`` for more). The peak memory
 of generation at 197.8M parameters in each mode is the scale benchmark's, e.g.::
@@ -295,6 +296,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--add", nargs=4, metavar=("EXP_DIR", "RUN_ZOO", "ZOO", "MODE"), help="a row from a finished run")
     p.add_argument("--add-config", default="default")
     p.add_argument("--add-seed", type=int, default=0)
+    p.add_argument("--add-note", default=None, help="how the --add run differs from the study's own runs (kept)")
     p.add_argument("--costs", metavar="TOKEN_DIR", help="CPU-s per training step and per model of --modes")
     p.add_argument("--scale", nargs="+", metavar="MODE=CSV", help="the scale benchmark's rows per mode")
     args = p.parse_args(argv)
@@ -317,12 +319,15 @@ def main(argv: list[str] | None = None) -> None:
         row = row_of(summary, config=args.add_config, zoo=run_zoo, seed=args.add_seed, mode=mode,
                      bench=exp_dir / "benchmarks", wall=float("nan"))  # fmt: skip
         row.update(zoo=zoo, wall_s=None)
+        if args.add_note:
+            row["note"] = args.add_note
         log = exp_dir / "logs" / "train" / f"{run_zoo}.log"
         resumed = [ln for ln in log.read_text().splitlines() if "resuming from" in ln] if log.is_file() else []
         if resumed:  # the train rule's benchmark covers only the last attempt
             row["train_cpu_s"] = None
-            row["note"] = (f"training was resumed at step {resumed[-1].rsplit(' ', 1)[-1]}, so the train rule's "
-                           "benchmark covers only the last attempt: CPU-s left out")  # fmt: skip
+            row["note"] = "; ".join(filter(None, [row.get("note"), (
+                f"training was resumed at step {resumed[-1].rsplit(' ', 1)[-1]}, so the train rule's benchmark covers "
+                "only the last attempt: CPU-s left out")]))  # fmt: skip
         rows[(args.add_config, zoo, str(args.add_seed), mode)] = row
         write_rows(rows, out)
         print((out / "coupling.md").read_text())
