@@ -269,8 +269,8 @@ RENDERERS: dict[str, Callable[[], str]] = {
     "default-paper-vs-coupled": lambda: side_by_side(
         ("default_fixed_seeds", "default_coupled_seeds"),
         ("paper", "coupled"),
-        "the coupled run about an hour after the paper mode's (the fixed recipe's seed 0 above) on the same, otherwise "
-        "idle machine",
+        "the coupled runs one to two hours after the paper mode's (the fixed recipe's runs above) on the same, "
+        "otherwise idle machine",
     ),
     **{f"bench.{p.stem}": bench(p.stem) for p in sorted(BENCH.glob("*.md"))},
 }
