@@ -39,6 +39,10 @@ def _mean_sd(values: list[float | None], fmt: Callable[[float], str]) -> str:
     return f"{fmt(float(np.mean(v)))} ± {fmt(float(np.std(v, ddof=1)))}"
 
 
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f}"
+
+
 def _seeds(name: str = "default_seeds") -> dict:
     path = DATA / f"{name}.json"
     return json.loads(path.read_text()) if path.is_file() else {}
@@ -124,13 +128,13 @@ def default_results() -> str:
         "and test images resampled) lies above 0 (pass), below 0 (fail), or includes 0 (undecided). Undominated: "
         "generated models that no baseline model matches in accuracy at a lower similarity.",
         f"- Measured on {data.get('machine', 'this machine')}. Wall time of `snakemake --cores 2` per seed: "
-        f"{_mean_sd(walls, lambda v: f'{v / 60:.1f}')} min"
+        f"{_mean_sd(walls, _minutes)} min"
         + (f"; {data['load']}" if data.get("load") else "")
         + "; CPU time of all jobs, summed (Snakemake's benchmark files): "
-        f"{_mean_sd(cpus, lambda v: f'{v / 60:.1f}')} min"
+        f"{_mean_sd(cpus, _minutes)} min"
         + (
             f" (the evaluation and report were rerun after the runs with this version's baselines, "
-            f"{_mean_sd(refresh, lambda v: f'{v / 60:.1f}')} min of wall time per seed; the CPU time counts them)"
+            f"{_mean_sd(refresh, _minutes)} min of wall time per seed; the CPU time counts them)"
             if any(r is not None for r in refresh)
             else ""
         )
@@ -174,7 +178,7 @@ def seed_details(name: str = "default_seeds") -> str:
                 + f" | {dom_cell} | {pd_cell} | {marks} |"
             )
     if name != "default_seeds":  # a recipe beside the default: say what it was and how long it took
-        walls = ", ".join(f"{data['runs'][k]['wall_seconds'] / 60:.1f}" for k in sorted(data["runs"]))
+        walls = ", ".join(_minutes(data["runs"][k]["wall_seconds"]) for k in sorted(data["runs"]))
         lines.append(f"\n- Wall time of `snakemake --cores 2` per seed: {walls} min ({data.get('load', '')}).")
         lines.append(
             "- Measured with the point comparison of the time (a margin without an interval): the "
@@ -219,18 +223,15 @@ def side_by_side(names: tuple[str, str], labels: tuple[str, str], how: str) -> s
     x, y = labels
     ratio = [v / u for u, v in zip(walls[a], walls[b])]
 
-    def minutes(v: float) -> str:
-        return f"{v / 60:.1f}"
-
     lines += [
         "",
         f"- {'Seeds' if len(seeds) > 1 else 'Seed'} {', '.join(seeds)}, each recipe run by `python "
         f"benchmarks/seeds.py` (`--forceall`, `snakemake --cores 2`) on {runs[a].get('machine', 'one machine')}, "
         f"{how}; test split, equal n" + ("; mean ± sd over seeds." if len(seeds) > 1 else "."),
-        f"- Wall time of the whole pipeline per seed, {x}: {', '.join(f'{w / 60:.1f}' for w in walls[a])} min; "
-        f"{y}: {', '.join(f'{w / 60:.1f}' for w in walls[b])} min; {y} / {x} per seed: "
+        f"- Wall time of the whole pipeline per seed, {x}: {', '.join(map(_minutes, walls[a]))} min; "
+        f"{y}: {', '.join(map(_minutes, walls[b]))} min; {y} / {x} per seed: "
         f"{', '.join(f'{r:.2f}' for r in ratio)} (median {float(np.median(ratio)):.2f}). CPU time of all jobs, "
-        f"summed: {x} {_mean_sd(cpus[a], minutes)} min, {y} {_mean_sd(cpus[b], minutes)} min.",
+        f"summed: {x} {_mean_sd(cpus[a], _minutes)} min, {y} {_mean_sd(cpus[b], _minutes)} min.",
     ]
     for label, data in zip(labels, runs.values()):
         shared = (data.get("config") or {}).get("shared", {})
