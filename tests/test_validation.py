@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import math
+import time
 
 import pandas as pd
 import pytest
@@ -234,12 +236,14 @@ def test_validation_logs_beside_the_loss_and_leaves_training_unchanged(tmp_path,
 
 
 class ScriptedValidator:
-    """Returns scripted validation scores (target 0.9), one per call."""
+    """Returns scripted validation scores (target 0.9), one per call, after ``delay`` seconds (or ``delay[i]`` for
+    call i)."""
 
-    def __init__(self, scores) -> None:
-        self.scores, self.calls = list(scores), 0
+    def __init__(self, scores, delay: float | list[float] = 0.0) -> None:
+        self.scores, self.calls, self.delay = list(scores), 0, delay
 
     def __call__(self, generator):
+        time.sleep(self.delay[self.calls] if isinstance(self.delay, list) else self.delay)
         score = self.scores[self.calls]
         self.calls += 1
         return {"val_score": score, "val_target": 0.9, "val_distinct": 4, "val_nearest_distance": 1.0,
@@ -292,18 +296,24 @@ def test_auto_steps_stops_and_keeps_the_best(tmp_path, token_dir, tiny_gen, tiny
     assert training["stopped"] == "max_steps" and training["kept_step"] == 12 and training["steps_run"] == 12
 
 
-def test_auto_steps_resume_after_a_kill(tmp_path, token_dir, tiny_gen, tiny_train):
+@pytest.mark.parametrize("overlap", [False, True])
+def test_auto_steps_resume_after_a_kill(tmp_path, token_dir, tiny_gen, tiny_train, overlap):
     full, killed = tmp_path / "full", tmp_path / "killed"
-    cfg = {**tiny_train, **AUTO}
+    cfg = {**tiny_train, **AUTO, "validate_overlap": overlap, "save_every": 2}
     train_generator(token_dir=token_dir, out_dir=full, generator_cfg=tiny_gen, device="cpu", train_cfg=cfg,
                     validator=ScriptedValidator(SCRIPT))  # fmt: skip
-    # killed after 9 steps: state saved at 8 with the validations so far and the best (step 8) weights
+    # killed after 9 steps: state saved at 8 with the validations so far and the best (step 8) weights; with
+    # overlap the validation of step 8 (slow) was under way at the save: the resumed run validates step 8 again
     train_generator(token_dir=token_dir, out_dir=killed, generator_cfg=tiny_gen, device="cpu", train_cfg=cfg,
-                    validator=ScriptedValidator(SCRIPT), stop_after=9)  # fmt: skip
+                    validator=ScriptedValidator(SCRIPT, delay=[0, 0, 0, 1.0]), stop_after=9)  # fmt: skip
     state = torch.load(killed / "resume" / "state.pt", weights_only=True)
-    assert state["step"] == 8 and state["validation"]["best_step"] == 8 and state["best"]["model"]
+    if overlap:
+        assert state["step"] == 8 and state["validation"]["steps"] == [2, 4, 6] and state["validation_pending"] == 8
+    else:
+        assert state["step"] == 8 and state["validation"]["best_step"] == 8 and state["best"]["model"]
+    done = len(state["validation"]["steps"])
     train_generator(token_dir=token_dir, out_dir=killed, generator_cfg=tiny_gen, device="cpu", train_cfg=cfg,
-                    validator=ScriptedValidator(SCRIPT[4:]))  # fmt: skip
+                    validator=ScriptedValidator(SCRIPT[done:]))  # fmt: skip
     a, b = pd.read_csv(full / "train_log.csv"), pd.read_csv(killed / "train_log.csv")
     assert a.drop(columns=["time", "val_time"]).equals(b.drop(columns=["time", "val_time"]))
     wa, wb = load_safetensors(full / "model.safetensors")[0], load_safetensors(killed / "model.safetensors")[0]
@@ -359,18 +369,60 @@ def test_auto_steps_cool_down_before_stopping(tmp_path, token_dir, tiny_gen, tin
                     validator=ScriptedValidator(COOL_SCRIPT))  # fmt: skip
     assert read_json(plain / "config.json")["training"]["steps_run"] == 10
     # killed in the cool-down (after 13 steps: saved at 12, the new best) and resumed: the same run
-    killed = tmp_path / "killed"
+    killed, sync = tmp_path / "killed", {**tiny_train, **COOL, "validate_overlap": False}
     train_generator(token_dir=token_dir, out_dir=killed, generator_cfg=tiny_gen, device="cpu", stop_after=13,
-                    train_cfg={**tiny_train, **COOL}, validator=ScriptedValidator(COOL_SCRIPT))  # fmt: skip
+                    train_cfg=sync, validator=ScriptedValidator(COOL_SCRIPT))  # fmt: skip
     state = torch.load(killed / "resume" / "state.pt", weights_only=True)
     assert state["step"] == 12 and state["validation"]["cooldown_end"] == 15
     train_generator(token_dir=token_dir, out_dir=killed, generator_cfg=tiny_gen, device="cpu",
-                    train_cfg={**tiny_train, **COOL}, validator=ScriptedValidator(COOL_SCRIPT[6:]))  # fmt: skip
+                    train_cfg=sync, validator=ScriptedValidator(COOL_SCRIPT[6:]))  # fmt: skip
     a, b = pd.read_csv(out / "train_log.csv"), pd.read_csv(killed / "train_log.csv")
     assert a.drop(columns=["time", "val_time"]).equals(b.drop(columns=["time", "val_time"]))
     wa, wb = load_safetensors(out / "model.safetensors")[0], load_safetensors(killed / "model.safetensors")[0]
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     assert read_json(killed / "config.json")["training"]["cooldown"] == training["cooldown"]
+
+
+@pytest.mark.parametrize(("cfg", "script"), [(AUTO, SCRIPT), (COOL, COOL_SCRIPT)], ids=["stop", "cooldown"])
+def test_overlapped_validation_gives_the_run_of_validation_in_turn(tmp_path, token_dir, tiny_gen, tiny_train, cfg,
+                                                                    script, caplog):  # fmt: skip
+    """Validations on a thread beside the next steps (slow ones: the steps after a validation run speculatively and
+    are undone when it stops training or starts the cool-down) give the same weights, log and stop as in turn."""
+    caplog.set_level(logging.INFO, logger="rpg.generator.trainer")
+    runs = {}
+    for overlap, delay in ((False, 0.0), (True, 0.0), (True, 0.15)):
+        out = tmp_path / f"{overlap}-{delay}"
+        caplog.clear()
+        train_generator(token_dir=token_dir, out_dir=out, generator_cfg=tiny_gen, device="cpu",
+                        train_cfg={**tiny_train, **cfg, "validate_overlap": overlap},
+                        validator=ScriptedValidator(script, delay=delay))  # fmt: skip
+        training = read_json(out / "config.json")["training"]
+        assert training["validation_overlap"] is overlap
+        assert ("trained beside its validation are undone" in caplog.text) is overlap  # the step back was taken
+        runs[overlap, delay] = (
+            load_safetensors(out / "model.safetensors")[0],
+            pd.read_csv(out / "train_log.csv").drop(columns=["time", "val_time"]),
+            {k: v for k, v in training.items() if "seconds" not in k and "validation_" not in k},
+        )
+    (wa, la, ta) = runs[False, 0.0]
+    for key in ((True, 0.0), (True, 0.15)):
+        wb, lb, tb = runs[key]
+        assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa), key
+        assert la.equals(lb), key
+        assert ta == tb, key
+
+
+def test_overlapped_validation_scores_like_validation_in_turn(tmp_path, token_dir, tiny_gen, tiny_train):
+    """The real validator on its thread: the same scores, distinct counts and distances as in the training thread."""
+    logs = []
+    for overlap in (False, True):
+        out = tmp_path / str(overlap)
+        train_generator(token_dir=token_dir, out_dir=out, generator_cfg=tiny_gen, device="cpu",
+                        validator=fake_validator(token_dir, num_models=3, sampling_steps=3),
+                        train_cfg={**tiny_train, "steps": 8, "validate_every": 2,
+                                   "validate_overlap": overlap})  # fmt: skip
+        logs.append(pd.read_csv(out / "train_log.csv").drop(columns=["time", "val_time"]))
+    assert logs[0].equals(logs[1]) and logs[0]["val_score"].notna().sum() == 4
 
 
 # --- end to end -------------------------------------------------------------------------------------------------

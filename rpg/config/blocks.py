@@ -417,6 +417,13 @@ class TrainConfig(Block):
     validate_models: int = option(4, min=1, doc="models sampled per validation")
     validate_steps: int = option(10, min=1, doc="DDIM steps of the validation sampler")
     validate_seed: int = option(0, doc="model i of every validation draws its noise from seed validate_seed + i")
+    validate_overlap: bool = option(
+        True, result=False,
+        doc="on a CPU and one process, each validation runs on a thread beside the training steps that follow it; "
+        "when its result starts a cool-down or stops training, those steps are undone and training goes on from "
+        "the validated step: the same generator, log and stop as validating in turn (false), with the validation "
+        "off the training's path where a core is free",
+    )  # fmt: skip
     val_tolerance: float = option(
         0.01, min=0.0, doc="steps: auto: a validation reaches the originals when its score is at most this far below "
         "their val score (metric units; 0.01 = 1 point of accuracy)",
@@ -469,7 +476,7 @@ class TrainConfig(Block):
     threads: int = option(1, min=1, result=False, doc="CPU threads of the training job")
     preload_max_mb: int = option(2048, min=0, result=False, doc="load the token store into memory below this size")
 
-    VALIDATION_KEYS = ("validate_models", "validate_steps", "validate_seed")
+    VALIDATION_KEYS = ("validate_models", "validate_steps", "validate_seed", "validate_overlap")
     AUTO_STOP_KEYS = ("max_steps", "val_tolerance", "patience", "val_min_delta", "cooldown")
 
     def problems(self) -> Iterator[tuple[str, str]]:

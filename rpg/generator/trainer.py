@@ -39,6 +39,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -289,28 +290,84 @@ def train_generator(
     if validate and rank == 0 and validator is None:
         validator = _build_validator(store, tcfg, validation, dev)
     sampling_copy: RPGModel | None = None  # the generator validation samples from (EMA weights when EMA is on)
+    # train.validate_overlap: a validation runs on a thread while the steps after it train (speculatively: a result
+    # that stops training or starts the cool-down takes the run back to the validated step); one process on a CPU
+    overlap = validate and rank == 0 and world == 1 and dev.type == "cpu" and tcfg.validate_overlap
+    pool = ThreadPoolExecutor(1, "validation", set_threads, (torch.get_num_threads(),)) if overlap else None
+    pending: dict[str, Any] | None = None  # the validation under way: step, history row, snapshot, future
 
-    def run_validation(step: int) -> dict[str, Any]:
-        nonlocal sampling_copy
+    def score(weights: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+        sampling_copy.load_state_dict(weights)
+        return validator(sampling_copy)
+
+    def snapshot() -> dict[str, Any]:
+        """The training state after this step (the weights validated, and what a step back to here restores)."""
+        return {"model": _cpu_clone(model.state_dict()), "ema": _cpu_clone(ema.state) if ema is not None else {},
+                "optimizer": copy.deepcopy(opt.state_dict()), "scheduler": copy.deepcopy(sched.state_dict()),
+                "rng": _rng_state(dev), "rows": len(history["step"])}  # fmt: skip
+
+    def restore(snap: Mapping[str, Any]) -> None:
+        model.load_state_dict(snap["model"])
+        opt.load_state_dict(snap["optimizer"])
+        sched.load_state_dict(snap["scheduler"])
+        if ema is not None:
+            ema.state = {k: v.to(dev, copy=True) for k, v in snap["ema"].items()}
+        torch.set_rng_state(snap["rng"]["cpu"])
+        for column in history.values():
+            del column[snap["rows"] :]
+
+    def validate_at(step: int) -> tuple[bool, bool, bool]:
+        """Validate the generator of ``step`` (steps done): on the thread (returns no decision yet) or here and now."""
+        nonlocal sampling_copy, pending
         if sampling_copy is None:
             sampling_copy = copy.deepcopy(model)
-        sampling_copy.load_state_dict(ema.state if ema is not None else model.state_dict())
+        row = len(history["step"]) - 1
+        if overlap and step not in (total, stopper.cooldown_end):  # the last validation has no steps to overlap
+            snap = snapshot()
+            future = pool.submit(score, snap["ema"] if ema is not None else snap["model"])
+            pending = {"step": step, "row": row, "snapshot": snap, "future": future}
+            return False, False, False
         with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
-            out = validator(sampling_copy)
+            out = score(ema.state if ema is not None else model.state_dict())
+        return apply(step, row, out, {"model": model.state_dict(), "ema": ema.state if ema is not None else {}})
+
+    def apply(step: int, row: int, out: dict[str, Any], weights: Mapping[str, Any]) -> tuple[bool, bool, bool]:
+        """Take validation ``step``'s result: its log row, the stopping rule, the generator kept at a new best (from
+        ``weights``) and the cool-down the rule starts. Returns (stop now, kept, cool-down begun)."""
+        nonlocal best, stop_reason, val_postfix
         stopper.target = out["val_target"]
         new_best, reason = stopper.update(step, out["val_score"])
-        out["new_best"], out["stop"] = new_best, reason if tcfg.auto_steps else None
-        cooling = stopper.cooling(step)
-        verdict = f"  (cooling down to step {stopper.cooldown_end})" if cooling else f"  -> stop ({reason})"
+        reason = reason if tcfg.auto_steps else None
+        for key in VAL_COLUMNS:
+            history[key][row] = out[key]
+        kept = new_best and tcfg.auto_steps  # kept, and saved with the state right away
+        if kept:
+            best = {"model": _cpu_clone(weights["model"]), "ema": _cpu_clone(weights["ema"])}
+        verdict = (
+            f"  (cooling down to step {stopper.cooldown_end})" if stopper.cooling(step) else f"  -> stop ({reason})"
+        )
         log.info("validation at step %d: val score %.4f (originals %.4f), %d/%d distinct, nearest distance %.4f, "
                  "%.1f s%s%s", step, out["val_score"], out["val_target"], out["val_distinct"], len(out["scores"]),
                  out["val_nearest_distance"], out["val_time"], "  new best" if new_best else "",
-                 verdict if out["stop"] else "")  # fmt: skip
-        return out
+                 verdict if reason else "")  # fmt: skip
+        began = False
+        if reason and cools and stopper.cooldown_end is None:
+            length = min(max(1, round(tcfg.cooldown * step)), total - step)
+            if length > 0:
+                stopper.begin_cooldown(step, step + length, factor=cosine(step))
+                began = True
+                log.info("stopping rule fired (%s) at step %d: cooling down over %d steps (lr %.3g -> %.3g), "
+                         "validating as before", reason, step, length, tcfg.lr * cosine(step),
+                         tcfg.lr * tcfg.min_lr_ratio)  # fmt: skip
+        stop_reason = reason
+        val_postfix = {"val": f"{out['val_score']:.4f}/{out['val_target']:.4f}"}
+        return reason is not None and not stopper.cooling(step), kept, began
 
     def save(step: int) -> None:
         if rank == 0:
-            extra = {"validation": stopper.state_dict(), "best": best or {}} if validate else {}
+            under_way = pending["step"] if pending is not None else None  # saved while validating this step
+            extra = {"validation": stopper.state_dict(), "best": best or {},
+                     "validation_pending": under_way} if validate else {}  # fmt: skip
             _save_state(state_path, {
                 "fingerprint": fingerprint, "step": step, "elapsed": elapsed, "history": history,
                 "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
@@ -319,109 +376,115 @@ def train_generator(
         if world > 1:
             dist.barrier()
 
+    stop_reason, val_postfix = None, {}
+    if state is not None and validate and rank == 0 and state.get("validation_pending") == start:
+        validate_at(start)  # saved while the validation of its step was under way: run it again
+    if validate and tcfg.auto_steps and not stopper.cooling(start):
+        stop_reason = stopper.reason
     bar = progress(total=total, desc="train generator", initial=start, disable=rank != 0)
     t0, window_t, window_step = time.perf_counter(), time.perf_counter(), start
-    stop_reason = stopper.reason if validate and tcfg.auto_steps and not stopper.cooling(start) else None
-    last_step, val_postfix = start, {}
-    with StopSignals() as signals:
-        for step in range(start if stop_reason is None else total, total):
-            if stop_after is not None and step - start >= stop_after:
-                bar.close()
-                log.warning("stopping after %d steps (stop_after), as if killed", stop_after)
-                return
-            rows = batch_rows(step, batch_size=tcfg.batch_size, num_checkpoints=len(data), seed=tcfg.seed)[rank::world]
-            tokens, states, tasks = data.get(rows)
-            tokens, states = tokens.to(dev, non_blocking=True), states.to(dev)
-            tasks = None if tasks is None else tasks.to(dev)
-            gen.manual_seed(step_seed(tcfg.seed, step, rank))
-            lr = opt.param_groups[0]["lr"]
-            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
-                loss = net(tokens, states, tasks, diffusion_batch=per_rank_tokens, noise_samples=tcfg.noise_samples,
-                           generator=gen, token_weights=token_weights)  # fmt: skip
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if tcfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
-            opt.step()
-            sched.step()
-            if ema is not None:
-                ema.update(model, step)
-            # the loss, and whether a stop signal reached any rank (all ranks stop after the same step)
-            reduced = torch.stack([loss.detach().float(), torch.tensor(float(signals.requested > 0), device=dev)])
-            if world > 1:
-                dist.all_reduce(reduced)
-                reduced[0] /= world
-            loss_value, signalled = float(reduced[0]), bool(reduced[1] > 0)
-            if not math.isfinite(loss_value):
-                raise FloatingPointError(f"generator loss is {loss_value} at step {step + 1}; lower train.lr?")
-            now = time.perf_counter()
-            elapsed += now - t0
-            t0 = now
-            last_step = step + 1
-            if rank == 0:
-                for key, value in zip(("step", "loss", "lr", "time"), (step + 1, loss_value, lr, round(elapsed, 3))):
-                    history[key].append(value)
-                bar.update(1)
-                postfix = {"loss": f"{loss_value:.4f}", **val_postfix}
-                if (step + 1) % tcfg.log_every == 0 or step + 1 == total:
-                    rate = (step + 1 - window_step) / max(now - window_t, 1e-9)
-                    log.info("step %d/%d loss %.5f lr %.3g  %.2f steps/s", step + 1, total, loss_value, lr, rate)
-                    window_t, window_step = now, step + 1
-            stop = kept = False
-            cooldown_end = stopper.cooldown_end if cools else None
-            if validate and ((step + 1) % tcfg.validate_every == 0 or step + 1 in (total, cooldown_end)):
+    step, last_step = (start if stop_reason is None else total), start
+    try:
+        with StopSignals() as signals:
+            while step < total:
+                if stop_after is not None and step - start >= stop_after:
+                    bar.close()
+                    log.warning("stopping after %d steps (stop_after), as if killed", stop_after)
+                    return
+                rows = batch_rows(step, batch_size=tcfg.batch_size, num_checkpoints=len(data), seed=tcfg.seed)
+                tokens, states, tasks = data.get(rows[rank::world])
+                tokens, states = tokens.to(dev, non_blocking=True), states.to(dev)
+                tasks = None if tasks is None else tasks.to(dev)
+                gen.manual_seed(step_seed(tcfg.seed, step, rank))
+                lr = opt.param_groups[0]["lr"]
+                with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
+                    loss = net(tokens, states, tasks, diffusion_batch=per_rank_tokens, generator=gen,
+                               noise_samples=tcfg.noise_samples, token_weights=token_weights)  # fmt: skip
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if tcfg.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
+                opt.step()
+                sched.step()
+                if ema is not None:
+                    ema.update(model, step)
+                # the loss, and whether a stop signal reached any rank (all ranks stop after the same step)
+                reduced = torch.stack([loss.detach().float(), torch.tensor(float(signals.requested > 0), device=dev)])
+                if world > 1:
+                    dist.all_reduce(reduced)
+                    reduced[0] /= world
+                loss_value, signalled = float(reduced[0]), bool(reduced[1] > 0)
+                if not math.isfinite(loss_value):
+                    raise FloatingPointError(f"generator loss is {loss_value} at step {step + 1}; lower train.lr?")
+                now = time.perf_counter()
+                elapsed += now - t0
+                t0 = now
+                done = last_step = step + 1
                 if rank == 0:
-                    out = run_validation(step + 1)
-                    for key in VAL_COLUMNS:
-                        history[key].append(out[key])
-                    if out["new_best"] and tcfg.auto_steps:  # kept, and saved with the state right away
-                        best = {"model": _cpu_clone(model.state_dict()),
-                                "ema": _cpu_clone(ema.state) if ema is not None else {}}  # fmt: skip
-                        kept = True
-                    stop = out["stop"] is not None
-                    stop_reason = out["stop"]
-                    if stop and cools and stopper.cooldown_end is None:
-                        length = min(max(1, round(tcfg.cooldown * (step + 1))), total - (step + 1))
-                        if length > 0:
-                            stopper.begin_cooldown(step + 1, step + 1 + length, factor=cosine(step + 1))
-                            log.info("stopping rule fired (%s) at step %d: cooling down over %d steps (lr %.3g -> "
-                                     "%.3g), validating as before", stop_reason, step + 1, length, lr,
-                                     tcfg.lr * tcfg.min_lr_ratio)  # fmt: skip
-                    stop = stop and not stopper.cooling(step + 1)
-                    val_postfix = {"val": f"{out['val_score']:.4f}/{out['val_target']:.4f}"}
-                    postfix.update(val_postfix)
-                if world > 1:  # every rank stops, keeps and cools down (its lr schedule) with rank 0
-                    cool = (stopper.cooldown_start, stopper.cooldown_end, stopper.cooldown_factor)
-                    flag = [stop, kept, cool]
-                    dist.broadcast_object_list(flag, src=0)
-                    stop, kept = bool(flag[0]), bool(flag[1])
-                    if flag[2][0] is not None and stopper.cooldown_start is None:
-                        stopper.begin_cooldown(*flag[2])
-            elif validate and rank == 0:
-                for key in VAL_COLUMNS:
-                    history[key].append(math.nan)
-            if rank == 0:
-                bar.set_postfix(postfix, refresh=False)
-            if signalled or stop or kept or (step + 1) % tcfg.save_every == 0 or step + 1 == total:
-                save(step + 1)
-            fault_point("train", step + 1)
-            if signalled:
-                bar.close()
-                log.warning("%s received: saved the resumable state %s at step %d; exiting (status %d). Rerun the "
-                            "same command (or let the cluster requeue the job) to resume from step %d",
-                            signals.name or "a stop signal on another rank", state_path, step + 1,
-                            128 + (signals.requested or signal.SIGTERM), step + 1)  # fmt: skip
-                if not signals.requested:  # another rank was signalled: end like it
-                    signals.requested = signal.SIGTERM
-                signals.exit()
-            if stop:
-                break
+                    row = (done, loss_value, lr, round(elapsed, 3)) + (math.nan,) * (
+                        len(history) - 4
+                    )  # validation: NaN
+                    for key, value in zip(history, row):
+                        history[key].append(value)
+                    bar.update(1)
+                    if done % tcfg.log_every == 0 or done == total:
+                        rate = (done - window_step) / max(now - window_t, 1e-9)
+                        log.info("step %d/%d loss %.5f lr %.3g  %.2f steps/s", done, total, loss_value, lr, rate)
+                        window_t, window_step = now, done
+                stop = kept = back = False
+                due = validate and (done % tcfg.validate_every == 0 or done in (total, stopper.cooldown_end))
+                if pending is not None and (
+                    due or signalled or done % tcfg.save_every == 0 or pending["future"].done()
+                ):
+                    took, pending = pending, None
+                    stop, kept, began = apply(took["step"], took["row"], took["future"].result(), took["snapshot"])
+                    if stop or began:  # the steps trained beside it are undone: on from the validated step
+                        restore(took["snapshot"])
+                        log.info("the %d steps after step %d trained beside its validation are undone",
+                                 done - took["step"], took["step"])  # fmt: skip
+                        done = last_step = step = took["step"]
+                        step -= 1
+                        bar.n = done
+                        bar.refresh()
+                        back = True
+                if due and not back:
+                    if rank == 0:
+                        stop, kept_now, _ = validate_at(done)
+                        kept = kept or kept_now
+                    if world > 1:  # every rank stops, keeps and cools down (its lr schedule) with rank 0
+                        cool = (stopper.cooldown_start, stopper.cooldown_end, stopper.cooldown_factor)
+                        flag = [stop, kept, cool]
+                        dist.broadcast_object_list(flag, src=0)
+                        stop, kept = bool(flag[0]), bool(flag[1])
+                        if flag[2][0] is not None and stopper.cooldown_start is None:
+                            stopper.begin_cooldown(*flag[2])
+                if rank == 0:
+                    bar.set_postfix({"loss": f"{loss_value:.4f}", **val_postfix}, refresh=False)
+                if signalled or stop or kept or done % tcfg.save_every == 0 or done == total:
+                    save(done)
+                fault_point("train", done)
+                if signalled:
+                    bar.close()
+                    log.warning("%s received: saved the resumable state %s at step %d; exiting (status %d). Rerun "
+                                "the same command (or let the cluster requeue the job) to resume from step %d",
+                                signals.name or "a stop signal on another rank", state_path, done,
+                                128 + (signals.requested or signal.SIGTERM), done)  # fmt: skip
+                    if not signals.requested:  # another rank was signalled: end like it
+                        signals.requested = signal.SIGTERM
+                    signals.exit()
+                if stop:
+                    break
+                step += 1
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
     bar.close()
     if rank == 0:
         if validate and tcfg.auto_steps and stop_reason is None:
             stop_reason = "max_steps"
         training = _training_block(history, tcfg=tcfg, stopper=stopper if validate else None, last_step=last_step,
-                                   reason=stop_reason, seconds=elapsed + time.perf_counter() - t0)  # fmt: skip
+                                   reason=stop_reason, seconds=elapsed + time.perf_counter() - t0,
+                                   overlap=overlap)  # fmt: skip
         if best:  # steps: auto: the generator of the best validation
             model.load_state_dict(best["model"])
             if ema is not None:
@@ -449,15 +512,16 @@ def _build_validator(store: TokenStore, tcfg: TrainConfig, validation: Mapping[s
                            sampling_steps=tcfg.validate_steps, seed=tcfg.validate_seed, device=dev)  # fmt: skip
 
 
-def _training_block(history, *, tcfg: TrainConfig, stopper, last_step: int, reason: str | None,
-                    seconds: float) -> dict[str, Any]:  # fmt: skip
-    """config.json's ``training``: steps run and kept, why training stopped, the validation's cost and its best."""
+def _training_block(history, *, tcfg: TrainConfig, stopper, last_step: int, reason: str | None, seconds: float,
+                    overlap: bool = False) -> dict[str, Any]:  # fmt: skip
+    """config.json's ``training``: steps run and kept, why training stopped, the validation's time (beside the
+    training steps with ``overlap``: then its share is of time spent beside training, not added to it) and its best."""
     out: dict[str, Any] = {"steps_run": last_step, "kept_step": last_step, "stopped": reason or "steps"}
     if stopper is not None:
         val_time = [t for t in history["val_time"] if isinstance(t, float) and math.isfinite(t)]
         out.update(
             validations=len(stopper.scores), seconds=round(seconds, 3), validation_seconds=round(sum(val_time), 3),
-            validation_share=round(sum(val_time) / seconds, 4) if seconds > 0 else None,
+            validation_share=round(sum(val_time) / seconds, 4) if seconds > 0 else None, validation_overlap=overlap,
             target=stopper.target, best_step=stopper.best_step, best_val_score=stopper.best_score,
         )  # fmt: skip
         if stopper.cooldown_start is not None:
