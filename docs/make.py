@@ -191,9 +191,12 @@ def seed_details(name: str = "default_seeds") -> str:
     return "\n".join(lines) + "\n"
 
 
-def side_by_side(names: tuple[str, str], labels: tuple[str, str], how: str) -> str:
+def side_by_side(names: tuple[str, str], labels: tuple[str, str], how: str,
+                 again: tuple[tuple[str, str], str] | None = None) -> str:  # fmt: skip
     """docs/results.md: the default pipeline with two recipes (e.g. fixed steps and ``train.steps: auto``), the same
-    seeds on one machine (``docs/data/<name>.json``, each written by benchmarks/seeds.py); ``how``: when they ran."""
+    seeds on one machine (``docs/data/<name>.json``, each written by benchmarks/seeds.py); ``how``: when they ran.
+    ``again``: (names, how) of a second round of the same runs, whose wall times are added (its results are the
+    first round's when the runs are bit-identical; the line says whether they are)."""
     runs = {name: _seeds(name) for name in names}
     if not all(runs.values()):
         return f"_Not measured yet: docs/data/{names[0]}.json and {names[1]}.json (python benchmarks/seeds.py)._\n"
@@ -233,12 +236,40 @@ def side_by_side(names: tuple[str, str], labels: tuple[str, str], how: str) -> s
         f"{', '.join(f'{r:.2f}' for r in ratio)} (median {float(np.median(ratio)):.2f}). CPU time of all jobs, "
         f"summed: {x} {_mean_sd(cpus[a], _minutes)} min, {y} {_mean_sd(cpus[b], _minutes)} min.",
     ]
+    if again is not None:
+        lines.append(_again(runs, again, seeds, labels, ratio))
     for label, data in zip(labels, runs.values()):
         shared = (data.get("config") or {}).get("shared", {})
         for block in ("generator", "train"):
             if block in shared:
                 lines.append(f"- {label}, `{block}`: `{json.dumps(shared[block], sort_keys=True)}`")
     return "\n".join(lines) + "\n"
+
+
+def _again(first: dict[str, dict], again: tuple[tuple[str, str], str], seeds: list[str], labels: tuple[str, str],
+           ratio: list[float]) -> str:  # fmt: skip
+    """side_by_side's line on a second round of the same runs: its wall times, and the median ratio of both rounds."""
+    (a, b), how = again
+    runs = {a: _seeds(a), b: _seeds(b)}
+    seeds = [k for k in seeds if all(runs.values()) and all(k in d["runs"] for d in runs.values())]
+    if not seeds:
+        return f"- Second round ({how}): not measured yet (docs/data/{a}.json and {b}.json)."
+    walls = [[d["runs"][k]["wall_seconds"] for k in seeds] for d in runs.values()]
+    again_ratio = [v / u for u, v in zip(*walls)]
+
+    def scores(data: dict) -> list:
+        return [[z["generated"]["score"]["mean"] for z in data["runs"][k]["zoos"].values()] for k in seeds]
+
+    same = all(scores(new) == scores(old) for new, old in zip(runs.values(), first.values()))
+    x, y = labels
+    return (
+        f"- Again, {how}, {'seeds' if len(seeds) > 1 else 'seed'} {', '.join(seeds)}: wall per seed, {x}: "
+        f"{', '.join(map(_minutes, walls[0]))} min; {y}: "
+        f"{', '.join(map(_minutes, walls[1]))} min; {y} / {x}: {', '.join(f'{r:.2f}' for r in again_ratio)}; the "
+        f"generated models' accuracies {'identical to' if same else 'NOT identical to'} the first round's. Median "
+        f"{y} / {x} over the {len(ratio) + len(again_ratio)} pairs of both rounds: "
+        f"{float(np.median(ratio + again_ratio)):.2f}."
+    )
 
 
 def _fmt(x: float | None) -> str:
@@ -266,6 +297,12 @@ RENDERERS: dict[str, Callable[[], str]] = {
         ("default_fixed_seeds", "default_auto_seeds"),
         ("fixed", "auto"),
         "the two recipes of a seed one after the other on the otherwise idle machine",
+    ),
+    "default-fixed-vs-overlap": lambda: side_by_side(
+        ("default_fixed_seeds_r1", "default_overlap_seeds_r1"),
+        ("fixed", "auto"),
+        "the two recipes of a seed one after the other (fixed first) on the otherwise idle machine",
+        again=(("default_fixed_seeds_r2", "default_overlap_seeds_r2"), "the same runs, the auto recipe first"),
     ),
     "default-paper-vs-coupled": lambda: side_by_side(
         ("default_fixed_seeds", "default_coupled_seeds"),

@@ -384,6 +384,7 @@ def train_generator(
     bar = progress(total=total, desc="train generator", initial=start, disable=rank != 0)
     t0, window_t, window_step = time.perf_counter(), time.perf_counter(), start
     step, last_step = (start if stop_reason is None else total), start
+    unvalidated = (math.nan,) * (len(history) - 4)  # a step's validation columns until a validation fills them
     try:
         with StopSignals() as signals:
             while step < total:
@@ -421,10 +422,7 @@ def train_generator(
                 t0 = now
                 done = last_step = step + 1
                 if rank == 0:
-                    row = (done, loss_value, lr, round(elapsed, 3)) + (math.nan,) * (
-                        len(history) - 4
-                    )  # validation: NaN
-                    for key, value in zip(history, row):
+                    for key, value in zip(history, (done, loss_value, lr, round(elapsed, 3), *unvalidated)):
                         history[key].append(value)
                     bar.update(1)
                     if done % tcfg.log_every == 0 or done == total:
