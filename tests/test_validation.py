@@ -14,6 +14,7 @@ from torch import nn
 from rpg.config import ConfigError, GeneratorConfig, TrainConfig, recipe, result_dict
 from rpg.config.pipeline import resolve_config
 from rpg.evaluate.outcome import Outcome
+from rpg.generator import trainer as trainer_module
 from rpg.generator.trainer import train_generator
 from rpg.generator.validation import VAL_COLUMNS, AutoStop, SampleValidator, validation_states
 from rpg.io import load_safetensors, read_json
@@ -296,8 +297,14 @@ def test_auto_steps_stops_and_keeps_the_best(tmp_path, token_dir, tiny_gen, tiny
     assert training["stopped"] == "max_steps" and training["kept_step"] == 12 and training["steps_run"] == 12
 
 
+@pytest.fixture
+def spare_core(monkeypatch):
+    """Validation beside training whatever the machine's CPU count (it needs a CPU beyond the training's threads)."""
+    monkeypatch.setattr(trainer_module, "_spare_core", lambda threads: True)
+
+
 @pytest.mark.parametrize("overlap", [False, True])
-def test_auto_steps_resume_after_a_kill(tmp_path, token_dir, tiny_gen, tiny_train, overlap):
+def test_auto_steps_resume_after_a_kill(tmp_path, token_dir, tiny_gen, tiny_train, overlap, spare_core):
     full, killed = tmp_path / "full", tmp_path / "killed"
     cfg = {**tiny_train, **AUTO, "validate_overlap": overlap, "save_every": 2}
     train_generator(token_dir=token_dir, out_dir=full, generator_cfg=tiny_gen, device="cpu", train_cfg=cfg,
@@ -385,7 +392,7 @@ def test_auto_steps_cool_down_before_stopping(tmp_path, token_dir, tiny_gen, tin
 
 @pytest.mark.parametrize(("cfg", "script"), [(AUTO, SCRIPT), (COOL, COOL_SCRIPT)], ids=["stop", "cooldown"])
 def test_overlapped_validation_gives_the_run_of_validation_in_turn(tmp_path, token_dir, tiny_gen, tiny_train, cfg,
-                                                                    script, caplog):  # fmt: skip
+                                                                    script, caplog, spare_core):  # fmt: skip
     """Validations on a thread beside the next steps (slow ones: the steps after a validation run speculatively and
     are undone when it stops training or starts the cool-down) give the same weights, log and stop as in turn."""
     caplog.set_level(logging.INFO, logger="rpg.generator.trainer")
@@ -412,17 +419,21 @@ def test_overlapped_validation_gives_the_run_of_validation_in_turn(tmp_path, tok
         assert ta == tb, key
 
 
-def test_overlapped_validation_scores_like_validation_in_turn(tmp_path, token_dir, tiny_gen, tiny_train):
-    """The real validator on its thread: the same scores, distinct counts and distances as in the training thread."""
+def test_overlapped_validation_scores_like_validation_in_turn(tmp_path, token_dir, tiny_gen, tiny_train,
+                                                               monkeypatch):  # fmt: skip
+    """The real validator on its thread: the same scores, distinct counts and distances as in the training thread;
+    without a CPU beyond the training's threads, validation runs in turn."""
     logs = []
-    for overlap in (False, True):
-        out = tmp_path / str(overlap)
+    for overlap, spare in ((False, True), (True, True), (True, False)):
+        monkeypatch.setattr(trainer_module, "_spare_core", lambda threads, spare=spare: spare)
+        out = tmp_path / f"{overlap}-{spare}"
         train_generator(token_dir=token_dir, out_dir=out, generator_cfg=tiny_gen, device="cpu",
                         validator=fake_validator(token_dir, num_models=3, sampling_steps=3),
                         train_cfg={**tiny_train, "steps": 8, "validate_every": 2,
                                    "validate_overlap": overlap})  # fmt: skip
         logs.append(pd.read_csv(out / "train_log.csv").drop(columns=["time", "val_time"]))
-    assert logs[0].equals(logs[1]) and logs[0]["val_score"].notna().sum() == 4
+        assert read_json(out / "config.json")["training"]["validation_overlap"] is (overlap and spare)
+    assert logs[0].equals(logs[1]) and logs[0].equals(logs[2]) and logs[0]["val_score"].notna().sum() == 4
 
 
 # --- end to end -------------------------------------------------------------------------------------------------

@@ -292,7 +292,12 @@ def train_generator(
     sampling_copy: RPGModel | None = None  # the generator validation samples from (EMA weights when EMA is on)
     # train.validate_overlap: a validation runs on a thread while the steps after it train (speculatively: a result
     # that stops training or starts the cool-down takes the run back to the validated step); one process on a CPU
+    # with a core beyond the training's threads
     overlap = validate and rank == 0 and world == 1 and dev.type == "cpu" and tcfg.validate_overlap
+    if overlap and not _spare_core(torch.get_num_threads()):
+        log.info("train.validate_overlap: no CPU beyond the training's %d thread(s): validating in turn",
+                 torch.get_num_threads())  # fmt: skip
+        overlap = False
     pool = ThreadPoolExecutor(1, "validation", set_threads, (torch.get_num_threads(),)) if overlap else None
     pending: dict[str, Any] | None = None  # the validation under way: step, history row, snapshot, future
 
@@ -493,6 +498,12 @@ def train_generator(
         log.info("removed the resumable state %s (training finished)", state_path)
     if world > 1:
         dist.barrier()
+
+
+def _spare_core(threads: int) -> bool:
+    """True when this process may use more CPUs than the training's ``threads`` (room for a validation beside it)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return cpus > threads
 
 
 def _cpu_clone(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
