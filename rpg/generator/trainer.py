@@ -12,7 +12,9 @@ Validation (``train.validate_every``, :mod:`rpg.generator.validation`): every so
 sampled from the current (EMA) weights and scored on the val split; train_log.csv gets their score, the originals'
 (the target), the distinct count and the nearest distance to the originals (NaN on the other rows). It runs on a
 copy of the generator under a forked RNG and draws its noise from its own generators, so the trained weights are
-those of the same run without validation. With ``train.steps: auto`` the validations decide when to stop
+those of the same run without validation. With ``train.validate_overlap`` it runs on a thread beside the steps that
+follow it, and a result that starts the cool-down or stops training undoes those steps: the same run as validating
+in turn. With ``train.steps: auto`` the validations decide when to stop
 (:class:`~rpg.generator.validation.AutoStop`), and the generator written is the one of the best validation; with
 ``train.cooldown`` the rule's firing starts a linear decay of the lr over a share of the steps done, validated as
 before, and training stops at its end (a run of unknown length annealed like a fixed one).
