@@ -299,7 +299,7 @@ def test_auto_steps_stops_and_keeps_the_best(tmp_path, token_dir, tiny_gen, tiny
 
 @pytest.fixture
 def spare_core(monkeypatch):
-    """Validation beside training whatever the machine's CPU count (it needs a CPU beyond the training's threads)."""
+    """Validation beside training whatever the machine's CPU count (it needs twice the training's threads)."""
     monkeypatch.setattr(trainer_module, "_spare_core", lambda threads: True)
 
 
@@ -422,7 +422,7 @@ def test_overlapped_validation_gives_the_run_of_validation_in_turn(tmp_path, tok
 def test_overlapped_validation_scores_like_validation_in_turn(tmp_path, token_dir, tiny_gen, tiny_train,
                                                                monkeypatch):  # fmt: skip
     """The real validator on its thread: the same scores, distinct counts and distances as in the training thread;
-    without a CPU beyond the training's threads, validation runs in turn."""
+    without CPUs for the validation's threads beside the training's, validation runs in turn."""
     logs = []
     for overlap, spare in ((False, True), (True, True), (True, False)):
         monkeypatch.setattr(trainer_module, "_spare_core", lambda threads, spare=spare: spare)
@@ -434,6 +434,13 @@ def test_overlapped_validation_scores_like_validation_in_turn(tmp_path, token_di
         logs.append(pd.read_csv(out / "train_log.csv").drop(columns=["time", "val_time"]))
         assert read_json(out / "config.json")["training"]["validation_overlap"] is (overlap and spare)
     assert logs[0].equals(logs[1]) and logs[0].equals(logs[2]) and logs[0]["val_score"].notna().sum() == 4
+
+
+@pytest.mark.parametrize("cpus, threads, beside", [(1, 1, False), (2, 1, True), (3, 2, False), (4, 2, True)])
+def test_validation_beside_training_needs_cpus_for_both(monkeypatch, cpus, threads, beside):
+    """The validation's thread runs as many intra-op threads as the training's: overlap only where both fit."""
+    monkeypatch.setattr(trainer_module.os, "sched_getaffinity", lambda pid: set(range(cpus)), raising=False)
+    assert trainer_module._spare_core(threads) is beside
 
 
 # --- end to end -------------------------------------------------------------------------------------------------

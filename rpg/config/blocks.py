@@ -419,7 +419,7 @@ class TrainConfig(Block):
     validate_seed: int = option(0, doc="model i of every validation draws its noise from seed validate_seed + i")
     validate_overlap: bool = option(
         True, result=False,
-        doc="on a CPU, in one process with a CPU to spare beyond train.threads, each validation runs on a thread "
+        doc="on a CPU, in one process that may use 2 x train.threads CPUs, each validation runs on a thread "
         "beside the training steps that follow it; "
         "when its result starts a cool-down or stops training, those steps are undone and training goes on from "
         "the validated step: the same generator, log and stop as validating in turn (false), with the validation "

@@ -294,11 +294,11 @@ def train_generator(
     sampling_copy: RPGModel | None = None  # the generator validation samples from (EMA weights when EMA is on)
     # train.validate_overlap: a validation runs on a thread while the steps after it train (speculatively: a result
     # that stops training or starts the cool-down takes the run back to the validated step); one process on a CPU
-    # with a core beyond the training's threads
+    # with as many CPUs again as the training's threads (the validation's thread runs that many intra-op threads)
     overlap = validate and rank == 0 and world == 1 and dev.type == "cpu" and tcfg.validate_overlap
     if overlap and not _spare_core(torch.get_num_threads()):
-        log.info("train.validate_overlap: no CPU beyond the training's %d thread(s): validating in turn",
-                 torch.get_num_threads())  # fmt: skip
+        log.info("train.validate_overlap: fewer than 2 x %d CPUs (the training's threads and the validation's): "
+                 "validating in turn", torch.get_num_threads())  # fmt: skip
         overlap = False
     pool = ThreadPoolExecutor(1, "validation", set_threads, (torch.get_num_threads(),)) if overlap else None
     pending: dict[str, Any] | None = None  # the validation under way: step, history row, snapshot, future
@@ -503,9 +503,10 @@ def train_generator(
 
 
 def _spare_core(threads: int) -> bool:
-    """True when this process may use more CPUs than the training's ``threads`` (room for a validation beside it)."""
+    """True when this process may use ``2 x threads`` CPUs: the training's ``threads`` and as many for the validation
+    beside it (its thread runs torch with the training's intra-op thread count), so neither oversubscribes."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return cpus > threads
+    return cpus >= 2 * threads
 
 
 def _cpu_clone(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
