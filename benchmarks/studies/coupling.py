@@ -9,7 +9,8 @@ interval), distinct of n, copies, pairwise similarity, similarity to the origina
 over the noise frontier and over the per-run Gaussian frontier with their 95% intervals and verdicts, the dominated
 share, the generator's training CPU-seconds and the generation's seconds per model (wall). p-diff is off (it does
 not depend on the mode). Rows are kept in ``benchmarks/results/coupling.csv`` by (config, zoo, seed, mode), so runs
-add to them and a row is remeasured only with ``--rerun``; ``coupling.md`` is the table of all rows.
+add to them and a row is remeasured only with ``--rerun``; ``coupling.md`` is the table of all rows,
+``coupling_short.md`` the issue's bars per zoo and mode over its seeds (README).
 
     python benchmarks/studies/coupling.py --configs default --seeds 0 --modes paper autoregressive   # cnn_m + vit
     python benchmarks/studies/coupling.py --configs default --zoos cnn_m --seeds 0                  # one zoo
@@ -70,7 +71,7 @@ MODES: dict[str, dict] = {
 COLUMNS = ["config", "zoo", "seed", "mode", "orig_mean", "gen_mean", "gen_lo", "gen_hi", "n", "distinct", "copies",
            "pairwise_similarity", "similarity", "nearest_distance", "noise_margin", "noise_lo", "noise_hi",
            "noise_verdict", "gaussian_margin", "gaussian_lo", "gaussian_hi", "gaussian_verdict", "dominated_share",
-           "train_cpu_s", "gen_s_per_model", "wall_s", "note"]  # fmt: skip
+           "steps_run", "kept_step", "train_cpu_s", "gen_s_per_model", "wall_s", "note"]  # fmt: skip
 
 
 def experiment_config(config: str, seed: int, mode: str, zoos: list[str] | None) -> tuple[str, dict]:
@@ -116,6 +117,10 @@ def row_of(summary: dict, *, config: str, zoo: str, seed: int, mode: str, bench:
         ci = f.get("ci95") or [None, None]
         row.update({f"{kind}_margin": f.get("margin"), f"{kind}_lo": ci[0], f"{kind}_hi": ci[1],
                     f"{kind}_verdict": f.get("verdict")})  # fmt: skip
+    gen_config = bench.parent / "generator" / zoo / "config.json"
+    if gen_config.is_file():  # steps run and the step whose generator was kept (they differ under steps: auto)
+        training = json.loads(gen_config.read_text()).get("training") or {}
+        row["steps_run"], row["kept_step"] = training.get("steps_run"), training.get("kept_step")
     train = bench / "train" / f"{zoo}.tsv"
     row["train_cpu_s"] = float(last_tsv(train)["cpu_time"]) if train.is_file() else None
     gens = sorted((bench / "generate" / zoo).glob("batch*.tsv"))
@@ -141,6 +146,7 @@ def write_rows(rows: dict[tuple, dict], out: Path) -> None:
         for r in ordered:
             w.writerow({k: r.get(k) for k in COLUMNS})
     (out / "coupling.md").write_text(render(ordered))
+    (out / "coupling_short.md").write_text(short(ordered))
 
 
 def _f(value, scale: float = 1.0, fmt: str = ".2f") -> str:
@@ -156,18 +162,24 @@ def _margin(r: dict, kind: str) -> str:
             f"{_f(r[f'{kind}_hi'], 100, '+.2f')}] {r[f'{kind}_verdict']}")  # fmt: skip
 
 
+def _steps(r: dict) -> str:
+    if r.get("steps_run") in (None, ""):
+        return "-"
+    return f"{r['steps_run']} / {r['kept_step']}"
+
+
 def render(rows: list[dict]) -> str:
     lines = ["| config | zoo | seed | mode | originals mean % | generated mean % [95%] | distinct / n | copies | "
              "pairwise sim. | sim. to originals | nearest dist. | over noise, points [95%] | over per-run Gaussian | "
-             "dominated | train CPU-s | gen. s / model |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+             "dominated | steps run / kept | train CPU-s | gen. s / model |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in rows:
         lines.append(
             f"| {r['config']} | {r['zoo']} | {r['seed']} | {r['mode']} | {_f(r['orig_mean'], 100)} | "
             f"{_f(r['gen_mean'], 100)} [{_f(r['gen_lo'], 100)}, {_f(r['gen_hi'], 100)}] | {r['distinct']} / {r['n']} | "
             f"{r['copies']} | {_f(r['pairwise_similarity'], 1, '.3f')} | {_f(r['similarity'], 1, '.3f')} | "
             f"{_f(r['nearest_distance'], 1, '.3f')} | {_margin(r, 'noise')} | {_margin(r, 'gaussian')} | "
-            f"{_f(r['dominated_share'], 100, '.0f')}% | {_f(r['train_cpu_s'], 1, '.0f')} | "
+            f"{_f(r['dominated_share'], 100, '.0f')}% | {_steps(r)} | {_f(r['train_cpu_s'], 1, '.0f')} | "
             f"{_f(r['gen_s_per_model'], 1, '.2f')} |"
         )
     notes = [f"{r['zoo']} seed {r['seed']} {r['mode']}: {r['note']}" for r in rows if r.get("note")]
@@ -176,10 +188,52 @@ def render(rows: list[dict]) -> str:
     lines += ["", f"- Modes (generator overrides): {modes}.",
               "- Test split; originals at equal n; margins = generated mean - frontier at the generated similarity, "
               "with the evaluation's bootstrap interval and verdict; dominated = share of generated models that "
-              "some baseline model matches in accuracy at a lower similarity; train CPU-s from the train rule's "
-              "Snakemake benchmark; gen. s / model = the generate rule's wall seconds / models (on a shared machine: "
-              "CPU costs measured side by side are in coupling_costs.md)."]  # fmt: skip
+              "some baseline model matches in accuracy at a lower similarity; steps run / kept from the generator's "
+              "config.json (-: a row measured before the column, config.yaml's fixed 3,000 steps); train CPU-s from "
+              "the train rule's Snakemake benchmark; gen. s / model = the generate rule's wall seconds / models (on a "
+              "shared machine: CPU costs measured side by side are in coupling_costs.md)."]  # fmt: skip
     lines += [f"- {n}." for n in notes]
+    return "\n".join(lines) + "\n"
+
+
+def _per_step(r: dict) -> float | None:
+    """Training CPU-seconds per step run (the steps are config.yaml's fixed 3,000 where the row predates them)."""
+    if r.get("train_cpu_s") in (None, ""):
+        return None
+    steps = r.get("steps_run")
+    return float(r["train_cpu_s"]) / (float(steps) if steps not in (None, "") else 3000.0)
+
+
+def short(rows: list[dict]) -> str:
+    """The issue's bars per (config, zoo, mode) over the seeds measured: the gap to the originals and on how many
+    seeds it is within 1 point, distinct and copies, similarity to the originals, how many seeds beat each frontier
+    with the interval's lower bound above 0, and training CPU time against the paper mode's on the same seeds."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["config"], r["zoo"], r["mode"]), []).append(r)
+    lines = ["| config | zoo | mode | seeds | generated - originals, points | within 1 point | distinct / n (min) | "
+             "copies | sim. to originals | beats noise | beats per-run Gaussian | train CPU / step x paper |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for (config, zoo, mode), rs in groups.items():
+        gaps = [100 * (float(r["gen_mean"]) - float(r["orig_mean"])) for r in rs]
+        within = sum(g >= -1.0 for g in gaps)
+        passes = {k: sum(r[f"{k}_verdict"] == "pass" for r in rs) for k in ("noise", "gaussian")}
+        paper = {str(r["seed"]): r for r in groups.get((config, zoo, "paper"), [])}
+        ratios = [_per_step(r) / _per_step(paper[str(r["seed"])]) for r in rs
+                  if str(r["seed"]) in paper and _per_step(r) and _per_step(paper[str(r["seed"])])]  # fmt: skip
+        ratio = f"{sum(ratios) / len(ratios):.2f} (n={len(ratios)})" if ratios and mode != "paper" else "-"
+        sims = [float(r["similarity"]) for r in rs]
+        lines.append(
+            f"| {config} | {zoo} | {mode} | {', '.join(str(r['seed']) for r in rs)} | "
+            f"{', '.join(f'{g:+.2f}' for g in gaps)} | {within} of {len(rs)} | "
+            f"{min(int(r['distinct']) for r in rs)} / {rs[0]['n']} | {sum(int(r['copies']) for r in rs)} | "
+            f"{sum(sims) / len(sims):.3f} | {passes['noise']} of {len(rs)} | {passes['gaussian']} of {len(rs)} | "
+            f"{ratio} |"
+        )
+    lines += ["", "- Rows of `coupling.md` (its notes say how each run was made); test split, originals at equal n; "
+              "'beats': seeds on which the margin over the frontier has its 95% interval above 0; train CPU / step x "
+              "paper: training CPU-seconds per step run against the paper mode's on the same seed, the mean over the "
+              "seeds where both modes' training ran uninterrupted."]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
