@@ -25,9 +25,10 @@ from rpg.tokens.store import TokenStore, write_token_store
 # --- the stopping rule ------------------------------------------------------------------------------------------
 
 
-def run_rule(scores, *, target=0.9, tolerance=0.01, patience=2, min_delta=0.002, every=100):
+def run_rule(scores, *, target=0.9, tolerance=0.01, patience=2, min_delta=0.002, plateau_after=0.2, every=100):
     """Feed scripted validation scores (one every ``every`` steps) until the rule stops: (stop step, reason, kept)."""
-    rule = AutoStop(target=target, tolerance=tolerance, patience=patience, min_delta=min_delta)
+    rule = AutoStop(target=target, tolerance=tolerance, patience=patience, min_delta=min_delta,
+                    plateau_after=plateau_after)  # fmt: skip
     for i, score in enumerate(scores):
         _, reason = rule.update((i + 1) * every, score)
         if reason:
@@ -44,6 +45,16 @@ def test_stopping_rule_on_scripted_scores():
     assert run_rule([0.5, 0.95, 0.6, 0.92, 0.93]) == (400, "plateau", 200)
     # flat far below: no new best by more than min_delta for 3 validations
     assert run_rule([0.5, 0.6, 0.6015, 0.59, 0.58, 0.7], patience=3) == (500, "plateau", 300)
+    # flat at the starting level (chance) while the generator has not begun to work: not a plateau
+    # (a coupled test_convnext run's first validations; target 0.965), unless plateau_after is 0
+    chance = [0.116, 0.070, 0.054, 0.084, 0.09]
+    assert run_rule(chance, target=0.965, patience=3) == (None, None, 100)
+    assert run_rule(chance, target=0.965, patience=3, plateau_after=0.0) == (400, "plateau", 100)
+    # ... a rise by noise is not leaving it either; a rise by a fifth of the gap is, and then a plateau stops
+    assert run_rule([0.085, 0.114, 0.103, 0.100, 0.11], target=0.965, patience=3) == (None, None, 200)
+    assert run_rule([0.1, 0.4, 0.41, 0.39, 0.40, 0.405], patience=3) == (600, "plateau", 300)
+    # a first validation already within the tolerance of the target: any plateau counts
+    assert run_rule([0.895, 0.80, 0.85, 0.80], patience=3, tolerance=0.01) == (400, "plateau", 100)
     # still rising: never stops (max_steps decides), the best is the last
     assert run_rule([0.1, 0.2, 0.3, 0.4]) == (None, None, 400)
     # a broken validation (NaN) is no best and no reach

@@ -436,6 +436,12 @@ class TrainConfig(Block):
     val_min_delta: float = option(
         0.002, min=0.0, doc="steps: auto: a new best must beat the best validation score by more than this"
     )
+    plateau_after: float = option(
+        0.2, min=0.0, max=1.0,
+        doc="steps: auto: a plateau stops training only once the best validation has closed this share of the gap "
+        "from the first validation's score to the originals': scores flat at their starting level while the "
+        "generator has not begun to produce working models are not a plateau (0: any plateau stops)",
+    )  # fmt: skip
     cooldown: float | None = option(
         0.2, gt=0.0, max=1.0, neutral=None,
         doc="steps: auto: when the stopping rule fires at step s, train cooldown x s more steps (at most to "
@@ -478,7 +484,7 @@ class TrainConfig(Block):
     preload_max_mb: int = option(2048, min=0, result=False, doc="load the token store into memory below this size")
 
     VALIDATION_KEYS = ("validate_models", "validate_steps", "validate_seed", "validate_overlap")
-    AUTO_STOP_KEYS = ("max_steps", "val_tolerance", "patience", "val_min_delta", "cooldown")
+    AUTO_STOP_KEYS = ("max_steps", "val_tolerance", "patience", "val_min_delta", "plateau_after", "cooldown")
 
     def problems(self) -> Iterator[tuple[str, str]]:
         if self.ema_decay is not None and self.ema_decay >= 1:

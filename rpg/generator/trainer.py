@@ -233,7 +233,7 @@ def train_generator(
 
         history.update({c: [] for c in VAL_COLUMNS})
         stopper = AutoStop(target=None, tolerance=tcfg.val_tolerance, patience=tcfg.patience,
-                           min_delta=tcfg.val_min_delta)  # fmt: skip
+                           min_delta=tcfg.val_min_delta, plateau_after=tcfg.plateau_after)  # fmt: skip
 
     def cosine(s: int) -> float:
         return warmup_cosine(s, lr=1.0, warmup=tcfg.warmup_steps, total=total, min_ratio=tcfg.min_lr_ratio)

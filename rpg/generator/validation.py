@@ -12,8 +12,9 @@ only, and no random stream of training is touched (the trainer also forks the gl
 The originals' val score (the mean over up to :data:`TARGET_ORIGINALS` checkpoints spread over runs and steps, scored
 by the same evaluator) is the target. :class:`AutoStop` turns the validation scores into a decision: stop when
 ``patience`` consecutive validations reach the target within ``val_tolerance`` ("reached"), or when ``patience``
-validations brought no new best by more than ``val_min_delta`` ("plateau"); the generator kept is the one of the best
-validation.
+validations brought no new best by more than ``val_min_delta`` ("plateau") once the best has left the starting level
+(``plateau_after``: scores flat at chance level before the generator begins to work are not a plateau); the generator
+kept is the one of the best validation.
 """
 
 from __future__ import annotations
@@ -51,7 +52,8 @@ class AutoStop:
 
     :meth:`update` takes each validation's (step, score) and says whether it is a new best and why to stop, if so:
     ``reached`` (``patience`` consecutive scores at least ``target - tolerance``), ``plateau`` (``patience``
-    validations since the last one that beat the best by more than ``min_delta``); the first reason stays. The best
+    validations since the last one that beat the best by more than ``min_delta``, once the best has closed
+    ``plateau_after`` of the gap from the first score to the target); the first reason stays. The best
     is the highest score (ties: the earlier step). With ``train.cooldown`` the trainer goes on from the step the rule
     fired to ``cooldown_end`` while the lr decays (:meth:`begin_cooldown`; :meth:`lr_factor` is the schedule). Its
     state (:meth:`state_dict`) goes into the resumable training state.
@@ -61,6 +63,7 @@ class AutoStop:
     tolerance: float
     patience: int
     min_delta: float
+    plateau_after: float = 0.0
     steps: list[int] = field(default_factory=list)
     scores: list[float] = field(default_factory=list)
     best_step: int | None = None
@@ -87,9 +90,20 @@ class AutoStop:
         self.reached_run = self.reached_run + 1 if reached else 0
         if self.reason is None and self.reached_run >= self.patience:
             self.reason = "reached"
-        elif self.reason is None and self.since_best >= self.patience:
+        elif self.reason is None and self.since_best >= self.patience and self.left_start():
             self.reason = "plateau"
         return new_best, self.reason
+
+    def left_start(self) -> bool:
+        """True once the best score has closed ``plateau_after`` of the gap from the first finite score to the target
+        (always without a target, or when the first score was already within the tolerance of it)."""
+        if self.target is None or self.plateau_after <= 0:
+            return True
+        first = next((s for s in self.scores if math.isfinite(s)), None)
+        if first is None or self.best_score is None:
+            return False
+        gap = self.target - first
+        return gap <= self.tolerance or self.best_score - first >= self.plateau_after * gap
 
     def begin_cooldown(self, start: int, end: int, factor: float) -> None:
         """Train on from step ``start`` to ``end`` while the lr factor decays linearly from ``factor``."""
