@@ -17,6 +17,8 @@ add to them and a row is remeasured only with ``--rerun``; ``coupling.md`` is th
     python benchmarks/studies/coupling.py --configs default test_timm --seeds 0 1 2                 # the study
     python benchmarks/studies/coupling.py --render-only                                             # the table again
     python benchmarks/studies/coupling.py --add DIR/results/digits cnn_m_ar cnn_m autoregressive     # a finished run
+    python benchmarks/studies/coupling.py --beside RUN/auto_steps.yaml RUN --modes autoregressive \\
+        --workdir /tmp/ar --add-config test_timm                                    # a finished run, in another mode
 
     python benchmarks/studies/coupling.py --costs DIR/results/digits/tokens/cnn_m        # CPU-s per step and model
     python benchmarks/studies/coupling.py --scale paper=/tmp/paper/scale.csv autoregressive=/tmp/ar/scale.csv
@@ -29,6 +31,10 @@ config.yaml's recipe (untrained generators; steps interleaved, medians), written
 benchmarks under ``EXP_DIR``, the zoo named ``RUN_ZOO`` there), recorded as (``--add-config``, ZOO, ``--add-seed``,
 MODE); the mode's overrides must be what that run used, and ``--add-note`` says how else it differs (kept in the
 row's note, e.g. a whole default pipeline with p-diff on).
+``--beside CONFIG RUN_DIR`` runs a finished run again in each of ``--modes``: ``CONFIG`` (one experiment, e.g. the
+``auto_steps.yaml`` that ``benchmarks/auto_steps.py`` wrote) with the mode's generator overrides, in ``--workdir`` on
+copies of ``RUN_DIR``'s checkpoints and tokens (their timestamps kept, so only training, generation and evaluation
+run), one row per zoo (``--add-config``, ``--add-seed``; ``--add-note`` replaces the default note).
 
 ``test_timm`` runs ``configs/test_timm.yaml`` (three zoos) for seed 0 only (``--timm-seeds`` for more). The peak memory
 of generation at 197.8M parameters in each mode is the scale benchmark's, e.g.::
@@ -45,6 +51,7 @@ import argparse
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -71,7 +78,8 @@ MODES: dict[str, dict] = {
 COLUMNS = ["config", "zoo", "seed", "mode", "orig_mean", "gen_mean", "gen_lo", "gen_hi", "n", "distinct", "copies",
            "pairwise_similarity", "similarity", "nearest_distance", "noise_margin", "noise_lo", "noise_hi",
            "noise_verdict", "gaussian_margin", "gaussian_lo", "gaussian_hi", "gaussian_verdict", "dominated_share",
-           "steps_run", "kept_step", "train_cpu_s", "gen_s_per_model", "wall_s", "note"]  # fmt: skip
+           "steps_run", "kept_step", "gen_bn_mean", "stages_s", "train_cpu_s", "gen_s_per_model", "wall_s",
+           "note"]  # fmt: skip
 
 
 def experiment_config(config: str, seed: int, mode: str, zoos: list[str] | None) -> tuple[str, dict]:
@@ -97,6 +105,36 @@ def experiment_config(config: str, seed: int, mode: str, zoos: list[str] | None)
     return name, {"experiments": {name: exp}}
 
 
+def beside(config_file: Path, source: Path, workdir: Path, mode: str, cores: int) -> tuple[str, list[str], float]:
+    """Run ``config_file``'s experiment, already run in ``source``, again in ``workdir`` with ``mode``'s generator
+    overrides, on copies of the source run's checkpoints and tokens (with their logs and benchmarks; timestamps
+    kept, so Snakemake reruns only training, generation and evaluation). Returns (experiment, zoos, wall s)."""
+    raw = yaml.safe_load(config_file.read_text())
+    (name, exp), *rest = raw["experiments"].items()
+    if rest:
+        raise SystemExit(f"{config_file} must hold one experiment")
+    exp = deep_merge(exp, {"generator": MODES[mode]})
+    exp["zoos"] = {zoo: deep_merge(zcfg, {"generator": MODES[mode]}) if "generator" in zcfg else zcfg
+                   for zoo, zcfg in exp["zoos"].items()}  # fmt: skip
+    src, dst = source / "results" / name, workdir / "results" / name
+    if not (src / "tokens").is_dir():
+        raise SystemExit(f"{src / 'tokens'}: no token store; --beside needs a finished run of {config_file}")
+    for part in ("zoo", "tokens", "logs/collect", "logs/tokenize", "benchmarks/collect", "benchmarks/tokenize"):
+        if (src / part).exists() and not (dst / part).exists():
+            (dst / part).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copytree(src / part, dst / part)  # copy2 + copystat: the timestamps Snakemake compares
+    cfg_path = workdir / f"{mode.replace(' ', '_')}.yaml"
+    cfg_path.write_text(yaml.safe_dump({"experiments": {name: exp}}, sort_keys=False))
+    zoos = list(exp["zoos"])
+    cmd = [sys.executable, "-m", "snakemake", *[f"results/{name}/evaluation/{z}/summary.json" for z in zoos],
+           "-s", str(ROOT / "Snakefile"), "--directory", str(workdir), "--cores", str(cores), "--configfile",
+           str(cfg_path), "--rerun-triggers", "mtime"]  # fmt: skip
+    print(f"{config_file} {mode}: {' '.join(cmd)}", flush=True)
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    return name, zoos, time.perf_counter() - t0
+
+
 def last_tsv(path: Path) -> dict:
     rows = list(csv.DictReader(path.open(), delimiter="\t"))
     return rows[-1]
@@ -117,10 +155,16 @@ def row_of(summary: dict, *, config: str, zoo: str, seed: int, mode: str, bench:
         ci = f.get("ci95") or [None, None]
         row.update({f"{kind}_margin": f.get("margin"), f"{kind}_lo": ci[0], f"{kind}_hi": ci[1],
                     f"{kind}_verdict": f.get("verdict")})  # fmt: skip
+    if summary.get("generated_bn"):  # a BatchNorm zoo's generated weights with re-estimated running statistics
+        row["gen_bn_mean"] = summary["generated_bn"]["score"]["mean"]
     gen_config = bench.parent / "generator" / zoo / "config.json"
     if gen_config.is_file():  # steps run and the step whose generator was kept (they differ under steps: auto)
         training = json.loads(gen_config.read_text()).get("training") or {}
         row["steps_run"], row["kept_step"] = training.get("steps_run"), training.get("kept_step")
+    stages = [*bench.glob(f"collect/{zoo}/*.tsv"), bench / "tokenize" / f"{zoo}.tsv", bench / "train" / f"{zoo}.tsv",
+              *bench.glob(f"generate/{zoo}/*.tsv"), bench / "evaluate" / f"{zoo}.tsv"]  # fmt: skip
+    if all(path.is_file() for path in stages):  # the zoo's jobs one after the other, from collection to evaluation
+        row["stages_s"] = round(sum(float(last_tsv(path)["s"]) for path in stages), 1)
     train = bench / "train" / f"{zoo}.tsv"
     row["train_cpu_s"] = float(last_tsv(train)["cpu_time"]) if train.is_file() else None
     gens = sorted((bench / "generate" / zoo).glob("batch*.tsv"))
@@ -183,6 +227,12 @@ def render(rows: list[dict]) -> str:
             f"{_f(r['gen_s_per_model'], 1, '.2f')} |"
         )
     notes = [f"{r['zoo']} seed {r['seed']} {r['mode']}: {r['note']}" for r in rows if r.get("note")]
+    notes += [f"{r['zoo']} seed {r['seed']} {r['mode']}: the generated weights with BatchNorm running statistics "
+              f"re-estimated on training batches (the evaluation's row generated_bn): {_f(r['gen_bn_mean'], 100)} %"
+              for r in rows if r.get("gen_bn_mean") not in (None, "")]  # fmt: skip
+    notes += [f"{r['zoo']} seed {r['seed']} {r['mode']}: the zoo's stages, collection to evaluation (the sum of their "
+              f"Snakemake benchmarks' wall seconds): {float(r['stages_s']) / 60:.1f} min"
+              for r in rows if r.get("stages_s") not in (None, "") and r["config"] == "test_timm"]  # fmt: skip
     used = [m for m in MODES if any(r["mode"] == m for r in rows)]
     modes = "; ".join(f"`{m}`: {json.dumps(MODES[m], sort_keys=True)}" for m in used)
     lines += ["", f"- Modes (generator overrides): {modes}.",
@@ -202,6 +252,28 @@ def _per_step(r: dict) -> float | None:
         return None
     steps = r.get("steps_run")
     return float(r["train_cpu_s"]) / (float(steps) if steps not in (None, "") else 3000.0)
+
+
+def _against_paper(rows: list[dict]) -> list[str]:
+    """One line per coupled mode: on how many (zoo, seed) pairs it moved each figure against the paper mode."""
+    paper = {(r["config"], r["zoo"], str(r["seed"])): r for r in rows if r["mode"] == "paper"}
+    out = []
+    for mode in [m for m in MODES if m != "paper"]:
+        pairs = [(r, paper[(r["config"], r["zoo"], str(r["seed"]))]) for r in rows
+                 if r["mode"] == mode and (r["config"], r["zoo"], str(r["seed"])) in paper]  # fmt: skip
+        if not pairs:
+            continue
+
+        def more(key: str) -> int:
+            return sum(float(r[key]) > float(q[key]) for r, q in pairs if r.get(key) not in (None, "")
+                       and q.get(key) not in (None, ""))  # fmt: skip
+
+        sims = sum(float(r["similarity"]) < float(q["similarity"]) for r, q in pairs)
+        out.append(f"- `{mode}` against `paper` on the same zoo and seed ({len(pairs)} pairs): more accurate on "
+                   f"{more('gen_mean')}, a lower similarity to the originals on {sims}, a larger margin over the noise "
+                   f"frontier on {more('noise_margin')} and over the per-run Gaussian on "
+                   f"{more('gaussian_margin')}.")  # fmt: skip
+    return out
 
 
 def short(rows: list[dict]) -> str:
@@ -230,7 +302,8 @@ def short(rows: list[dict]) -> str:
             f"{sum(sims) / len(sims):.3f} | {passes['noise']} of {len(rs)} | {passes['gaussian']} of {len(rs)} | "
             f"{ratio} |"
         )
-    lines += ["", "- Rows of `coupling.md` (its notes say how each run was made); test split, originals at equal n; "
+    lines += ["", *_against_paper(rows)]
+    lines += ["- Rows of `coupling.md` (its notes say how each run was made); test split, originals at equal n; "
               "'beats': seeds on which the margin over the frontier has its 95% interval above 0; train CPU / step x "
               "paper: training CPU-seconds per step run against the paper mode's on the same seed, the mean over the "
               "seeds where both modes' training ran uninterrupted."]  # fmt: skip
@@ -348,6 +421,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--rerun", action="store_true", help="remeasure rows already in the CSV")
     p.add_argument("--render-only", action="store_true")
     p.add_argument("--add", nargs=4, metavar=("EXP_DIR", "RUN_ZOO", "ZOO", "MODE"), help="a row from a finished run")
+    p.add_argument("--add-no-cpu", metavar="WHY", help="leave the --add run's training CPU-s out, for this reason")
+    p.add_argument("--beside", nargs=2, metavar=("CONFIG", "RUN_DIR"), help="a finished run again in --modes")
     p.add_argument("--add-config", default="default")
     p.add_argument("--add-seed", type=int, default=0)
     p.add_argument("--add-note", default=None, help="how the --add run differs from the study's own runs (kept)")
@@ -382,8 +457,29 @@ def main(argv: list[str] | None = None) -> None:
             row["note"] = "; ".join(filter(None, [row.get("note"), (
                 f"training was resumed at step {resumed[-1].rsplit(' ', 1)[-1]}, so the train rule's benchmark covers "
                 "only the last attempt: CPU-s left out")]))  # fmt: skip
+        if args.add_no_cpu:
+            row["train_cpu_s"] = None
+            row["note"] = "; ".join(filter(None, [row.get("note"), f"{args.add_no_cpu}: CPU-s left out"]))
         rows[(args.add_config, zoo, str(args.add_seed), mode)] = row
         write_rows(rows, out)
+        print((out / "coupling.md").read_text())
+        return
+    if args.beside:
+        config_file, source = Path(args.beside[0]), Path(args.beside[1])
+        for mode in args.modes:
+            workdir = Path(args.workdir)
+            name, zoos, wall = beside(config_file, source, workdir, mode, args.cores)
+            for z in zoos:
+                exp_dir = workdir / "results" / name
+                summary = json.loads((exp_dir / "evaluation" / z / "summary.json").read_text())
+                row = row_of(summary, config=args.add_config, zoo=z, seed=args.add_seed, mode=mode,
+                             bench=exp_dir / "benchmarks", wall=wall)  # fmt: skip
+                row["note"] = args.add_note or (
+                    f"the run of {config_file.name} in {source} again with the mode's overrides, on copies of its "
+                    "checkpoints and tokens (--beside)"
+                )
+                rows[(args.add_config, z, str(args.add_seed), mode)] = row
+            write_rows(rows, out)
         print((out / "coupling.md").read_text())
         return
     if args.render_only:
