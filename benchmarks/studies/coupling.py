@@ -135,6 +135,17 @@ def beside(config_file: Path, source: Path, workdir: Path, mode: str, cores: int
     return name, zoos, time.perf_counter() - t0
 
 
+def _leave_out_resumed_cpu(row: dict, exp_dir: Path, zoo: str) -> None:
+    """A resumed training's benchmark covers only its last attempt: its CPU-s are left out, and the note says so."""
+    log = exp_dir / "logs" / "train" / f"{zoo}.log"
+    resumed = [ln for ln in log.read_text().splitlines() if "resuming from" in ln] if log.is_file() else []
+    if resumed:
+        row["train_cpu_s"] = None
+        row["note"] = "; ".join(filter(None, [row.get("note"), (
+            f"training was resumed at step {resumed[-1].rsplit(' ', 1)[-1]}, so the train rule's benchmark covers "
+            "only the last attempt: CPU-s left out")]))  # fmt: skip
+
+
 def last_tsv(path: Path) -> dict:
     rows = list(csv.DictReader(path.open(), delimiter="\t"))
     return rows[-1]
@@ -450,13 +461,7 @@ def main(argv: list[str] | None = None) -> None:
         row.update(zoo=zoo, wall_s=None)
         if args.add_note:
             row["note"] = args.add_note
-        log = exp_dir / "logs" / "train" / f"{run_zoo}.log"
-        resumed = [ln for ln in log.read_text().splitlines() if "resuming from" in ln] if log.is_file() else []
-        if resumed:  # the train rule's benchmark covers only the last attempt
-            row["train_cpu_s"] = None
-            row["note"] = "; ".join(filter(None, [row.get("note"), (
-                f"training was resumed at step {resumed[-1].rsplit(' ', 1)[-1]}, so the train rule's benchmark covers "
-                "only the last attempt: CPU-s left out")]))  # fmt: skip
+        _leave_out_resumed_cpu(row, exp_dir, run_zoo)
         if args.add_no_cpu:
             row["train_cpu_s"] = None
             row["note"] = "; ".join(filter(None, [row.get("note"), f"{args.add_no_cpu}: CPU-s left out"]))
@@ -478,6 +483,7 @@ def main(argv: list[str] | None = None) -> None:
                     f"the run of {config_file.name} in {source} again with the mode's overrides, on copies of its "
                     "checkpoints and tokens (--beside)"
                 )
+                _leave_out_resumed_cpu(row, exp_dir, z)
                 rows[(args.add_config, z, str(args.add_seed), mode)] = row
             write_rows(rows, out)
         print((out / "coupling.md").read_text())
