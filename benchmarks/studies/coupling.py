@@ -136,14 +136,15 @@ def beside(config_file: Path, source: Path, workdir: Path, mode: str, cores: int
 
 
 def _leave_out_resumed_cpu(row: dict, exp_dir: Path, zoo: str) -> None:
-    """A resumed training's benchmark covers only its last attempt: its CPU-s are left out, and the note says so."""
+    """A resumed training's benchmark covers only its last attempt: its CPU-s, the stage minutes and the wall time are
+    left out, and the note says so."""
     log = exp_dir / "logs" / "train" / f"{zoo}.log"
     resumed = [ln for ln in log.read_text().splitlines() if "resuming from" in ln] if log.is_file() else []
     if resumed:
-        row["train_cpu_s"] = None
+        row.update(train_cpu_s=None, stages_s=None, wall_s=None)
         row["note"] = "; ".join(filter(None, [row.get("note"), (
             f"training was resumed at step {resumed[-1].rsplit(' ', 1)[-1]}, so the train rule's benchmark covers "
-            "only the last attempt: CPU-s left out")]))  # fmt: skip
+            "only the last attempt: CPU-s, stage minutes and wall time left out")]))  # fmt: skip
 
 
 def last_tsv(path: Path) -> dict:
