@@ -129,7 +129,7 @@ def table(rows: list[dict], meta: dict) -> str:
         f"{100 * meta['target']:.2f} within {100 * meta['tolerance']:.0f} point (the stopping rule's 'reached'); "
         "val scores: the validation's sampled models on the val split.",
         f"- s / step: training seconds (validation excluded) / steps run, {meta['jobs']} variants at a time on "
-        f"{meta['machine']}.",
+        f"{meta['machine']}; a row read back from an earlier run keeps the time of that run.",
         f"- `{meta['command']}` ({meta['date']}).",
     ]
     return "\n".join(lines)
