@@ -86,7 +86,36 @@ def launch(args, name: str, spec: dict) -> subprocess.Popen | None:
     (out / "variant.json").unlink(missing_ok=True)
     cmd = [sys.executable, "-c", CHILD, args.config, args.experiment, args.zoo, args.tokens, str(out), json.dumps(spec)]
     print(f"{name}: training in {out}", flush=True)
-    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with (out / "stderr.txt").open("w") as err:  # the progress bar, and a traceback if the child fails
+        return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err)
+
+
+def train_variants(args, specs: dict[str, dict]) -> None:
+    """Train every variant not yet in ``--work``, ``--jobs`` at a time; a failure stops the others."""
+    pending = list(specs)
+    running: dict[str, subprocess.Popen] = {}
+    try:
+        while pending or running:
+            while pending and len(running) < args.jobs:
+                name = pending.pop(0)
+                proc = launch(args, name, specs[name])
+                if proc is not None:
+                    running[name] = proc
+            for name, proc in list(running.items()):
+                if proc.poll() is None:
+                    continue
+                del running[name]
+                out = run_dir(Path(args.work), name)
+                if proc.returncode != 0:
+                    raise SystemExit(f"{name}: training failed (exit {proc.returncode}); see {out / 'stderr.txt'}")
+                done = {"spec": specs[name], "tokens": str(Path(args.tokens).resolve())}
+                (out / "variant.json").write_text(json.dumps(done))
+                print(f"{name}: done", flush=True)
+            time.sleep(1)
+    finally:
+        for proc in running.values():
+            proc.terminate()
+            proc.wait()
 
 
 def summarise(name: str, out: Path, tolerance: float, at: list[int]) -> dict:
@@ -153,24 +182,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     variants = [parse_variant(v) for v in args.variants]
     specs = {name: spec_of(args, over) for name, over in variants}
-    pending = list(specs)
-    running: dict[str, subprocess.Popen] = {}
-    while pending or running:
-        while pending and len(running) < args.jobs:
-            name = pending.pop(0)
-            proc = launch(args, name, specs[name])
-            if proc is not None:
-                running[name] = proc
-        for name, proc in list(running.items()):
-            if proc.poll() is not None:
-                del running[name]
-                if proc.returncode != 0:
-                    raise SystemExit(f"{name}: training failed (exit {proc.returncode}); see its train.log")
-                out = run_dir(Path(args.work), name)
-                (out / "variant.json").write_text(json.dumps({"spec": specs[name], "tokens": str(
-                    Path(args.tokens).resolve())}))  # fmt: skip
-                print(f"{name}: done", flush=True)
-        time.sleep(1)
+    train_variants(args, specs)
     zoo = resolve_config(yaml.safe_load(Path(args.config).read_text()))[args.experiment][args.zoo]
     tolerance = float(zoo.train.val_tolerance)
     rows = []
