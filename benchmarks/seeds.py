@@ -81,9 +81,13 @@ def main(argv: list[str] | None = None) -> None:
             gen = path.parents[2] / "generator" / zoo / "config.json"  # the steps trained (and why it stopped)
             if gen.is_file():
                 zoos[zoo]["training"] = json.loads(gen.read_text()).get("training", {})
-        cpu = sum(float(list(csv.DictReader(tsv.open(), delimiter="\t"))[-1]["cpu_time"])
-                  for tsv in (ROOT / f"results/{name}/benchmarks").rglob("*.tsv"))  # fmt: skip
-        data["runs"][str(seed)] = {"wall_seconds": round(wall, 1), "cpu_seconds": round(cpu, 1), "zoos": zoos}
+        bench = ROOT / f"results/{name}/benchmarks"
+        jobs = {str(tsv.relative_to(bench).with_suffix("")): list(csv.DictReader(tsv.open(), delimiter="\t"))[-1]
+                for tsv in sorted(bench.rglob("*.tsv"))}  # fmt: skip
+        cpu = sum(float(job["cpu_time"]) for job in jobs.values())
+        job_seconds = {k: round(float(job["s"]), 1) for k, job in jobs.items()}  # e.g. evaluate/vit: its wall s
+        data["runs"][str(seed)] = {"wall_seconds": round(wall, 1), "cpu_seconds": round(cpu, 1), "zoos": zoos,
+                                   "job_seconds": job_seconds}  # fmt: skip
         if refresh is not None:
             data["runs"][str(seed)]["refresh_seconds"] = refresh
         print(f"seed {seed}: {wall / 60:.1f} min", flush=True)

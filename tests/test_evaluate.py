@@ -29,6 +29,7 @@ from rpg.evaluate.similarity import (
     max_iou,
     pairwise_rms_distances,
     rms_distances,
+    tv_distances,
     wrong_mask,
 )
 from rpg.evaluate.summary import diversity, group_table, score_stats, summarize
@@ -95,6 +96,34 @@ def test_rms_distances_and_padding():
     assert torch.equal(pairwise_rms_distances(wide), rows)
     near, idx = masked_min(pw, exclude=torch.eye(3, dtype=torch.bool))
     assert near[0] == pytest.approx(0.5) and int(idx[0]) == 1
+
+    exact = torch.sqrt(((wide.double() - wide[0].double()) ** 2).sum(1) / 50)  # the squares taken in place: same bits
+    assert torch.equal(rms_distances(wide[0], wide), exact)
+
+
+def test_distances_are_added_row_by_row_as_the_frontiers_widen():
+    # the evaluation widens its frontiers in rounds; each row's distances are computed once, in the first round that
+    # has the row, and equal what one round over every row gives (originals: pairwise, 0 to themselves)
+    from rpg.evaluate.evaluate import _add_distances, _original_functional, _Results
+
+    g = torch.Generator().manual_seed(1)
+    flats = [torch.randn(40, generator=g) for _ in range(7)]
+    flats[5] = None  # non-finite weights: a NaN row
+    once, rounds = (_Results([], [], list(flats), [], []) for _ in range(2))
+    _add_distances(once, 3, 7)
+    _add_distances(rounds, 3, 4)
+    _add_distances(rounds, 3, 4)  # nothing new: nothing added
+    assert len(rounds.distances) == 4
+    _add_distances(rounds, 3, 7)
+    originals = torch.stack(flats[:3]).double()
+    assert torch.equal(torch.stack(once.distances[:3]), pairwise_rms_distances(originals))
+    assert torch.equal(once.distances[6], rms_distances(flats[6], originals))
+    assert torch.isnan(once.distances[5]).all()
+    assert torch.equal(torch.stack(once.distances).nan_to_num(-1), torch.stack(rounds.distances).nan_to_num(-1))
+    outputs = [torch.softmax(torch.randn(6, 4, generator=g), -1) for _ in range(3)]
+    functional = _original_functional(outputs)
+    assert functional[1] == float(tv_distances(outputs[1], torch.stack([outputs[0], outputs[2]])).min())
+    assert _original_functional([outputs[0], None, outputs[2]]) == [None] * 3 and _original_functional([None]) == [None]
 
 
 # ---------------------------------------------------------------- baselines

@@ -31,7 +31,7 @@ import json
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +82,10 @@ class _Results:
     flats: list[torch.Tensor | None]  # normalised parameters (None: non-finite weights)
     outputs: list[torch.Tensor | None]  # probe outputs (originals only, when kept)
     functional: list[float | None]
+    # each row's RMS distances to the originals and the originals' functional distances to one another: computed once
+    # per row, not again at every widening of the frontiers
+    distances: list[torch.Tensor] = field(default_factory=list)
+    original_functional: list[float | None] | None = None
 
 
 def _checkpoint_name(path: Path) -> str:
@@ -322,17 +326,14 @@ def _measure(
 def _fill_similarity(jobs: Sequence[_Job], zoo: _Originals, results: _Results, copy_radius: float) -> None:
     """Similarity, distances (also leaving out the nearest original's run), copy flags (originals: vs the OTHERS)."""
     n_orig, n = len(zoo), len(jobs)
-    originals = torch.stack([f.float() for f in results.flats[:n_orig]]).double()  # float64 once, not per row
-    dist = torch.full((n, n_orig), float("nan"), dtype=torch.float64)
-    dist[:n_orig] = pairwise_rms_distances(originals)
-    for r in range(n_orig, n):
-        if results.flats[r] is not None:
-            dist[r] = rms_distances(results.flats[r], originals)
+    _add_distances(results, n_orig, n)
+    dist = torch.stack(results.distances[:n])
     iou = iou_matrix(torch.stack(results.probe_failures), torch.stack(results.probe_failures[:n_orig]))
     runs = torch.tensor(zoo.runs)
     self_pairs = torch.zeros(n, n_orig, dtype=torch.bool)
     self_pairs[:n_orig] = torch.eye(n_orig, dtype=torch.bool)
-    orig_out = [o for o in results.outputs[:n_orig]]
+    if results.original_functional is None:
+        results.original_functional = _original_functional(results.outputs[:n_orig])
     for r, job in enumerate(jobs):
         d = dist[r].masked_fill(self_pairs[r], float("nan"))
         s = iou[r].masked_fill(self_pairs[r], float("nan"))
@@ -353,12 +354,33 @@ def _fill_similarity(jobs: Sequence[_Job], zoo: _Originals, results: _Results, c
             if other.any():
                 row["loro_distance"] = _nanmin(d[other])
                 row["loro_max_iou"] = _nanmax(s[other])
-        if r < n_orig and orig_out[r] is not None and all(o is not None for o in orig_out) and n_orig > 1:
-            others = torch.stack([o for i, o in enumerate(orig_out) if i != r])
-            row["functional_distance"] = float(tv_distances(orig_out[r], others).min())
+        if r < n_orig and results.original_functional[r] is not None:
+            row["functional_distance"] = results.original_functional[r]
         elif r >= n_orig:
             row["functional_distance"] = results.functional[r]
         row["copy"] = None if row["nearest_distance"] is None else bool(row["nearest_distance"] <= copy_radius)
+
+
+def _add_distances(results: _Results, n_orig: int, n: int) -> None:
+    """Append the RMS distances to every original [n_orig] of rows len(results.distances) .. n - 1 (NaN rows for
+    non-finite weights; an original's own entry is 0)."""
+    if len(results.distances) >= n:
+        return
+    originals = torch.stack([f.float() for f in results.flats[:n_orig]]).double()  # float64 once, not per row
+    if not results.distances:
+        results.distances.extend(pairwise_rms_distances(originals).unbind(0))
+    nan = torch.full((n_orig,), float("nan"), dtype=torch.float64)
+    for r in range(len(results.distances), n):
+        flat = results.flats[r]
+        results.distances.append(nan if flat is None else rms_distances(flat, originals))
+
+
+def _original_functional(outputs: Sequence[torch.Tensor | None]) -> list[float | None]:
+    """Each original's functional distance to the nearest other original (None without every original's outputs)."""
+    if len(outputs) < 2 or any(o is None for o in outputs):
+        return [None] * len(outputs)
+    stacked = torch.stack(list(outputs))
+    return [float(tv_distances(o, torch.cat([stacked[:i], stacked[i + 1 :]])).min()) for i, o in enumerate(outputs)]
 
 
 def _nanmin(x: torch.Tensor) -> float | None:

@@ -100,8 +100,8 @@ def rms_distances(x: torch.Tensor, references: torch.Tensor, *, chunk_elements: 
     rows = max(1, chunk_elements // max(p, 1))
     out = []
     for start in range(0, references.shape[0], rows):
-        block = references[start : start + rows].to(torch.float64)
-        out.append(((block - x64) ** 2).sum(1))
+        diff = references[start : start + rows].to(torch.float64) - x64  # a new tensor: squared in place
+        out.append(diff.mul_(diff).sum(1))
     if not out:
         return torch.zeros(0, dtype=torch.float64)
     return torch.sqrt(torch.cat(out) / p)
