@@ -117,8 +117,15 @@ def default_results() -> str:
     walls = [data["runs"][k]["wall_seconds"] for k in seeds]
     cpus = [data["runs"][k].get("cpu_seconds") for k in seeds]
     refresh = [data["runs"][k].get("refresh_seconds") for k in seeds]
+    trained = {zoo: [data["runs"][k]["zoos"][zoo].get("training") or {} for k in seeds] for zoo in zoos}
+    steps = "; ".join(
+        zoo + " " + ", ".join(f"{t.get('steps_run', '?')} / {t['kept_step']}" for t in ts)
+        for zoo, ts in trained.items()
+        if all("kept_step" in t for t in ts)
+    )
     lines += [
         "",
+        *([f"- Training steps run / kept (the generator of the best validation), per seed: {steps}."] if steps else []),
         f"- {len(seeds)} seeds of the whole default pipeline (`seed` {', '.join(seeds)}: collection, training, "
         f"generation and evaluation all reseeded), mean ± sd over seeds; {n} generated models per zoo and seed, "
         f"originals over the same n (a subsample spread over runs); accuracy on the test split "
@@ -236,6 +243,17 @@ def side_by_side(names: tuple[str, str], labels: tuple[str, str], how: str,
         f"{', '.join(f'{r:.2f}' for r in ratio)} (median {float(np.median(ratio)):.2f}). CPU time of all jobs, "
         f"summed: {x} {_mean_sd(cpus[a], _minutes)} min, {y} {_mean_sd(cpus[b], _minutes)} min.",
     ]
+    jobs = [d["runs"][k].get("job_seconds") for d in runs.values() for k in seeds]
+    if all(jobs):  # the jobs whose time differs between the recipes or versions: each zoo's training and evaluation
+        per = {n: [d["runs"][k]["job_seconds"] for k in seeds] for n, d in runs.items()}
+        cells = [
+            f"{zoo} {stage} {', '.join(str(j[f'{stage}/{zoo}']) for j in per[a])} / "
+            f"{', '.join(str(j[f'{stage}/{zoo}']) for j in per[b])}"
+            for zoo in runs[a]["runs"][seeds[0]]["zoos"]
+            for stage in ("train", "evaluate")
+            if all(f"{stage}/{zoo}" in j for n in names for j in per[n])
+        ]
+        lines.append(f"- Wall seconds of single jobs per seed ({x} / {y}): {'; '.join(cells)}.")
     if again is not None:
         lines.append(_again(runs, again, seeds, labels, ratio))
     for label, data in zip(labels, runs.values()):
@@ -303,6 +321,17 @@ RENDERERS: dict[str, Callable[[], str]] = {
         ("fixed", "auto"),
         "the two recipes of a seed one after the other (fixed first) on the otherwise idle machine",
         again=(("default_fixed_seeds_r2", "default_overlap_seeds_r2"), "the same runs, the auto recipe first"),
+    ),
+    "default-before-vs-after": lambda: side_by_side(
+        ("default_before_fixed_seeds", "default_after_auto_seeds"),
+        ("before, fixed", "now, auto"),
+        "three runs a seed, in the order before / auto / fixed (seed 0), fixed / auto / before (1), auto / before / "
+        "fixed (2), on the otherwise idle machine",
+    ),
+    "default-now-fixed-vs-auto": lambda: side_by_side(
+        ("default_after_fixed_seeds", "default_after_auto_seeds"),
+        ("now, fixed", "now, auto"),
+        "the runs of the table above",
     ),
     "default-paper-vs-coupled": lambda: side_by_side(
         ("default_fixed_seeds", "default_coupled_seeds"),
