@@ -117,15 +117,8 @@ def default_results() -> str:
     walls = [data["runs"][k]["wall_seconds"] for k in seeds]
     cpus = [data["runs"][k].get("cpu_seconds") for k in seeds]
     refresh = [data["runs"][k].get("refresh_seconds") for k in seeds]
-    trained = {zoo: [data["runs"][k]["zoos"][zoo].get("training") or {} for k in seeds] for zoo in zoos}
-    steps = "; ".join(
-        zoo + " " + ", ".join(f"{t.get('steps_run', '?')} / {t['kept_step']}" for t in ts)
-        for zoo, ts in trained.items()
-        if all("kept_step" in t for t in ts)
-    )
     lines += [
         "",
-        *([f"- Training steps run / kept (the generator of the best validation), per seed: {steps}."] if steps else []),
         f"- {len(seeds)} seeds of the whole default pipeline (`seed` {', '.join(seeds)}: collection, training, "
         f"generation and evaluation all reseeded), mean ± sd over seeds; {n} generated models per zoo and seed, "
         f"originals over the same n (a subsample spread over runs); accuracy on the test split "
@@ -243,9 +236,8 @@ def side_by_side(names: tuple[str, str], labels: tuple[str, str], how: str,
         f"{', '.join(f'{r:.2f}' for r in ratio)} (median {float(np.median(ratio)):.2f}). CPU time of all jobs, "
         f"summed: {x} {_mean_sd(cpus[a], _minutes)} min, {y} {_mean_sd(cpus[b], _minutes)} min.",
     ]
-    jobs = [d["runs"][k].get("job_seconds") for d in runs.values() for k in seeds]
-    if all(jobs):  # the jobs whose time differs between the recipes or versions: each zoo's training and evaluation
-        per = {n: [d["runs"][k]["job_seconds"] for k in seeds] for n, d in runs.items()}
+    per = {n: [d["runs"][k].get("job_seconds") for k in seeds] for n, d in runs.items()}
+    if all(all(js) for js in per.values()):  # where the time went: each zoo's training and evaluation job
         cells = [
             f"{zoo} {stage} {', '.join(str(j[f'{stage}/{zoo}']) for j in per[a])} / "
             f"{', '.join(str(j[f'{stage}/{zoo}']) for j in per[b])}"
