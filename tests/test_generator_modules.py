@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from rpg.config import PRESETS, GeneratorConfig
 from rpg.generator.backbones import build_backbone
-from rpg.generator.denoiser import ConvDenoiser, timestep_embedding
+from rpg.generator.denoiser import ConvDenoiser, elu_, timestep_embedding
 
 torch.set_num_threads(1)
 
@@ -54,8 +55,8 @@ def test_denoiser_shapes_skips_and_conditioning():
         seen.setdefault(name, value)
 
     net.convs[4].register_forward_pre_hook(lambda m, a: keep("dec_in", a[0]))
-    net.norms[1].register_forward_hook(lambda m, a, o: keep("enc", net.act(o)))
-    net.norms[3].register_forward_hook(lambda m, a, o: keep("dec", net.act(o)))
+    net.norms[1].register_forward_hook(lambda m, a, o: keep("enc", F.elu(o)))
+    net.norms[3].register_forward_hook(lambda m, a, o: keep("dec", F.elu(o)))
     with torch.no_grad():
         net(x, t, c)
         cond = net.cond_proj(c)[:, None, :]
@@ -67,6 +68,38 @@ def test_denoiser_shapes_skips_and_conditioning():
         ConvDenoiser(token_size=8, cond_dim=4, channels=[1, 8, 16, 1])
     with pytest.raises(ValueError):
         net(torch.randn(5, 23), t, c)
+
+
+def test_cpu_elu_matches_torch_elu_and_its_gradient():
+    """The denoiser's CPU ELU (exp(min(x, 0)) - 1 for the negative part) equals torch's ELU within the rounding of
+    1, in place, with special values kept, and its gradient is torch's in-place ELU gradient."""
+    torch.manual_seed(0)
+    x = torch.randn(8, 16, 64) * 4
+    x[0, 0, :6] = torch.tensor([0.0, -0.0, -1e-30, float("-inf"), float("inf"), -20.0])
+    x[0, 1, 0] = float("nan")
+    expected = F.elu(x)
+    y = x.clone()
+    out = elu_(y)
+    assert out.data_ptr() == y.data_ptr()  # in place
+    finite = torch.isfinite(expected)
+    assert torch.equal(finite, torch.isfinite(out)) and torch.isnan(out[0, 1, 0])
+    assert (out[finite] - expected[finite]).abs().max() <= 1.2e-7
+    assert torch.equal(out[x > 0], x[x > 0])  # the positive part is exact
+    assert float(out[0, 0, 3]) == -1.0 and float(out[0, 0, 4]) == float("inf")
+    weights = torch.randn_like(x)
+    grads = []
+    for act in (lambda h: elu_(h), lambda h: F.elu(h, inplace=True)):
+        leaf = x.clone().requires_grad_(True)
+        (act(leaf * 1.0) * weights).nan_to_num().sum().backward()
+        grads.append(leaf.grad)
+    keep = torch.isfinite(grads[1])
+    assert torch.equal(keep, torch.isfinite(grads[0]))
+    assert (grads[0][keep] - grads[1][keep]).abs().max() <= 1e-6 * weights.abs().max()
+    # a training step through the denoiser with it: finite loss and gradients
+    net = ConvDenoiser(token_size=16, cond_dim=8, channels=[1, 8, 16, 8, 1])
+    loss = net(torch.randn(6, 16), torch.randint(0, 1000, (6,)), torch.randn(6, 8)).pow(2).mean()
+    loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in net.parameters())
 
 
 def test_presets_and_overrides():
