@@ -236,6 +236,8 @@ def side_by_side(names: tuple[str, str], labels: tuple[str, str], how: str,
         f"{', '.join(f'{r:.2f}' for r in ratio)} (median {float(np.median(ratio)):.2f}). CPU time of all jobs, "
         f"summed: {x} {_mean_sd(cpus[a], _minutes)} min, {y} {_mean_sd(cpus[b], _minutes)} min.",
     ]
+    if len(ratio) > 1:
+        lines.append(f"- {y} / {x}: {_ratio_interval(ratio)}.")
     per = {n: [d["runs"][k].get("job_seconds") for k in seeds] for n, d in runs.items()}
     if all(all(js) for js in per.values()):  # where the time went: each zoo's training and evaluation job
         cells = [
@@ -254,6 +256,22 @@ def side_by_side(names: tuple[str, str], labels: tuple[str, str], how: str,
             if block in shared:
                 lines.append(f"- {label}, `{block}`: `{json.dumps(shared[block], sort_keys=True)}`")
     return "\n".join(lines) + "\n"
+
+
+def _ratio_interval(ratio: list[float]) -> str:
+    """The geometric mean of per-seed wall-time ratios with its 95% interval and one-sided 95% upper bound (Student t
+    over the log ratios, n - 1 degrees of freedom): an upper bound below 1 says "faster", above 1 "not shown"."""
+    from scipy import stats
+
+    logs = np.log(ratio)
+    n, mean = len(logs), float(np.mean(logs))
+    se = float(np.std(logs, ddof=1)) / np.sqrt(n)
+    two, one = (float(stats.t.ppf(q, n - 1)) for q in (0.975, 0.95))
+    return (
+        f"geometric mean of the per-seed ratios {np.exp(mean):.2f}, 95% interval {np.exp(mean - two * se):.2f}.."
+        f"{np.exp(mean + two * se):.2f}, one-sided 95% upper bound {np.exp(mean + one * se):.2f} (Student t over "
+        f"the {n} log ratios)"
+    )
 
 
 def _again(first: dict[str, dict], again: tuple[tuple[str, str], str], seeds: list[str], labels: tuple[str, str],
@@ -322,6 +340,22 @@ RENDERERS: dict[str, Callable[[], str]] = {
     ),
     "default-now-fixed-vs-auto": lambda: side_by_side(
         ("default_after_fixed_seeds", "default_after_auto_seeds"),
+        ("now, fixed", "now, auto"),
+        "the runs of the table above",
+    ),
+    "default-elu-before-vs-auto": lambda: side_by_side(
+        ("default_elu_before_fixed_seeds", "default_elu_auto_seeds"),
+        ("before, fixed", "now, auto"),
+        "three runs a seed, in the order before / auto / fixed (seed 0), auto / fixed / before (1), fixed / before / "
+        "auto (2), on the otherwise idle machine",
+    ),
+    "default-elu-before-vs-fixed": lambda: side_by_side(
+        ("default_elu_before_fixed_seeds", "default_elu_fixed_seeds"),
+        ("before, fixed", "now, fixed"),
+        "the runs of the table above",
+    ),
+    "default-elu-fixed-vs-auto": lambda: side_by_side(
+        ("default_elu_fixed_seeds", "default_elu_auto_seeds"),
         ("now, fixed", "now, auto"),
         "the runs of the table above",
     ),
