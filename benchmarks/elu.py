@@ -4,7 +4,7 @@
     python benchmarks/elu.py --rounds 2 --steps 10
 
 torch's CPU ELU computes ``expm1`` of the negative inputs; on AVX-512 builds its vectorised ``expm1`` calls the C
-library one element at a time, about ten times the cost of ``exp``. The denoiser computes ELU as
+library one element at a time, many times the cost of ``exp``. The denoiser computes ELU as
 ``max(x, 0) + (exp(min(x, 0)) - 1)`` on a CPU, with torch's ELU backward. Rows, each timed with torch's ELU and with
 the exp form in the same round (rounds interleaved, medians, 1 thread):
 
@@ -17,8 +17,8 @@ the exp form in the same round (rounds interleaved, medians, 1 thread):
   with ``validate_steps`` steps) from one untrained snapshot of the generator.
 
 ``max |difference|`` is between the two forms: the op's outputs, the two copies' losses at the last step, the sampled
-tokens. Prints the table and
-writes ``benchmarks/results/elu.md``; docs/throughput.md shows it (generated block bench.elu).
+tokens. Prints the table and writes ``benchmarks/results/elu.md``; docs/throughput.md shows it (generated block
+bench.elu).
 """
 
 from __future__ import annotations
@@ -81,19 +81,11 @@ class Zoo:
 
     def sample(self):
         """The tokens of one validation's models (the trainer's validation sampler and seeds)."""
-        import torch
+        from rpg.generator.validation import sample_validation_models
 
-        from rpg.generator.samplers import build_sampler
-        from rpg.generator.validation import validation_states
-
-        k, layout = self.tcfg.validate_models, self.store.layout
-        sampler = build_sampler("ddim", schedule=self.snapshot.schedule, steps=self.tcfg.validate_steps)
-        gens = [torch.Generator().manual_seed(self.tcfg.validate_seed + i) for i in range(k)]
-        out = torch.empty(k, layout.num_tokens, layout.token_size)
-        states = validation_states(k, self.store.num_states)
-        for first, x in self.snapshot.sample_batch(states=states, sampler=sampler, generators=gens):
-            out[:, first : first + x.shape[1]] = x
-        return out
+        t = self.tcfg
+        return sample_validation_models(self.snapshot, num_models=t.validate_models, sampling_steps=t.validate_steps,
+                                        seed=t.validate_seed)  # fmt: skip
 
 
 def _store(experiment: str, name: str, settings):

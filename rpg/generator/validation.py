@@ -135,6 +135,21 @@ def validation_states(num_models: int, num_states: int) -> list[int]:
     return [(i * num_states) // num_models for i in range(num_models)]
 
 
+@torch.no_grad()
+def sample_validation_models(generator: nn.Module, *, num_models: int, sampling_steps: int, seed: int,
+                             device: torch.device | str = "cpu", chunk_tokens: int = 256) -> torch.Tensor:  # fmt: skip
+    """The tokens [num_models, L, k] (float32, CPU, NaN at padding) of one validation's models: DDIM with
+    ``sampling_steps`` steps, model i in permutation state ``validation_states(...)[i]`` with noise seeded
+    ``seed + i``."""
+    sampler = build_sampler("ddim", schedule=generator.schedule, steps=sampling_steps)
+    states = validation_states(num_models, generator.permutation.num_states)
+    gens = [torch.Generator(device).manual_seed(seed + i) for i in range(num_models)]
+    tokens = torch.empty(num_models, generator.num_tokens, generator.token_size)
+    for first, x in generator.sample_batch(states=states, sampler=sampler, generators=gens, chunk_tokens=chunk_tokens):
+        tokens[:, first : first + x.shape[1]] = x
+    return tokens
+
+
 def _spread(index, count: int) -> list[int]:
     """Up to ``count`` rows of the token index spread evenly over its (run, step) order."""
     order = index.sort_values(["run", "step"], kind="stable").index.to_list()
@@ -242,13 +257,9 @@ class SampleValidator:
         start_time = time.perf_counter()
         target = self.target
         k = self.num_models
-        sampler = build_sampler("ddim", schedule=generator.schedule, steps=self.sampling_steps)
+        tokens = sample_validation_models(generator, num_models=k, sampling_steps=self.sampling_steps, seed=self.seed,
+                                          device=self.device, chunk_tokens=self.chunk_tokens)  # fmt: skip
         states = validation_states(k, generator.permutation.num_states)
-        gens = [torch.Generator(self.device).manual_seed(self.seed + i) for i in range(k)]
-        tokens = torch.empty(k, self.layout.num_tokens, self.layout.token_size)
-        for first, x in generator.sample_batch(states=states, sampler=sampler, generators=gens,
-                                               chunk_tokens=self.chunk_tokens):  # fmt: skip
-            tokens[:, first : first + x.shape[1]] = x
         scores, failures, flats = [], [], []
         for b in range(k):
             flats.append(self._flat(tokens[b]))
